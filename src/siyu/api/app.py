@@ -1,0 +1,42 @@
+"""The FastAPI application: routers of each capability, auth, idempotency, errors."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from siyu import __version__
+from siyu.api import errors
+from siyu.api.idempotency import IdempotencyMiddleware
+from siyu.bootstrap import bootstrap
+from siyu.core.db import Database
+from siyu.core.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    db = db or bootstrap(settings)
+    app = FastAPI(
+        title="siyu 私域",
+        version=__version__,
+        description="Member operations for retail brands: members and OneID, orders, "
+        "loyalty, paid membership, insight. Authenticate with `Authorization: Bearer <key>`; "
+        "send `Idempotency-Key` on mutating calls to make retries safe.",
+    )
+    app.state.db = db
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(IdempotencyMiddleware, db=db)
+
+    from siyu.api.keys import router as keys_router
+    from siyu.members.api import router as members_router
+    from siyu.orders.api import router as orders_router
+    from siyu.stores.api import router as stores_router
+
+    for router in (members_router, orders_router, stores_router, keys_router):
+        app.include_router(router)
+
+    @app.get("/health", tags=["system"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__, "database": db.dialect}
+
+    return app

@@ -1,0 +1,23 @@
+"""Wire the process: load every model and event handler once. The app, the CLI and the
+tests call ``bootstrap()``; nothing else relies on import side effects."""
+
+from __future__ import annotations
+
+from siyu.core.db import Database, get_database
+from siyu.core.settings import Settings, get_settings
+
+
+def load_handlers() -> None:
+    import siyu.orders.handlers
+    import siyu.schema  # noqa: F401
+
+
+def bootstrap(settings: Settings | None = None, *, migrate: bool | None = None) -> Database:
+    settings = settings or get_settings()
+    load_handlers()
+    db = get_database(settings)
+    if settings.auto_migrate if migrate is None else migrate:
+        from siyu.core.migrate import upgrade
+
+        upgrade(db)
+    return db

@@ -1,0 +1,1 @@
+"""Infrastructure every capability shares; nothing business-specific lives here."""

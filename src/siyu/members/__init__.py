@@ -1,0 +1,1 @@
+"""Members and one identity (OneID) across channels."""

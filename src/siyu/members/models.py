@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from siyu.core.db import Base, BigId, UTCDateTime
+
+
+class Member(Base):
+    """One person, whatever channels they reach the brand through.
+
+    ``member_no`` is not stored: it is the id with a Luhn check digit (see
+    ``members.rules.member_no``), unique by construction and free to compute on bulk
+    enrolment. Brands' legacy card numbers are identities on the ``store_card`` channel.
+    """
+
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)
+    name: Mapped[str | None] = mapped_column(String(100), index=True)
+    gender: Mapped[str | None] = mapped_column(String(1))  # F | M
+    birthday: Mapped[date | None] = mapped_column(Date)
+    child_birthday: Mapped[date | None] = mapped_column(Date)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    join_channel: Mapped[str] = mapped_column(String(20))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), index=True)
+    guide_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
+    referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    scene_code: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    consent_sms: Mapped[bool] = mapped_column(Boolean, default=False)
+    consent_wechat: Mapped[bool] = mapped_column(Boolean, default=False)
+    consent_email: Mapped[bool] = mapped_column(Boolean, default=False)
+    email: Mapped[str | None] = mapped_column(String(200))
+    # Cached balances; their ledgers (loyalty engine) are the truth.
+    tier_code: Mapped[str | None] = mapped_column(String(20))
+    points_balance: Mapped[int] = mapped_column(Integer, default=0)
+    growth_balance: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'frozen', 'closed', 'merged')", name="status_known"),
+    )
+
+
+class MemberIdentity(Base):
+    """A member's id on one channel; (channel, external_id) names one member at most."""
+
+    __tablename__ = "member_identities"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+
+
+class MemberTag(Base):
+    __tablename__ = "member_tags"
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))  # manual | scene | rule
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_member_tags_tag", "tag", "member_id"),)
+
+
+class QrScene(Base):
+    """A QR code's scene parameter and the tags a member who joins through it gets."""
+
+    __tablename__ = "qr_scenes"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class MemberMerge(Base):
+    """An explicit merge and exactly what it moved, so unmerge can put it back."""
+
+    __tablename__ = "member_merges"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    from_member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    into_member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    actor: Mapped[str] = mapped_column(String(100))
+    moved: Mapped[dict[str, Any]] = mapped_column(JSON)
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    unmerged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

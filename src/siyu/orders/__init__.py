@@ -1,0 +1,1 @@
+"""Orders, lines and refunds from every channel, and the per-member metrics they drive."""

@@ -1,0 +1,1 @@
+"""The organisation: regions, stores and staff (guides and managers)."""

@@ -1,0 +1,114 @@
+"""Test fixtures: a real database (SQLite file, or PostgreSQL when SIYU_DATABASE_URL says so),
+built by running the migrations once per session and emptied between tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from siyu.api.app import create_app
+from siyu.bootstrap import load_handlers
+from siyu.core import clock
+from siyu.core.auth import Role, create_key
+from siyu.core.db import Database
+from siyu.core.migrate import upgrade
+from siyu.core.settings import Settings
+from siyu.schema import metadata
+
+load_handlers()
+
+NOW = datetime(2026, 11, 23, 4, 0, tzinfo=clock.UTC)  # 12:00 in Shanghai
+
+
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("SIYU_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'siyu-test.db'}"
+
+
+@pytest.fixture(scope="session")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    database = Database(database_url(tmp_path_factory))
+    if database.dialect == "postgresql":
+        with database.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+def _empty(database: Database) -> None:
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    with database.engine.begin() as conn:
+        if database.dialect == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+            conn.execute(text("DELETE FROM sqlite_sequence")) if _has_sequence(conn) else None
+
+
+def _has_sequence(conn: object) -> bool:
+    return bool(
+        conn.execute(  # type: ignore[attr-defined]
+            text("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'")
+        ).first()
+    )
+
+
+@pytest.fixture
+def fixed_clock() -> Iterator[clock.FixedClock]:
+    fixed = clock.FixedClock(NOW)
+    previous = clock.set_clock(fixed)
+    yield fixed
+    clock.set_clock(previous)
+
+
+@pytest.fixture
+def clean_db(db: Database, fixed_clock: clock.FixedClock) -> Database:
+    _empty(db)
+    return db
+
+
+@pytest.fixture
+def session(clean_db: Database) -> Iterator[Session]:
+    """A session in one transaction, committed at the end like a request."""
+    with clean_db.unit_of_work() as s:
+        yield s
+
+
+@pytest.fixture
+def settings(clean_db: Database) -> Settings:
+    return Settings(database_url=clean_db.url, auto_migrate=False)
+
+
+@pytest.fixture
+def app_client(clean_db: Database, settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings, db=clean_db)
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def make_key(clean_db: Database):  # type: ignore[no-untyped-def]
+    """Create an API key with a role (and scope) and return headers that use it."""
+
+    def make(role: Role | str = Role.admin, **scope: int) -> dict[str, str]:
+        with clean_db.unit_of_work() as s:
+            _, secret = create_key(s, role=role, name=f"test-{role}", **scope)
+        return {"Authorization": f"Bearer {secret}"}
+
+    return make
+
+
+@pytest.fixture
+def admin(make_key) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return make_key(Role.admin)  # type: ignore[no-any-return]
