@@ -28,7 +28,7 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(200))
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int | None] = mapped_column(Integer)
-    response_body: Mapped[Any] = mapped_column(JSON)
+    response_body: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("api_key_id", "key"),)

@@ -275,7 +275,6 @@ def _enrol_prepared(
     for result in results:
         if result.created:
             outbox.emit(session, "member.enrolled", {"member_id": result.member_id})
-    session.expire_all()
     return results
 
 
@@ -501,7 +500,6 @@ def add_tags(
             target_id=member_id,
             detail={"added": clean},
         )
-    session.expire_all()
     return tags_of(session, member_id)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_foundation
 Revises:
-Create Date: 2026-11-23 09:43:02.617109
+Create Date: 2026-11-23 11:26:37.782811
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
-        sa.Column("response_body", sa.JSON(), nullable=False),
+        sa.Column("response_body", sa.JSON(), nullable=True),
         sa.Column("created_at", siyu.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
         sa.UniqueConstraint("api_key_id", "key", name=op.f("uq_idempotency_keys_api_key_id_key")),
@@ -261,6 +261,7 @@ def upgrade() -> None:
             ["member_id"], ["members.id"], name=op.f("fk_member_metrics_member_id_members")
         ),
         sa.PrimaryKeyConstraint("member_id", name=op.f("pk_member_metrics")),
+        info={"merge": "derived"},
     )
     with op.batch_alter_table("member_metrics", schema=None) as batch_op:
         batch_op.create_index(
