@@ -4,7 +4,7 @@ built by running the migrations once per session and emptied between tests."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pytest
@@ -70,6 +70,12 @@ def fixed_clock() -> Iterator[clock.FixedClock]:
     previous = clock.set_clock(fixed)
     yield fixed
     clock.set_clock(previous)
+
+
+@pytest.fixture
+def empty_database() -> Callable[[Database], None]:
+    """Empty every table again, for tests that load the same data twice."""
+    return _empty
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from siyu.core.errors import SiyuError
@@ -194,8 +195,8 @@ def main() -> None:
     try:
         app()
     except SiyuError as exc:
-        where = f" [{exc.field}]" if exc.field else ""
-        err.print(f"[red]error{where}:[/] {exc.message}")
+        where = f" ({exc.field})" if exc.field else ""
+        err.print(f"[red]error{escape(where)}:[/] {escape(exc.message)}")
         sys.exit(2)
 
 

@@ -4,10 +4,11 @@ through the real services (enrol_many, ingest_orders, create_refund)."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from siyu.core import clock
 from siyu.core.db import Database
@@ -24,21 +25,10 @@ from siyu.members.models import Member, MemberIdentity
 from siyu.orders import rules as order_rules
 from siyu.orders.models import MemberMetrics, Order, Refund
 from siyu.orders.service import check_metrics
-from siyu.schema import metadata
 from siyu.stores.models import Staff, Store
 
 SEED = 11
 MEMBERS = 300
-
-
-def _empty(db: Database) -> None:
-    names = [t.name for t in reversed(metadata.sorted_tables)]
-    with db.engine.begin() as conn:
-        if db.dialect == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))
-        else:
-            for name in names:
-                conn.execute(text(f"DELETE FROM {name}"))
 
 
 def _snapshot(db: Database) -> tuple[object, ...]:
@@ -107,11 +97,15 @@ def test_the_organisation_is_a_chain_of_about_fifty_stores(fixed_clock: clock.Fi
 # --- loaded into the database ----------------------------------------------------------
 
 
-def test_same_seed_same_brand_twice(clean_db: Database, fixed_clock: clock.FixedClock) -> None:
+def test_same_seed_same_brand_twice(
+    clean_db: Database,
+    fixed_clock: clock.FixedClock,
+    empty_database: Callable[[Database], None],
+) -> None:
     as_of = fixed_clock.now()
     first = generate_brand(clean_db, members=MEMBERS, seed=SEED, as_of=as_of)
     first_rows = _snapshot(clean_db)
-    _empty(clean_db)
+    empty_database(clean_db)
     second = generate_brand(clean_db, members=MEMBERS, seed=SEED, as_of=as_of, chunk_size=70)
     assert second == first
     assert _snapshot(clean_db) == first_rows
