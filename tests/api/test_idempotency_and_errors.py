@@ -68,3 +68,14 @@ def test_health_and_openapi(app_client: TestClient) -> None:
     assert app_client.get("/health").json()["status"] == "ok"
     paths = app_client.get("/openapi.json").json()["paths"]
     assert {"/members", "/orders", "/orders:batch", "/refunds", "/merges"} <= set(paths)
+
+
+def test_a_replayed_204_has_no_body(app_client: TestClient, admin: Headers) -> None:
+    member = app_client.post(
+        "/members", json={"phone": "13800138000", "tags": ["x"]}, headers=admin
+    ).json()["member"]["id"]
+    headers = {**admin, "Idempotency-Key": "untag-1"}
+    first = app_client.delete(f"/members/{member}/tags/x", headers=headers)
+    again = app_client.delete(f"/members/{member}/tags/x", headers=headers)
+    assert first.status_code == again.status_code == 204
+    assert again.content == b""

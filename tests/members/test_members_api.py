@@ -150,3 +150,24 @@ def test_update_tags_status_merge_unmerge_and_hand_over(
         "/guides/hand-over", json={"from_guide_id": g1.id, "to_guide_id": g2.id}, headers=admin
     )
     assert handed.json()["members_moved"] == 2
+
+
+def test_a_guide_enrolling_someone_elses_member_links_nothing(
+    app_client: TestClient, clean_db: Database, make_key
+) -> None:
+    with clean_db.unit_of_work() as s:
+        store = stores.create_store(s, code="S1", name="上海徐汇店")
+        g1 = stores.create_staff(s, code="G1", name="小张", role="guide", store_id=store.id)
+        g2 = stores.create_staff(s, code="G2", name="小王", role="guide", store_id=store.id)
+        theirs = members.enrol(s, EnrolDraft(phone="13900000000", guide_id=g2.id)).member_id
+    guide = make_key(Role.guide, staff_id=g1.id, store_id=store.id)
+    response = app_client.post(
+        "/members",
+        json={"phone": "13900000000", "identities": [{"channel": "jd", "external_id": "jd_1"}]},
+        headers=guide,
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "member_out_of_scope"
+    assert "13900000000" not in response.text
+    with clean_db.unit_of_work() as s:
+        assert {i.channel for i in members.identities_of(s, theirs)} == {"phone"}

@@ -50,5 +50,7 @@ def require(*roles: Role) -> Callable[..., Principal]:
     return check
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits before the response is sent, so a failed
+# commit answers with an error instead of a 201 for something that was never stored.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 AnyRole = Annotated[Principal, Depends(get_principal)]

@@ -108,7 +108,7 @@ class IdempotencyMiddleware:
 
 
 async def _send_json(send: Send, status: int, body: Any, *, replayed: bool = False) -> None:
-    raw = json.dumps(body, ensure_ascii=False).encode()
+    raw = b"" if status == 204 else json.dumps(body, ensure_ascii=False).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
     if replayed:
         headers.append((b"idempotent-replayed", b"true"))

@@ -5,7 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from siyu.api.deps import AnyRole, SessionDep, require
+from siyu.core import audit
 from siyu.core.auth import Principal, Role
+from siyu.core.errors import Conflict
 from siyu.members import service
 from siyu.members.schemas import (
     EnrolResponse,
@@ -56,9 +58,18 @@ def enrol(body: MemberEnrol, session: SessionDep, who: Enroller, response: Respo
     if who.role in (Role.guide, Role.store_manager) and who.store_id:
         draft.store_id = draft.store_id or who.store_id
     result = service.enrol(session, draft)
+    member = service.get(session, result.member_id)
     if not result.created:
         response.status_code = 200
-    member = service.get(session, result.member_id)
+        if not service.in_scope(who, member):
+            # Raising rolls back the identities this call linked: a guide may not attach
+            # ids to, or read, a member outside their book.
+            raise Conflict(
+                "this person is already a member, looked after outside your store or book; "
+                "ask headquarters to hand the member over",
+                field="phone",
+                code="member_out_of_scope",
+            )
     return EnrolResponse(
         created=result.created,
         member=MemberDetail.full(
@@ -165,9 +176,17 @@ def hand_over(body: HandOver, session: SessionDep, who: HandOverRole) -> HandOve
 
 
 @router.post("/qr-scenes", status_code=201)
-def create_scene(body: SceneCreate, session: SessionDep, _: Operator) -> dict[str, object]:
+def create_scene(body: SceneCreate, session: SessionDep, who: Operator) -> dict[str, object]:
     """A QR code's scene parameter and the tags members who join through it get."""
     scene = service.create_scene(
         session, body.code, body.tags, description=body.description, store_id=body.store_id
+    )
+    audit.record(
+        session,
+        actor=who.actor,
+        action="qr_scene.save",
+        target_type="qr_scene",
+        target_id=scene.code,
+        detail=body.model_dump(mode="json"),
     )
     return {"code": scene.code, "tags": scene.tags}

@@ -39,10 +39,6 @@ class MemberStatus(StrEnum):
     merged = "merged"
 
 
-# Identities that name a person, not an account: a new identity matching an existing
-# member on one of these links to that member (OneID).
-PERSON_CHANNELS = frozenset({IdentityChannel.phone, IdentityChannel.wechat_unionid})
-
 _PHONE = re.compile(r"^1[3-9]\d{9}$")
 
 

@@ -17,8 +17,9 @@ class Identity(BaseModel):
 
 
 class MemberEnrol(BaseModel):
-    """Enrolment from any channel. A phone or unionid that names an existing member links
-    the new identities to that member instead of creating a second one (OneID)."""
+    """Enrolment from any channel. An identity that already names a member (the same
+    phone, the same WeChat unionid, the same platform id) links the new identities to that
+    member instead of creating a second one (OneID)."""
 
     phone: str | None = Field(default=None, examples=["13800138000"])
     identities: list[Identity] = Field(default_factory=list, max_length=20)

@@ -294,8 +294,16 @@ def get(session: Session, member_id: int, *, principal: Principal | None = None)
     return member
 
 
+def in_scope(principal: Principal, member: Member) -> bool:
+    """Guides look after their own members; store managers their store's; others all."""
+    if principal.role is Role.guide:
+        return member.guide_id == principal.staff_id
+    if principal.role is Role.store_manager:
+        return member.store_id == principal.store_id
+    return True
+
+
 def check_scope(principal: Principal, member: Member) -> None:
-    """Guides see only their own members; store managers only their store's."""
     if principal.role is Role.guide and member.guide_id != principal.staff_id:
         raise NotFound(f"no member with id {member.id} among your members", field="member_id")
     if principal.role is Role.store_manager and member.store_id != principal.store_id:
