@@ -37,6 +37,11 @@ def _mount_capabilities() -> None:
 
     app.add_typer(import_app, name="import", help="Import data from files.")
     app.add_typer(orders_app, name="orders", help="Orders and member metrics.")
+    from siyu.programme.cli import programme_app
+
+    app.add_typer(
+        programme_app, name="programme", help="The loyalty programme document and its versions."
+    )
 
 
 _mount_capabilities()

@@ -4,6 +4,7 @@ from siyu.core import audit, auth, idempotency, outbox  # noqa: F401
 from siyu.core.db import Base
 from siyu.members import models as members_models  # noqa: F401
 from siyu.orders import models as orders_models  # noqa: F401
+from siyu.programme import models as programme_models  # noqa: F401
 from siyu.stores import models as stores_models  # noqa: F401
 
 metadata = Base.metadata

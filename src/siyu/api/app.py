@@ -30,9 +30,16 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from siyu.api.keys import router as keys_router
     from siyu.members.api import router as members_router
     from siyu.orders.api import router as orders_router
+    from siyu.programme.api import router as programme_router
     from siyu.stores.api import router as stores_router
 
-    for router in (members_router, orders_router, stores_router, keys_router):
+    for router in (
+        members_router,
+        orders_router,
+        programme_router,
+        stores_router,
+        keys_router,
+    ):
         app.include_router(router)
 
     @app.get("/health", tags=["system"])
