@@ -11,7 +11,7 @@ against the database unless a chunk hits a constraint (see ``_ingest_chunk_safel
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -61,6 +61,15 @@ class IngestResult:
     member_id: int | None = None
     problems: list[Problem] = field(default_factory=list)
     conflict: dict[str, Any] | None = None
+
+
+def _copy(draft: OrderDraft, **changes: Any) -> OrderDraft:
+    """``dataclasses.replace`` for drafts (plain dataclasses without ``__post_init__``),
+    without calling ``__init__`` again: it runs for every order of a file."""
+    copy = object.__new__(type(draft))
+    copy.__dict__.update(draft.__dict__)
+    copy.__dict__.update(changes)
+    return copy
 
 
 def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
@@ -151,7 +160,7 @@ def _ingest_chunk(
         found = rules.validate_order(draft, now)
         identities, identity_problems = rules.normalize_buyer(draft.buyer_identities)
         problems.append(found + identity_problems)
-        prepared.append(replace(draft, buyer_identities=identities))
+        prepared.append(_copy(draft, buyer_identities=identities))
 
     _resolve_stores(session, prepared, problems)
     _check_guides(session, prepared, problems)
@@ -244,7 +253,7 @@ def _conflict(index: int, draft: OrderDraft, stored: dict[str, Any]) -> IngestRe
 
 
 def _names(found: list[Problem], *fields: str) -> bool:
-    return any(p.field in fields for p in found)
+    return bool(found) and any(p.field in fields for p in found)
 
 
 def _resolve_stores(
@@ -277,7 +286,7 @@ def _resolve_stores(
                     )
                 )
             else:
-                drafts[i] = replace(draft, store_id=store_id, store_code=None)
+                drafts[i] = _copy(draft, store_id=store_id, store_code=None)
         elif draft.store_id is not None and draft.store_id not in known_ids:
             problems[i].append(Problem("store_id", f"no store with id {draft.store_id}"))
 
@@ -370,8 +379,13 @@ def _resolve_buyers(
         if draft.member_id is not None:
             member_of[i] = draft.member_id
             continue
-        member_of[i] = next((lookup[x] for x in draft.buyer_identities if x in lookup), None)
-        if member_of[i] is None and draft.buyer_identities and policy == "enrol":
+        found = None
+        for identity in draft.buyer_identities:
+            found = lookup.get(identity)  # member ids, never None
+            if found is not None:
+                break
+        member_of[i] = found
+        if found is None and draft.buyer_identities and policy == "enrol":
             unknown.append(i)
     if unknown:
         member_of.update(_enrol_buyers(session, drafts, unknown))
@@ -430,9 +444,11 @@ def _insert_orders(
     if not indexes:
         return []
     rows = []
+    totals: dict[int, int] = {}
     for i in indexes:
         d = drafts[i]
         buyer = d.buyer_identities[0] if d.buyer_identities else (None, None)
+        totals[i] = d.total_fen
         rows.append(
             {
                 "channel": d.channel,
@@ -441,7 +457,7 @@ def _insert_orders(
                 "store_id": d.store_id,
                 "guide_id": d.guide_id,
                 "paid_at": d.paid_at,
-                "amount_fen": d.total_fen,
+                "amount_fen": totals[i],
                 "freight_fen": d.freight_fen,
                 "discount_fen": d.discount_fen,
                 "refunded_fen": 0,
@@ -480,7 +496,7 @@ def _insert_orders(
     session.execute(insert(OrderLine.__table__), line_rows)
 
     deltas = rules.aggregate_orders(
-        (member_of[i], drafts[i].paid_at, drafts[i].total_fen)  # type: ignore[misc]
+        (member_of[i], drafts[i].paid_at, totals[i])  # type: ignore[misc]
         for i in indexes
         if member_of[i] is not None
     )
