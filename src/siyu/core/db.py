@@ -11,7 +11,7 @@ makes read-then-write sequences (spend a balance, take stock) safe between conne
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -137,3 +137,13 @@ def upsert_insert(session: Session, table: Any) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table)
+
+
+# Parameters per IN (...) list: well under SQLite's and PostgreSQL's limits.
+IN_CHUNK = 500
+
+
+def in_chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
+    """Slices of ``items`` small enough for one ``IN (...)`` list each."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -14,15 +14,13 @@ from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock, outbox
 from siyu.core.auth import Principal, Role
-from siyu.core.db import Base, upsert_insert
+from siyu.core.db import Base, in_chunks, upsert_insert
 from siyu.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from siyu.core.events import publish
 from siyu.members import rules
 from siyu.members.models import Member, MemberIdentity, MemberMerge, MemberTag, QrScene
 from siyu.members.rules import IdentityChannel, JoinChannel, MemberStatus
 from siyu.stores.models import Staff, Store
-
-IN_CHUNK = 500  # parameters per IN (...) list: well under SQLite's and PostgreSQL's limits
 
 
 @dataclass
@@ -69,11 +67,6 @@ class MembersUnmerged:
     into_member_id: int
 
 
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def lookup_identities(
     session: Session, identities: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], int]:
@@ -83,7 +76,7 @@ def lookup_identities(
         by_channel.setdefault(channel, set()).add(external_id)
     found: dict[tuple[str, str], int] = {}
     for channel, ids in by_channel.items():
-        for chunk in _chunks(sorted(ids)):
+        for chunk in in_chunks(sorted(ids)):
             rows = session.execute(
                 select(MemberIdentity.external_id, MemberIdentity.member_id).where(
                     MemberIdentity.channel == channel, MemberIdentity.external_id.in_(chunk)
@@ -160,7 +153,7 @@ def _check_references(session: Session, drafts: Sequence[EnrolDraft]) -> None:
         if not ids:
             continue
         known: set[int] = set()
-        for chunk in _chunks(sorted(ids)):
+        for chunk in in_chunks(sorted(ids)):
             known.update(session.scalars(select(model.id).where(model.id.in_(chunk))))
         missing = sorted(ids - known)
         if missing:
@@ -626,7 +619,7 @@ def merge(
         pk = next(iter(table.primary_key.columns))
         ids = list(session.scalars(select(pk).where(table.c.member_id == from_member_id)))
         if ids:
-            for chunk in _chunks(ids):
+            for chunk in in_chunks(ids):
                 session.execute(
                     sql_update(table).where(pk.in_(chunk)).values(member_id=into_member_id)
                 )
@@ -688,7 +681,7 @@ def unmerge(session: Session, merge_id: int, *, principal: Principal) -> MemberM
     for name, ids in record.moved.get("tables", {}).items():
         table = tables[name]
         pk = next(iter(table.primary_key.columns))
-        for chunk in _chunks(ids):
+        for chunk in in_chunks(ids):
             session.execute(
                 sql_update(table)
                 .where(pk.in_(chunk), table.c.member_id == record.into_member_id)

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core import clock, outbox
 from siyu.core.auth import Principal, Role
-from siyu.core.db import upsert_insert
+from siyu.core.db import in_chunks, upsert_insert
 from siyu.core.errors import Conflict, InvalidInput, NotFound, Problem, invalid
 from siyu.members import service as members
 from siyu.members.models import Member
@@ -47,7 +47,6 @@ UnknownBuyer = Literal["guest", "enrol"]
 IngestStatus = Literal["created", "duplicate", "rejected"]
 
 CHUNK = 1_000  # orders per set of statements; callers streaming files commit per chunk
-IN_CHUNK = 500  # parameters per IN (...) list
 MAX_MERGE_HOPS = 20
 
 
@@ -70,11 +69,6 @@ def _copy(draft: OrderDraft, **changes: Any) -> OrderDraft:
     copy.__dict__.update(draft.__dict__)
     copy.__dict__.update(changes)
     return copy
-
-
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 # --- ingestion ---------------------------------------------------------------------------
@@ -263,12 +257,12 @@ def _resolve_stores(
     codes = sorted({d.store_code.strip() for d in drafts if d.store_code})
     ids = sorted({d.store_id for d in drafts if d.store_id is not None})
     by_code: dict[str, int] = {}
-    for chunk in _chunks(codes):
+    for chunk in in_chunks(codes):
         rows = session.execute(select(Store.code, Store.id).where(Store.code.in_(chunk)))
         by_code.update((code, store_id) for code, store_id in rows)
 
     known_ids: set[int] = set(by_code.values())
-    for chunk in _chunks([i for i in ids if i not in known_ids and 0 < i <= rules.MAX_ID]):
+    for chunk in in_chunks([i for i in ids if i not in known_ids and 0 < i <= rules.MAX_ID]):
         known_ids.update(session.scalars(select(Store.id).where(Store.id.in_(chunk))))
     for i, draft in enumerate(drafts):
         if _names(problems[i], "store_code", "store_id"):
@@ -296,7 +290,7 @@ def _check_guides(
 ) -> None:
     ids = sorted({d.guide_id for d in drafts if d.guide_id and 0 < d.guide_id <= rules.MAX_ID})
     known: set[int] = set()
-    for chunk in _chunks(ids):
+    for chunk in in_chunks(ids):
         known.update(session.scalars(select(Staff.id).where(Staff.id.in_(chunk))))
     for draft, found in zip(drafts, problems, strict=True):
         if draft.guide_id is not None and draft.guide_id not in known:
@@ -315,7 +309,7 @@ def _follow_merges(session: Session, member_ids: Iterable[int]) -> dict[int, int
         todo = sorted(pending - states.keys())
         if not todo:
             break
-        for chunk in _chunks(todo):
+        for chunk in in_chunks(todo):
             rows = session.execute(
                 select(Member.id, Member.status, Member.merged_into_id).where(Member.id.in_(chunk))
             )
@@ -350,7 +344,7 @@ def _existing_orders(
         by_channel.setdefault(channel, []).append(external_id)
     found: dict[tuple[str, str], tuple[int, str, int | None]] = {}
     for channel, external_ids in by_channel.items():
-        for chunk in _chunks(sorted(external_ids)):
+        for chunk in in_chunks(sorted(external_ids)):
             rows = session.execute(
                 select(Order.external_id, Order.id, Order.content_hash, Order.member_id).where(
                     Order.channel == channel, Order.external_id.in_(chunk)
@@ -598,7 +592,7 @@ class OrderView:
 
 def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[OrderLine]]:
     lines: dict[int, list[OrderLine]] = {}
-    for chunk in _chunks(list(order_ids)):
+    for chunk in in_chunks(list(order_ids)):
         query = (
             select(OrderLine)
             .where(OrderLine.order_id.in_(chunk))
@@ -901,7 +895,7 @@ def recompute_metrics(session: Session, member_ids: Sequence[int] | None = None)
     columns = ["member_id", *METRIC_FIELDS]
     total = 0
     if member_ids is not None:
-        for chunk in _chunks(sorted(set(member_ids))):
+        for chunk in in_chunks(sorted(set(member_ids))):
             session.execute(delete(table).where(table.c.member_id.in_(chunk)))
             result = session.execute(
                 _insert_select(table, columns, _expected_metrics(Order.member_id.in_(chunk)))
