@@ -8,8 +8,17 @@ from siyu.core.settings import Settings, get_settings
 
 
 def load_handlers() -> None:
+    """Models, event handlers and jobs. Handlers of one event run in the order they are
+    imported: tiers before points (points of an order use the tier held when it was paid,
+    which tiers reports), points before benefits (a pack may grant points)."""
+    import siyu.schema  # noqa: I001  (the order below is the order handlers run in)
     import siyu.orders.handlers
-    import siyu.schema  # noqa: F401
+    import siyu.tiers.handlers
+    import siyu.points.handlers
+    import siyu.benefits.handlers
+    import siyu.tiers.jobs
+    import siyu.points.jobs
+    import siyu.benefits.jobs  # noqa: F401
 
 
 def bootstrap(settings: Settings | None = None, *, migrate: bool | None = None) -> Database:

@@ -42,6 +42,15 @@ def _mount_capabilities() -> None:
     app.add_typer(
         programme_app, name="programme", help="The loyalty programme document and its versions."
     )
+    from siyu.benefits.cli import benefits_app
+    from siyu.jobs.cli import jobs_app
+    from siyu.points.cli import points_app
+    from siyu.tiers.cli import tiers_app
+
+    app.add_typer(tiers_app, name="tiers", help="Growth value and tiers.")
+    app.add_typer(points_app, name="points", help="Points: balances, ledger, adjustments.")
+    app.add_typer(benefits_app, name="benefits", help="Coupons, benefit packs, the points mall.")
+    app.add_typer(jobs_app, name="jobs", help="Daily jobs: expiry, releases, review, birthdays.")
 
 
 _mount_capabilities()

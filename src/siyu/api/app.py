@@ -28,15 +28,21 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.add_middleware(IdempotencyMiddleware, db=db)
 
     from siyu.api.keys import router as keys_router
+    from siyu.benefits.api import router as benefits_router
     from siyu.members.api import router as members_router
     from siyu.orders.api import router as orders_router
+    from siyu.points.api import router as points_router
     from siyu.programme.api import router as programme_router
     from siyu.stores.api import router as stores_router
+    from siyu.tiers.api import router as tiers_router
 
     for router in (
         members_router,
         orders_router,
         programme_router,
+        tiers_router,
+        points_router,
+        benefits_router,
         stores_router,
         keys_router,
     ):

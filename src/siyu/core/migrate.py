@@ -20,7 +20,8 @@ def alembic_config(db: Database) -> Config:
     return cfg
 
 
-def upgrade(db: Database, revision: str = "head") -> None:
+def upgrade(db: Database, revision: str = "heads") -> None:
+    """To every head: capabilities developed side by side may each add a branch."""
     cfg = alembic_config(db)
     with db.engine.connect() as connection:
         cfg.attributes["connection"] = connection
@@ -28,15 +29,16 @@ def upgrade(db: Database, revision: str = "head") -> None:
         connection.commit()
 
 
-def revision(db: Database, message: str) -> None:
-    """Autogenerate a migration from the models (developers: ``python -m siyu.core.migrate``)."""
+def revision(db: Database, message: str, rev_id: str | None = None) -> None:
+    """Autogenerate a migration from the models (developers:
+    ``python -m siyu.core.migrate URL MESSAGE [REV_ID]``), against a database at head."""
     cfg = alembic_config(db)
     with db.engine.connect() as connection:
         cfg.attributes["connection"] = connection
-        command.revision(cfg, message=message, autogenerate=True)
+        command.revision(cfg, message=message, autogenerate=True, rev_id=rev_id)
 
 
 if __name__ == "__main__":  # pragma: no cover - developer tool
     import sys
 
-    revision(Database(sys.argv[1]), sys.argv[2])
+    revision(Database(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)

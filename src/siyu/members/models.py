@@ -49,7 +49,12 @@ class Member(Base):
     email: Mapped[str | None] = mapped_column(String(200))
     # Cached balances; their ledgers (loyalty engine) are the truth.
     tier_code: Mapped[str | None] = mapped_column(String(20))
+    tier_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # points_balance is every entry summed; of it, points_frozen are not yet spendable
+    # (the return window) and points_debt is what refunds took back beyond the balance.
     points_balance: Mapped[int] = mapped_column(Integer, default=0)
+    points_frozen: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    points_debt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     growth_balance: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -54,6 +54,14 @@ class EnrolResult:
 
 
 @dataclass(frozen=True)
+class MembersEnrolled:
+    """New members, in bulk: ``(member_id, joined_at)`` for each member this call created.
+    Published in the enrolment's transaction (signup growth, points and the join pack)."""
+
+    members: tuple[tuple[int, datetime], ...]
+
+
+@dataclass(frozen=True)
 class MembersMerged:
     merge_id: int
     from_member_id: int
@@ -218,6 +226,8 @@ def _enrol_prepared(
                     "consent_wechat": d.consent_wechat,
                     "consent_email": d.consent_email,
                     "points_balance": 0,
+                    "points_frozen": 0,
+                    "points_debt": 0,
                     "growth_balance": 0,
                     "created_at": now,
                     "updated_at": now,
@@ -265,9 +275,13 @@ def _enrol_prepared(
             results.append(EnrolResult(target, False, tuple(linked.get(target, ()))))
         else:  # created by this draft, or by an earlier draft of this batch
             results.append(EnrolResult(new_ids[target], target == f"new:{index}"))
-    for result in results:
+    created = []
+    for index, result in enumerate(results):
         if result.created:
             outbox.emit(session, "member.enrolled", {"member_id": result.member_id})
+            created.append((result.member_id, drafts[index].joined_at or now))
+    if created:
+        publish(session, MembersEnrolled(tuple(created)))
     return results
 
 

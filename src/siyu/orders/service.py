@@ -35,6 +35,7 @@ from siyu.core import clock, outbox
 from siyu.core.auth import Principal, Role
 from siyu.core.db import in_chunks, upsert_insert
 from siyu.core.errors import Conflict, InvalidInput, NotFound, Problem, invalid
+from siyu.core.events import publish
 from siyu.members import service as members
 from siyu.members.models import Member
 from siyu.members.rules import JoinChannel, MemberStatus
@@ -60,6 +61,56 @@ class IngestResult:
     member_id: int | None = None
     problems: list[Problem] = field(default_factory=list)
     conflict: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IngestedLine:
+    line_no: int
+    sku: str
+    category: str
+    quantity: int
+    amount_fen: int
+
+
+@dataclass(frozen=True)
+class IngestedOrder:
+    """A member's order as stored, for the loyalty effects applied in its transaction."""
+
+    order_id: int
+    member_id: int
+    channel: str
+    store_id: int | None
+    paid_at: datetime
+    amount_fen: int
+    freight_fen: int
+    lines: tuple[IngestedLine, ...]
+
+
+@dataclass(frozen=True)
+class OrdersIngested:
+    """Orders created by one ingest chunk (members' orders only; replays are not in it).
+    Subscribers apply loyalty effects set-based, in the same transaction as the orders."""
+
+    orders: tuple[IngestedOrder, ...]
+
+
+@dataclass(frozen=True)
+class RefundedLine:
+    line_no: int
+    quantity: int
+    amount_fen: int
+
+
+@dataclass(frozen=True)
+class RefundRecorded:
+    """A new refund of a member's order (never published for a replay)."""
+
+    refund_id: int
+    order_id: int
+    member_id: int
+    refunded_at: datetime
+    amount_fen: int
+    lines: tuple[RefundedLine, ...]
 
 
 def _copy(draft: OrderDraft, **changes: Any) -> OrderDraft:
@@ -509,6 +560,28 @@ def _insert_orders(
             for member_id, delta in sorted(deltas.items())
         ],
     )
+    publish(
+        session,
+        OrdersIngested(
+            tuple(
+                IngestedOrder(
+                    order_id,
+                    member_of[i],  # type: ignore[arg-type]
+                    drafts[i].channel,
+                    drafts[i].store_id,
+                    clock.as_utc(drafts[i].paid_at),
+                    totals[i],
+                    drafts[i].freight_fen,
+                    tuple(
+                        IngestedLine(n, x.sku, x.category, x.quantity, x.amount_fen)
+                        for n, x in enumerate(drafts[i].lines, start=1)
+                    ),
+                )
+                for i, order_id in zip(indexes, order_ids, strict=True)
+                if member_of[i] is not None
+            )
+        ),
+    )
     # One message per chunk, not per order: a consumer (points, journeys) reads the orders
     # by id anyway, and 200 million orders a year would otherwise mean 200 million outbox
     # rows written and delivered one by one, doubling the insert cost of an import.
@@ -747,6 +820,18 @@ def record_refund(session: Session, draft: RefundDraft) -> RefundOutcome:
                     "refund_count": 1,
                 }
             ],
+        )
+    if order.member_id is not None:
+        publish(
+            session,
+            RefundRecorded(
+                refund.id,
+                order.id,
+                order.member_id,
+                clock.as_utc(draft.refunded_at),
+                plan.total_fen,
+                tuple(RefundedLine(n, q, f) for n, q, f in plan.lines),
+            ),
         )
     outbox.emit(
         session,

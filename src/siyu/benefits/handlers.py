@@ -1,0 +1,1 @@
+"""Reactions of the benefits package to domain events, in the publisher's transaction."""

@@ -1,0 +1,1 @@
+"""Daily jobs of the benefits package (see ``siyu.jobs.service``)."""

@@ -1,0 +1,1 @@
+"""Coupons, benefit packs and the points mall."""

@@ -1,0 +1,1 @@
+"""Reactions of the points package to domain events, in the publisher's transaction."""

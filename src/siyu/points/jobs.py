@@ -1,0 +1,1 @@
+"""Daily jobs of the points package (see ``siyu.jobs.service``)."""

@@ -1,0 +1,1 @@
+"""Points (积分) ledger and lots."""

@@ -1,0 +1,1 @@
+"""Reactions of the tiers package to domain events, in the publisher's transaction."""

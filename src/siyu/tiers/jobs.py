@@ -1,0 +1,1 @@
+"""Daily jobs of the tiers package (see ``siyu.jobs.service``)."""

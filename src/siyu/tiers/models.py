@@ -1,0 +1,1 @@
+"""Growth value (成长值) ledger and tier history."""
