@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -118,3 +119,46 @@ def make_key(clean_db: Database):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def admin(make_key) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return make_key(Role.admin)  # type: ignore[no-any-return]
+
+
+def example_programme() -> dict[str, Any]:
+    """A fresh copy of the demo brand's programme document (``programme/example.yaml``)."""
+    from importlib import resources
+
+    from siyu.programme import rules
+
+    text_ = resources.files("siyu.programme").joinpath("example.yaml").read_text("utf-8")
+    raw, problems = rules.parse_text(text_)
+    assert not problems, problems
+    return raw  # type: ignore[no-any-return]
+
+
+PROGRAMME_FROM = datetime(2024, 1, 1, tzinfo=clock.UTC)
+
+
+@pytest.fixture
+def apply_programme(clean_db: Database) -> Callable[..., None]:
+    """Put a programme document in force (the example by default) from 2024-01-01, so
+    loyalty effects apply to everything a test does afterwards:
+    ``apply_programme()`` or ``apply_programme(doc, effective_from=...)``."""
+    from siyu.programme import service as programme
+
+    def apply(
+        doc: dict[str, Any] | None = None, *, effective_from: datetime = PROGRAMME_FROM
+    ) -> None:
+        with clean_db.unit_of_work() as s:
+            programme.apply(
+                s,
+                doc if doc is not None else example_programme(),
+                author="test",
+                effective_from=effective_from,
+                backdate=True,
+            )
+
+    return apply
+
+
+@pytest.fixture
+def programme_in_force(apply_programme: Callable[..., None]) -> None:
+    """The example programme, in force since 2024-01-01."""
+    apply_programme()
