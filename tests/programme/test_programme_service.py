@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 from typing import Any
 
@@ -86,3 +87,23 @@ def test_diff_against_the_version_in_force(session: Session, doc: dict[str, Any]
     doc["points"]["frozen_days"] = 15
     result = service.diff_against_in_force(session, doc)
     assert [(c.path, c.old, c.new) for c in result.changes] == [("points.frozen_days", 7, 15)]
+
+
+def test_timeline_finds_the_version_in_force_at_each_instant(
+    session: Session, doc: dict[str, Any]
+) -> None:
+    from siyu.programme.service import Timeline
+
+    first = copy.deepcopy(doc)
+    second = copy.deepcopy(doc)
+    second["growth"]["per_yuan"] = 2
+    t1 = clock.now() - timedelta(days=700)
+    t2 = clock.now() - timedelta(days=300)
+    service.apply(session, first, author="t", effective_from=t1, backdate=True)
+    service.apply(session, second, author="t", effective_from=t2, backdate=True)
+    timeline = Timeline(session)
+    assert timeline.at(t1 - timedelta(seconds=1)) is None
+    assert timeline.at(t1).growth.per_yuan == 1  # type: ignore[union-attr]
+    assert timeline.at(t2 - timedelta(seconds=1)).growth.per_yuan == 1  # type: ignore[union-attr]
+    assert timeline.at(t2).growth.per_yuan == 2  # type: ignore[union-attr]
+    assert timeline.version_id_at(t2) != timeline.version_id_at(t1)

@@ -4,6 +4,7 @@ Services flush and never commit; the API request or the CLI command commits."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -175,3 +176,37 @@ def diff_against_in_force(session: Session, raw: Any, *, at: datetime | None = N
     document = rules.canonical(parse(raw))
     current = in_force(session, at)
     return Diff(current, rules.diff(current.document if current else None, document))
+
+
+class Timeline:
+    """Every version's effective time, loaded once: the programme in force at many instants
+    (each order of an import chunk) without a query per instant. Documents are parsed on
+    first use and cached by hash."""
+
+    def __init__(self, session: Session) -> None:
+        rows = session.execute(
+            select(
+                ProgrammeVersion.id, ProgrammeVersion.effective_from, ProgrammeVersion.document_hash
+            ).order_by(ProgrammeVersion.effective_from, ProgrammeVersion.id)
+        ).all()
+        self._session = session
+        self._starts = [clock.as_utc(r.effective_from) for r in rows]
+        self._ids = [r.id for r in rows]
+        self._hashes = [r.document_hash for r in rows]
+        self._parsed: dict[int, Programme] = {}
+
+    def version_id_at(self, at: datetime) -> int | None:
+        i = bisect_right(self._starts, clock.as_utc(at)) - 1
+        return self._ids[i] if i >= 0 else None
+
+    def at(self, at: datetime) -> Programme | None:
+        """The programme in force at ``at``, or None before the first version."""
+        i = bisect_right(self._starts, clock.as_utc(at)) - 1
+        if i < 0:
+            return None
+        version_id = self._ids[i]
+        if version_id not in self._parsed:
+            version = self._session.get(ProgrammeVersion, version_id)
+            assert version is not None
+            self._parsed[version_id] = programme_of(version)
+        return self._parsed[version_id]
