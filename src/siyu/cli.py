@@ -102,8 +102,20 @@ def _serve(host: str | None, port: int | None) -> None:
     settings = get_settings()
     host = host or settings.host
     port = port or settings.port
+    app_ = create_app(settings)
+    scheduler = None
+    if settings.scheduler:
+        from siyu.jobs.scheduler import Scheduler
+
+        scheduler = Scheduler(app_.state.db, tz=settings.timezone, at=settings.jobs_at)
+        scheduler.start()
+        console.print(f"daily jobs run in this process after {settings.jobs_at:%H:%M}")
     console.print(f"siyu serving on [bold]http://{host}:{port}[/] — API docs at /docs")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    try:
+        uvicorn.run(app_, host=host, port=port, log_level="info")
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from functools import lru_cache
 from typing import Literal
 
@@ -26,6 +27,14 @@ class Settings(BaseSettings):
         "or enrol the buyer as a new member.",
     )
     auto_migrate: bool = Field(default=True, description="Upgrade the schema when the app starts.")
+    scheduler: bool = Field(
+        default=True,
+        description="Run the daily jobs inside `siyu serve`; turn off when cron runs "
+        "`siyu jobs run-all` instead (running both is safe, only wasteful).",
+    )
+    jobs_at: time = Field(
+        default=time(2, 0), description="Brand-local time after which each day's jobs run."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     echo_sql: bool = False
