@@ -879,6 +879,28 @@ def create_organisation(session: Session, org: Organisation) -> OrgIds:
     return load_org_ids(session)
 
 
+def apply_example_programme(session: Session, *, effective_from: datetime) -> None:
+    """The demo brand's loyalty programme (``programme/example.yaml``), in force from
+    ``effective_from``; applying it again is a no-op."""
+    from importlib import resources
+
+    from siyu.programme import rules as programme_rules
+    from siyu.programme import service as programme
+
+    text = resources.files("siyu.programme").joinpath("example.yaml").read_text("utf-8")
+    raw, problems = programme_rules.parse_text(text)
+    if problems:  # pragma: no cover - the example is tested
+        raise AssertionError(problems)
+    programme.apply(
+        session,
+        raw,
+        author="demo",
+        note="贝贝乐母婴 launch programme",
+        effective_from=effective_from,
+        backdate=True,
+    )
+
+
 def load_org_ids(session: Session) -> OrgIds:
     return OrgIds(
         stores=dict(session.execute(select(Store.code, Store.id)).all()),
@@ -911,13 +933,15 @@ def generate_brand(
     activity: float = 1.0,
     with_orders: bool = True,
     unknown_buyer: Literal["guest", "enrol"] = "guest",
+    with_programme: bool = True,
 ) -> DemoSummary:
     """Create the demo brand in ``db``: organisation, members, two years of orders ending
     at ``as_of``, refunds. One unit of work per chunk of ``chunk_size`` people.
 
     ``as_of`` should be the clock's now (orders after the clock's now are refused as
     future orders). ``with_orders=False`` enrols the people only (benchmarks import
-    the orders afterwards).
+    the orders afterwards). ``with_programme`` puts the example programme in force from
+    before the first order, so every order earns growth and points as it would have.
     """
     if not isinstance(members, int) or isinstance(members, bool) or members < 0:
         raise TypeError(f"members is a number of people, got {members!r}")
@@ -925,6 +949,8 @@ def generate_brand(
     org = build_organisation(seed, as_of)
     with db.unit_of_work() as session:
         ids = create_organisation(session, org)
+        if with_programme:
+            apply_example_programme(session, effective_from=as_of - WINDOW - timedelta(days=1))
     summary = DemoSummary(regions=len(org.regions), stores=len(org.stores), staff=len(org.staff))
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -967,6 +993,7 @@ __all__ = [
     "OrgIds",
     "Organisation",
     "Person",
+    "apply_example_programme",
     "build_organisation",
     "calibrate_activity",
     "create_organisation",
