@@ -1,0 +1,408 @@
+"""Pure rules of growth value (成长值) and tiers (等级): plain data in, plain data out.
+
+What the ladder is measured on
+------------------------------
+Every threshold and retention mark is compared with the member's value **in the review
+window**, on the ladder's basis:
+
+- ``growth``: the sum of growth entries (earned, bonus, reversed, adjusted) in the window;
+- ``spend``: net spend in fen (order lines, not freight, minus refunded lines) in the window;
+- ``order_count``: orders paid in the window, minus orders fully refunded in it.
+
+The window that counts at an instant ``t`` is the one of the document's review rule that
+ends at ``t``: the 12 months before ``t`` (``rolling_12_months``), the N days before ``t``
+(``days_since_change``), or the calendar year so far (``calendar_year``, brand-local). Each
+ledger movement is dated with its business time (an order's ``paid_at``, a refund's
+``refunded_at``), so the value at an instant does not depend on how orders were chunked in
+an import, or in which transaction they arrived.
+
+Upgrades are immediate: after each order (in ``paid_at`` order) the member moves to the
+highest level whose threshold the value reaches, if that is above the level held. Reviews
+(保级) happen at the end of each period: a calendar year, or 12 months / N days after the
+tier last changed or was last reviewed. A member below their level's retention mark drops
+one level, or to the level whose mark they meet (``downgrade: to_qualifying``); never below
+an active manual grant. With ``hold_through_next_period`` a level reached is first reviewed
+at the end of the *next* period.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from siyu.core.clock import UTC, as_utc
+from siyu.core.money import fen_to_yuan
+from siyu.programme.rules import Basis, Programme, TierLevel, TierReview, Tiers, fen
+
+REASONS = ("join", "upgrade", "review", "grant", "grant_end", "merge", "adjust")
+KINDS = ("earn", "bonus", "reverse", "adjust")
+
+
+# --- growth of orders and refunds ---------------------------------------------------------
+
+
+def line_growth(per_yuan: Decimal, line_fen: int) -> int:
+    """Growth a line earns: per_yuan x yuan paid, rounded down (exact, no float)."""
+    if line_fen <= 0:
+        return 0
+    return int((Decimal(per_yuan) * line_fen) // 100)
+
+
+def order_growth(per_yuan: Decimal, line_fens: Sequence[int]) -> list[int]:
+    """Growth per line; the order earns their sum. Per line, not per order, so a refund of
+    some lines takes back exactly what those lines earned (freight earns nothing)."""
+    return [line_growth(per_yuan, f) for f in line_fens]
+
+
+def line_reversal(growth: int, line_fen: int, refunded_before: int, refunded_after: int) -> int:
+    """Growth a refund of one line takes back (a positive number).
+
+    Cumulative, so a line refunded in several parts gives back exactly what it earned:
+    ``floor(growth x refunded / line_fen)`` after the refund, minus the same before it."""
+    if line_fen <= 0 or growth == 0:
+        return 0
+    before = min(max(refunded_before, 0), line_fen)
+    after = min(max(refunded_after, 0), line_fen)
+    return growth * after // line_fen - growth * before // line_fen
+
+
+# --- the ladder ----------------------------------------------------------------------------
+
+
+def mark(tiers: Tiers, value: Decimal) -> int:
+    """A document mark (threshold or retention) in the units values are counted in: fen
+    for spend, whole growth or orders otherwise."""
+    return fen(value) if tiers.basis == "spend" else int(value)
+
+
+def rank(programme: Programme, code: str | None) -> int:
+    """The position of a level on the ladder; -1 for none or a code the ladder lacks."""
+    for i, level in enumerate(programme.tiers.levels):
+        if level.code == code:
+            return i
+    return -1
+
+
+def qualifying_level(programme: Programme, value: int) -> TierLevel:
+    """The highest level whose threshold the value reaches (the first level at worst)."""
+    levels = programme.tiers.levels
+    best = levels[0]
+    for level in levels:
+        if value >= mark(programme.tiers, level.threshold):
+            best = level
+    return best
+
+
+def higher(programme: Programme, a: str | None, b: str | None) -> str | None:
+    return a if rank(programme, a) >= rank(programme, b) else b
+
+
+@dataclass(frozen=True)
+class Movement:
+    """A ledger movement as the ladder counts it."""
+
+    at: datetime
+    growth: int = 0
+    spend_fen: int = 0
+    orders: int = 0
+
+
+def measure(basis: Basis, movements: Iterable[Movement]) -> int:
+    if basis == "growth":
+        return sum(m.growth for m in movements)
+    if basis == "spend":
+        return sum(m.spend_fen for m in movements)
+    return sum(m.orders for m in movements)
+
+
+# --- calendar --------------------------------------------------------------------------------
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day ``months`` later (or earlier); the 31st becomes the month's last day."""
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return date(year, month + 1, min(day.day, last))
+
+
+def day_start(day: date, tz: str) -> datetime:
+    """The instant a brand-local day begins, in UTC."""
+    return datetime.combine(day, time(0), ZoneInfo(tz)).astimezone(UTC)
+
+
+def window_start(review: TierReview, at: datetime, tz: str) -> datetime:
+    """Where the review window that ends at ``at`` begins."""
+    local = as_utc(at).astimezone(ZoneInfo(tz))
+    if review.window == "calendar_year":
+        # The instant itself on 1 January belongs to the new year.
+        return day_start(date(local.year, 1, 1), tz)
+    if review.window == "days_since_change":
+        return as_utc(at) - timedelta(days=review.days or 0)
+    shifted = add_months(local.date(), -12)
+    return datetime.combine(shifted, local.timetz()).astimezone(UTC)
+
+
+def review_window(review: TierReview, day: date, tz: str) -> tuple[datetime, datetime]:
+    """The window a review on brand-local ``day`` looks at: [start, day's midnight)."""
+    end = day_start(day, tz)
+    if review.window == "calendar_year":
+        return day_start(date(day.year - 1, 1, 1), tz), end
+    return window_start(review, end, tz), end
+
+
+def next_review_on(review: TierReview, period_start: date) -> date:
+    """The day a period that began on ``period_start`` ends and is reviewed."""
+    if review.window == "calendar_year":
+        return date(period_start.year + 1, 1, 1)
+    if review.window == "days_since_change":
+        return period_start + timedelta(days=review.days or 1)
+    return add_months(period_start, 12)
+
+
+def first_review_on(tiers: Tiers, start: date, *, reached: bool) -> date:
+    """The first review of a level held from ``start``. A level *reached* (join, upgrade,
+    grant) under ``hold_through_next_period`` lasts through the next period as well."""
+    first = next_review_on(tiers.review, start)
+    if reached and tiers.hold_through_next_period:
+        return next_review_on(tiers.review, first)
+    return first
+
+
+# --- immediate upgrades over a member's orders ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CountedOrder:
+    """An order as the ladder counts it, with the programme in force when it was paid
+    (None: no programme, so it earns nothing and moves no tier)."""
+
+    order_id: int
+    paid_at: datetime
+    growth: int
+    spend_fen: int
+    programme: Programme | None
+    bonus: int = 0  # first_order bonus granted with this order
+
+
+@dataclass(frozen=True)
+class Change:
+    at: datetime
+    from_code: str | None
+    to_code: str
+    reason: str
+
+
+@dataclass
+class Climb:
+    tier_at_order: dict[int, str | None] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    final_code: str | None = None
+
+
+def climb(
+    current: str | None,
+    prior: Sequence[Movement],
+    orders: Sequence[CountedOrder],
+    tz: str,
+) -> Climb:
+    """Count a member's new orders one by one in ``paid_at`` order: which tier the member
+    held when each was paid (before it counted), and the upgrades it caused.
+
+    ``prior`` are the movements already in the ledger (at least those of the windows of
+    these orders). The value at each order is the window's value at its ``paid_at``, built
+    from ``prior`` and the orders before it, so splitting a sorted stream of orders into
+    chunks gives the same answer as one pass."""
+    result = Climb(final_code=current)
+    counted: list[Movement] = list(prior)
+    held = current
+    for order in sorted(orders, key=lambda o: (as_utc(o.paid_at), o.order_id)):
+        result.tier_at_order[order.order_id] = held
+        programme = order.programme
+        if programme is None:
+            continue
+        at = as_utc(order.paid_at)
+        counted.append(Movement(at, order.growth + order.bonus, order.spend_fen, 1))
+        start = window_start(programme.tiers.review, at, tz)
+        value = measure(programme.tiers.basis, (m for m in counted if start <= m.at <= at))
+        target = qualifying_level(programme, value).code
+        if rank(programme, target) > rank(programme, held):
+            reason = "join" if held is None else "upgrade"
+            result.changes.append(Change(at, held, target, reason))
+            held = target
+    result.final_code = held
+    return result
+
+
+# --- review (保级) ---------------------------------------------------------------------------
+
+
+def review_decision(
+    programme: Programme, code: str | None, value: int, *, floor: str | None = None
+) -> str:
+    """The level a member holds after a review with ``value`` in the closed window.
+
+    Meets the level's retention mark (or the level has none): kept. Otherwise one level
+    down, or (``to_qualifying``) down to the highest lower level whose mark is met (a level
+    without a retention mark is always met). Never below ``floor`` (an active grant), and a
+    review never raises a member."""
+    tiers = programme.tiers
+    levels = tiers.levels
+    i = rank(programme, code)
+    if i < 0:
+        decided = qualifying_level(programme, value).code
+        return higher(programme, decided, floor) or decided
+    level = levels[i]
+    if level.retention is None or value >= mark(tiers, level.retention) or i == 0:
+        return level.code
+    if tiers.downgrade == "one_level":
+        decided = levels[i - 1].code
+    else:
+        decided = levels[0].code
+        for j in range(i - 1, -1, -1):
+            keep = levels[j].retention
+            if keep is None or value >= mark(tiers, keep):
+                decided = levels[j].code
+                break
+    if floor is not None and rank(programme, floor) >= 0:
+        capped = levels[min(rank(programme, floor), i)].code
+        return higher(programme, decided, capped) or decided
+    return decided
+
+
+def settle(programme: Programme, value: int, *also: str | None) -> str:
+    """The level a value earns outright (thresholds, as for an upgrade), or ``also`` if
+    that is higher: after a merge (the target's own level) or a grant's end (the level held
+    before the grant, and any other active grant)."""
+    decided = qualifying_level(programme, value).code
+    for other in also:
+        decided = higher(programme, decided, other) or decided
+    return decided
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a member stands on the ladder, in the basis's units (growth, fen, orders)."""
+
+    code: str | None
+    name: str | None
+    basis: Basis
+    value: int  # in the window ending now
+    next_code: str | None
+    next_name: str | None
+    threshold: int | None  # of the next level
+    to_next: int | None
+    reach_by: date | None
+    retention: int | None  # of the current level
+    kept_value: int  # earned so far in the window the next review looks at
+    to_keep: int | None
+    review_on: date | None
+    floor_code: str | None
+    floor_until: datetime | None
+    sentence_en: str
+    sentence_zh: str
+
+
+def _amount_en(basis: Basis, n: int) -> str:
+    if basis == "spend":
+        return f"spend ¥{fen_to_yuan(n):,} more"
+    if basis == "order_count":
+        return f"place {n} more order{'s' if n != 1 else ''}"
+    return f"earn {n:,} more growth"
+
+
+def _amount_zh(basis: Basis, n: int) -> str:
+    if basis == "spend":
+        return f"再消费{fen_to_yuan(n)}元"
+    if basis == "order_count":
+        return f"再下{n}单"
+    return f"再获得{n}成长值"
+
+
+def progress(
+    programme: Programme,
+    code: str | None,
+    *,
+    value: int,
+    kept_value: int,
+    review_on: date | None,
+    floor_code: str | None = None,
+    floor_until: datetime | None = None,
+) -> Progress:
+    """What it takes to reach the next level by the end of the current period, and to keep
+    the current one at the next review, with a sentence in English and in Chinese:
+    'spend ¥320.00 more to reach V4 by 2026-12-31; spend ¥180.00 more to keep V3'."""
+    tiers = programme.tiers
+    basis = tiers.basis
+    i = rank(programme, code)
+    level = tiers.levels[i] if i >= 0 else None
+    nxt = tiers.levels[i + 1] if i + 1 < len(tiers.levels) else None
+    reach_by = review_on - timedelta(days=1) if review_on is not None else None
+    threshold = mark(tiers, nxt.threshold) if nxt is not None else None
+    to_next = max(0, threshold - value) if threshold is not None else None
+    retention = (
+        mark(tiers, level.retention) if level is not None and level.retention is not None else None
+    )
+    to_keep = max(0, retention - kept_value) if retention is not None else None
+    floored = floor_code is not None and rank(programme, floor_code) >= i >= 0
+
+    en: list[str] = []
+    zh: list[str] = []
+    if level is None:
+        en.append("no tier yet")
+        zh.append("尚未获得等级")
+    if nxt is not None and to_next is not None:
+        label = f"{nxt.code} {nxt.name}"
+        by_en = f" by {reach_by.isoformat()}" if reach_by else ""
+        by_zh = f"在{reach_by.isoformat()}前" if reach_by else ""
+        if to_next == 0:
+            en.append(f"{label} is reached with the next order")
+            zh.append(f"下一笔订单即可升级为{label}")
+        else:
+            en.append(f"{_amount_en(basis, to_next)} to reach {label}{by_en}")
+            zh.append(f"{by_zh}{_amount_zh(basis, to_next)}可升级为{label}")
+    elif level is not None:
+        en.append(f"{level.code} {level.name} is the top level")
+        zh.append(f"{level.code} {level.name}已是最高等级")
+    if level is not None:
+        label = f"{level.code} {level.name}"
+        if floored and floor_until is not None:
+            until = floor_until.date().isoformat()
+            en.append(f"{label} is kept by a grant until {until}")
+            zh.append(f"{label}由授予保留至{until}")
+        elif to_keep is None or i == 0:
+            en.append(f"{label} is kept without a mark")
+            zh.append(f"{label}无需保级")
+        elif to_keep == 0:
+            en.append(f"{label} is kept at the review on {review_on}")
+            zh.append(f"已达成{label}保级（{review_on}评定）")
+        else:
+            when = f" by the review on {review_on}" if review_on else ""
+            en.append(f"{_amount_en(basis, to_keep)} to keep {label}{when}")
+            zh.append(f"{_amount_zh(basis, to_keep)}可保住{label}")
+    return Progress(
+        code=level.code if level else None,
+        name=level.name if level else None,
+        basis=basis,
+        value=value,
+        next_code=nxt.code if nxt else None,
+        next_name=nxt.name if nxt else None,
+        threshold=threshold,
+        to_next=to_next,
+        reach_by=reach_by if nxt is not None else None,
+        retention=retention,
+        kept_value=kept_value,
+        to_keep=to_keep,
+        review_on=review_on,
+        floor_code=floor_code,
+        floor_until=floor_until,
+        sentence_en="; ".join(en),
+        sentence_zh="；".join(zh),
+    )

@@ -1,0 +1,181 @@
+"""Pure rules of growth and tiers, without a database."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from itertools import pairwise
+
+from hypothesis import given
+from hypothesis import strategies as st
+from tiers_helpers import example_programme, programme
+
+from siyu.programme.rules import Programme
+from siyu.tiers import rules
+from siyu.tiers.rules import CountedOrder, Movement
+
+TZ = "Asia/Shanghai"
+EXAMPLE = Programme.model_validate(example_programme())
+
+
+def doc(**tiers: object) -> Programme:
+    return Programme.model_validate(programme(**tiers))
+
+
+# --- growth -------------------------------------------------------------------------------
+
+
+def test_growth_is_per_line_rounded_down_and_freight_earns_nothing() -> None:
+    assert rules.order_growth(Decimal(1), [25_600, 9_990]) == [256, 99]
+    assert rules.line_growth(Decimal("1.5"), 9_990) == 149  # 149.85
+    assert rules.line_growth(Decimal(1), 0) == 0
+
+
+@given(
+    per_yuan=st.decimals(min_value=0, max_value=10, places=2),
+    line_fen=st.integers(min_value=1, max_value=10_000_000),
+    cuts=st.lists(st.integers(min_value=1, max_value=10_000_000), max_size=8),
+)
+def test_partial_refunds_in_any_split_add_up_to_the_full_reversal(
+    per_yuan: Decimal, line_fen: int, cuts: list[int]
+) -> None:
+    earned = rules.line_growth(per_yuan, line_fen)
+    points = sorted({c % line_fen for c in cuts if c % line_fen} | {line_fen})
+    before = 0
+    reversed_ = []
+    for after in points:
+        reversed_.append(rules.line_reversal(earned, line_fen, before, after))
+        before = after
+    assert all(r >= 0 for r in reversed_)
+    assert sum(reversed_) == earned
+
+
+@given(st.integers(min_value=0, max_value=50_000), st.integers(min_value=0, max_value=50_000))
+def test_the_qualifying_level_is_monotonic_in_value(a: int, b: int) -> None:
+    low, high = sorted((a, b))
+    assert rules.rank(EXAMPLE, rules.qualifying_level(EXAMPLE, low).code) <= rules.rank(
+        EXAMPLE, rules.qualifying_level(EXAMPLE, high).code
+    )
+
+
+def test_spend_marks_are_fen() -> None:
+    spend = doc(basis="spend")
+    assert rules.qualifying_level(spend, 49_999).code == "V1"
+    assert rules.qualifying_level(spend, 50_000).code == "V2"
+
+
+# --- immediate upgrades -------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+
+
+def test_climb_crosses_two_levels_at_once_and_reports_the_tier_before_each_order() -> None:
+    orders = [
+        CountedOrder(1, T0, 400, 40_000, EXAMPLE),
+        CountedOrder(2, T0 + timedelta(days=1), 4_700, 470_000, EXAMPLE),
+    ]
+    climbed = rules.climb("V1", [Movement(T0 - timedelta(days=1), 100)], orders, TZ)
+    assert climbed.tier_at_order == {1: "V1", 2: "V2"}
+    assert [(c.from_code, c.to_code) for c in climbed.changes] == [("V1", "V2"), ("V2", "V4")]
+    assert climbed.final_code == "V4"
+
+
+def test_climb_counts_only_the_window_of_each_order() -> None:
+    old = Movement(T0 - timedelta(days=400), 4_000)
+    climbed = rules.climb("V1", [old], [CountedOrder(1, T0, 600, 0, EXAMPLE)], TZ)
+    assert climbed.final_code == "V2"  # the 4,000 of 400 days ago is outside 12 months
+
+
+@given(
+    amounts=st.lists(st.integers(min_value=0, max_value=6_000), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(min_value=1, max_value=11), max_size=5),
+)
+def test_climb_does_not_depend_on_how_sorted_orders_are_chunked(
+    amounts: list[int], cuts: list[int]
+) -> None:
+    orders = [
+        CountedOrder(i + 1, T0 + timedelta(days=20 * i), g, g * 100, EXAMPLE)
+        for i, g in enumerate(amounts)
+    ]
+    whole = rules.climb("V1", [], orders, TZ)
+    bounds = sorted({c for c in cuts if c < len(orders)} | {0, len(orders)})
+    current: str | None = "V1"
+    prior: list[Movement] = []
+    seen: dict[int, str | None] = {}
+    for start, end in pairwise(bounds):
+        part = rules.climb(current, prior, orders[start:end], TZ)
+        seen.update(part.tier_at_order)
+        current = part.final_code
+        prior += [Movement(o.paid_at, o.growth, o.spend_fen, 1) for o in orders[start:end]]
+    assert seen == whole.tier_at_order
+    assert current == whole.final_code
+
+
+def test_orders_without_a_programme_earn_nothing_and_move_nothing() -> None:
+    climbed = rules.climb(None, [], [CountedOrder(1, T0, 0, 0, None)], TZ)
+    assert climbed.tier_at_order == {1: None} and climbed.changes == []
+
+
+# --- windows and review dates -----------------------------------------------------------------
+
+
+def test_windows_of_each_review_rule() -> None:
+    at = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
+    calendar_year = doc(window="calendar_year").tiers.review
+    assert rules.window_start(calendar_year, at, TZ) == datetime(2025, 12, 31, 16, tzinfo=UTC)
+    rolling = EXAMPLE.tiers.review
+    assert rules.window_start(rolling, at, TZ) == datetime(2025, 11, 23, 4, tzinfo=UTC)
+    days = doc(window="days_since_change", days=90).tiers.review
+    assert rules.window_start(days, at, TZ) == at - timedelta(days=90)
+    start, end = rules.review_window(calendar_year, date(2027, 1, 1), TZ)
+    assert (start, end) == (
+        datetime(2025, 12, 31, 16, tzinfo=UTC),
+        datetime(2026, 12, 31, 16, tzinfo=UTC),
+    )
+
+
+def test_review_dates_and_the_hold_through_the_next_period() -> None:
+    assert rules.next_review_on(EXAMPLE.tiers.review, date(2024, 2, 29)) == date(2025, 2, 28)
+    assert rules.add_months(date(2026, 1, 31), 1) == date(2026, 2, 28)
+    year = doc(window="calendar_year", hold_through_next_period=True).tiers
+    assert rules.first_review_on(year, date(2026, 6, 1), reached=True) == date(2028, 1, 1)
+    assert rules.first_review_on(year, date(2026, 6, 1), reached=False) == date(2027, 1, 1)
+    days = doc(window="days_since_change", days=90).tiers
+    assert rules.first_review_on(days, date(2026, 1, 1), reached=True) == date(2026, 4, 1)
+
+
+# --- review decisions --------------------------------------------------------------------------
+
+
+def test_review_keeps_drops_one_level_or_to_the_level_whose_mark_is_met() -> None:
+    assert rules.review_decision(EXAMPLE, "V4", 3_000) == "V4"
+    assert rules.review_decision(EXAMPLE, "V4", 2_999) == "V3"
+    assert rules.review_decision(EXAMPLE, "V4", 0) == "V3"
+    assert rules.review_decision(EXAMPLE, "V1", 0) == "V1"  # no retention mark
+    qualifying = doc(downgrade="to_qualifying")
+    assert rules.review_decision(qualifying, "V5", 1_500) == "V3"
+    assert rules.review_decision(qualifying, "V5", 300) == "V2"
+    assert rules.review_decision(qualifying, "V5", 0) == "V1"
+
+
+def test_an_active_grant_is_a_floor_at_review_but_never_raises() -> None:
+    assert rules.review_decision(EXAMPLE, "V4", 0, floor="V4") == "V4"
+    assert rules.review_decision(EXAMPLE, "V4", 0, floor="V6") == "V4"
+    assert rules.review_decision(doc(downgrade="to_qualifying"), "V5", 0, floor="V3") == "V3"
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+def test_progress_sentences_in_english_and_chinese() -> None:
+    p = rules.progress(EXAMPLE, "V3", value=4_680, kept_value=1_020, review_on=date(2027, 1, 1))
+    assert (p.to_next, p.to_keep, p.reach_by) == (320, 180, date(2026, 12, 31))
+    assert p.sentence_en == (
+        "earn 320 more growth to reach V4 金牌妈妈 by 2026-12-31; "
+        "earn 180 more growth to keep V3 品质妈妈 by the review on 2027-01-01"
+    )
+    assert p.sentence_zh == (
+        "在2026-12-31前再获得320成长值可升级为V4 金牌妈妈；再获得180成长值可保住V3 品质妈妈"
+    )
+    top = rules.progress(EXAMPLE, "V6", value=30_000, kept_value=30_000, review_on=None)
+    assert top.next_code is None and "top level" in top.sentence_en
