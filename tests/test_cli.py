@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from siyu import cli
 from siyu.core.db import Database
+from siyu.core.errors import InvalidInput
 from siyu.core.settings import get_settings
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
@@ -55,3 +56,19 @@ def test_domain_errors_print_one_line_and_exit_2(
         cli.main()
     assert exited.value.code == 2
     assert "no member with id 99999" in capsys.readouterr().err
+
+
+def test_jobs_list_and_run_twice(runner: CliRunner) -> None:
+    listed = runner.invoke(cli.app, ["jobs", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "points.expire" in listed.output and "tiers.review" in listed.output
+    args = ["jobs", "run", "points.expire", "--date", "2026-11-23"]
+    first = runner.invoke(cli.app, args)
+    assert first.exit_code == 0, first.output
+    assert "done" in first.output
+    again = runner.invoke(cli.app, args)
+    assert again.exit_code == 0 and "already done" in again.output
+    history = runner.invoke(cli.app, ["jobs", "history"])
+    assert "points.expire" in history.output and "2026-11-23" in history.output
+    bad = runner.invoke(cli.app, ["jobs", "run", "points.expire", "--date", "23/11"])
+    assert isinstance(bad.exception, InvalidInput) and "2026-12-31" in str(bad.exception)
