@@ -201,11 +201,12 @@ def _add_lots(session: Session, drafts: Sequence[LotDraft]) -> dict[str, int]:
                 "lines": d.lines,
             }
         )
-    ids = list(
-        session.scalars(
-            insert(PointsLot).returning(PointsLot.id, sort_by_parameter_order=True), lot_rows
-        )
-    )
+    # Core insert, ids mapped back by fact: on SQLite, ``sort_by_parameter_order`` would
+    # cost one statement per row (see ``orders.service._insert_orders``).
+    table = PointsLot.__table__
+    returned = session.execute(insert(table).returning(table.c.id, table.c.fact), lot_rows)
+    id_of = dict((fact, lot_id) for lot_id, fact in returned)
+    ids = [id_of[d.fact] for d in new.values()]
     entries = []
     for d, s, lot_id in zip(new.values(), settlements, ids, strict=True):
         account = accounts[d.member_id]
@@ -239,7 +240,7 @@ def _add_lots(session: Session, drafts: Sequence[LotDraft]) -> dict[str, int]:
                 )
             )
         known[d.fact] = lot_id
-    session.execute(insert(PointsEntry), entries)
+    session.execute(insert(PointsEntry.__table__), entries)
     _save(session, accounts)
     return known
 
@@ -481,7 +482,7 @@ def _spend(
         raise _insufficient(member_id, points, have)
     taken = rules.allocate(lots, points)
     entries, _ = _take(session, member_id, account, taken, kind=kind, fact=fact, at=at, note=reason)
-    session.execute(insert(PointsEntry), entries)
+    session.execute(insert(PointsEntry.__table__), entries)
     _save(session, {member_id: account})
     return Spend(fact, member_id, points, account.balance, tuple(taken), at)
 
@@ -588,7 +589,7 @@ def cancel_spend(session: Session, spend_fact: str, *, fact: str) -> int:
                 note=f"{s.debt} points settle a debt",
             )
         )
-    session.execute(insert(PointsEntry), entries)
+    session.execute(insert(PointsEntry.__table__), entries)
     _save(session, {member_id: account})
     session.flush()
     return total
@@ -714,7 +715,7 @@ def reverse_refund(
                     note=f"{note}: {missing} points already spent; {what}",
                 )
             )
-    session.execute(insert(PointsEntry), entries)
+    session.execute(insert(PointsEntry.__table__), entries)
     _save(session, {member_id: account})
     return points
 
@@ -1471,7 +1472,7 @@ def release_frozen_batch(
         )
     if rows:
         session.execute(update(PointsLot), [{"id": i, "frozen": False} for i, _, _ in rows])
-        session.execute(insert(PointsEntry), entries)
+        session.execute(insert(PointsEntry.__table__), entries)
         _expire_lots(session, [i for i, _, _ in rows])
     _save(session, accounts)
     return len(rows), points
@@ -1517,7 +1518,7 @@ def expire_batch(session: Session, cutoff: datetime, *, batch: int = BATCH) -> t
         )
     if rows:
         session.execute(update(PointsLot), [{"id": i, "remaining": 0} for i, *_ in rows])
-        session.execute(insert(PointsEntry), entries)
+        session.execute(insert(PointsEntry.__table__), entries)
         _expire_lots(session, [i for i, *_ in rows])
     _save(session, accounts)
     return len(rows), points
