@@ -198,3 +198,29 @@ def test_members_churn_when_the_child_grows_up(
         assert last_order_at <= five + timedelta(days=5 * 365 + 1)
     recent = fixed_clock.now() - timedelta(days=90)
     assert any(last >= recent for _, last in rows), "others are still active"
+
+
+def test_the_demo_brand_runs_a_loyalty_programme(clean_db: Database, brand: DemoSummary) -> None:
+    from siyu.benefits.models import BenefitPack, Coupon, CouponTemplate, PackIssue, Reward
+    from siyu.points.models import PointsLot
+    from siyu.tiers.models import TierHistory
+
+    with clean_db.unit_of_work() as s:
+        welcome = s.scalar(
+            select(func.count())
+            .select_from(Coupon)
+            .join(CouponTemplate, Coupon.template_id == CouponTemplate.id)
+            .where(CouponTemplate.code == "welcome_20")
+        )
+        upgrade_packs = s.scalar(
+            select(func.count())
+            .select_from(PackIssue)
+            .join(BenefitPack, PackIssue.pack_id == BenefitPack.id)
+            .where(BenefitPack.code == "vip_service")
+        )
+        upgrades = s.scalar(select(func.count()).where(TierHistory.reason == "upgrade"))
+        lots = s.scalar(select(func.count()).select_from(PointsLot))
+        rewards = s.scalar(select(func.count()).select_from(Reward))
+    assert welcome == MEMBERS  # the join pack, once each
+    assert upgrades and lots and rewards == 4
+    assert upgrade_packs  # members who reached V5 or V6 got the upgrade pack

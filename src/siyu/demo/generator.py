@@ -950,7 +950,10 @@ def generate_brand(
     with db.unit_of_work() as session:
         ids = create_organisation(session, org)
         if with_programme:
+            from siyu.demo.benefits import create_benefits
+
             apply_example_programme(session, effective_from=as_of - WINDOW - timedelta(days=1))
+            create_benefits(session)
     summary = DemoSummary(regions=len(org.regions), stores=len(org.stores), staff=len(org.staff))
     columns = (
         TextColumn("[bold]{task.description}"),
