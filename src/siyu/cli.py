@@ -151,6 +151,13 @@ def demo(
         for name, value in vars(summary).items():
             table.add_row(name.replace("_", " "), f"{value:,}")
         console.print(table)
+        # Today's nightly work (expiry, releases, the tier review, birthdays), so the brand
+        # looks like one that has been running: `siyu jobs history` shows what it did.
+        from siyu.jobs import service as jobs
+
+        for outcome in jobs.run_all(db, tz=settings.timezone):
+            counts = ", ".join(f"{k}={v}" for k, v in outcome.result.items())
+            console.print(f"job {outcome.name}: {counts}")
     with db.unit_of_work() as session:
         _, secret = create_key(session, role="admin", name="demo-admin")
     console.print(f"admin API key: [bold]{secret}[/]")
