@@ -278,3 +278,21 @@ def test_entries_page_newest_first(
     assert [e.points for e in rest] == [11, 10]
     assert session.scalar(select(func.count()).select_from(PointsEntry)) == 5
     _ = clock
+
+
+def test_grant_many_grants_each_fact_once(session: Session, programme_in_force: None) -> None:
+    from siyu.members import service as members_service
+    from siyu.members.service import EnrolDraft
+    from siyu.points import service as points_service
+
+    ids = [
+        members_service.enrol(session, EnrolDraft(phone=f"1390000000{i}")).member_id
+        for i in range(3)
+    ]
+    before = {m: points_service.available(session, m) for m in ids}
+    grants = [points_service.Grant(m, 50, f"pack:test:{m}", "test pack") for m in ids]
+    assert points_service.grant_many(session, grants) == 150
+    assert points_service.grant_many(session, grants) == 0  # a replay grants nothing
+    assert {m: points_service.available(session, m) - before[m] for m in ids} == dict.fromkeys(
+        ids, 50
+    )

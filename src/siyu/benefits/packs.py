@@ -162,20 +162,24 @@ def issue_pack(
     pack: BenefitPack,
     member_ids: Sequence[int],
     *,
-    period: str,
+    period: str | dict[int, str],
     at: datetime | None = None,
     actor: str | None = None,
     tz: str = "Asia/Shanghai",
 ) -> PackResult:
     """Give a pack to members for a period, set-based. A coupon the stock or a member's
     limit cannot give is skipped (counted by reason), never failing the event that
-    triggered the pack; the pack itself is recorded once per member and period."""
+    triggered the pack; the pack itself is recorded once per member and period.
+
+    ``period`` is one period for everyone, or each member's own (tier-upgrade packs: the
+    level and day each member reached), so a chunk of orders issues in one pass."""
     at = at or clock.now()
     result = PackResult(pack.code)
     ids = sorted(set(member_ids))
     if not ids or pack.status != "active":
         return result
-    keys = {m: rules.pack_key(pack.code, m, period) for m in ids}
+    period_of = period if isinstance(period, dict) else dict.fromkeys(ids, period)
+    keys = {m: rules.pack_key(pack.code, m, period_of[m]) for m in ids}
     known: set[str] = set()
     for chunk in in_chunks(list(keys.values())):
         known.update(session.scalars(select(PackIssue.key).where(PackIssue.key.in_(chunk))))
@@ -186,15 +190,14 @@ def issue_pack(
     if pack.points > 0:
         from siyu.points import service as points  # above benefits: imported where used
 
-        for member_id in todo:  # in id order: member rows are locked in a fixed order
-            points.grant(
-                session,
-                member_id,
-                pack.points,
-                fact=_points_fact(keys[member_id]),
-                reason=f"benefit pack {pack.code}",
-                at=at,
-            )
+        points.grant_many(
+            session,
+            [
+                points.Grant(m, pack.points, _points_fact(keys[m]), f"benefit pack {pack.code}")
+                for m in todo  # in id order: member rows are locked in a fixed order
+            ],
+            at=at,
+        )
         result.points = pack.points * len(todo)
     given: dict[int, int] = {m: 0 for m in todo}
     if pack.contents:
@@ -229,7 +232,7 @@ def issue_pack(
                 "pack_id": pack.id,
                 "member_id": m,
                 "key": keys[m],
-                "period": period,
+                "period": period_of[m],
                 "coupons": given[m],
                 "points": pack.points,
                 "issued_at": at,
@@ -369,13 +372,23 @@ def upgrade_packs(
     given = 0
     for pack in packs:
         listing = rules.levels_listing(ladder, pack.code)
-        periods: dict[str, list[int]] = {}
-        for member_id, to_code, at in changes:
-            if member_id in active and to_code in listing:
-                period = f"{to_code}@{clock.local_date(at, tz).isoformat()}"
-                periods.setdefault(period, []).append(member_id)
-        for period, ids in sorted(periods.items()):
-            given += len(issue_pack(session, pack, ids, period=period, tz=tz).issued)
+        # One pass per round: a member who reached two listed levels in one chunk gets
+        # the second in the next round (each member has one period per call).
+        pending = [
+            (member_id, f"{to_code}@{clock.local_date(at, tz).isoformat()}")
+            for member_id, to_code, at in changes
+            if member_id in active and to_code in listing
+        ]
+        while pending:
+            round_: dict[int, str] = {}
+            later = []
+            for member_id, period in pending:
+                if member_id in round_:
+                    later.append((member_id, period))
+                else:
+                    round_[member_id] = period
+            given += len(issue_pack(session, pack, list(round_), period=round_, tz=tz).issued)
+            pending = later
     return given
 
 

@@ -51,6 +51,8 @@ def set_clock(new: Clock) -> Clock:
 
 def as_utc(at: datetime) -> datetime:
     """Naive datetimes are taken as UTC (what SQLite hands back); aware ones are converted."""
+    if at.tzinfo is UTC:  # the common case, on every row of an import: no new object
+        return at
     if at.tzinfo is None:
         return at.replace(tzinfo=UTC)
     return at.astimezone(UTC)

@@ -227,6 +227,8 @@ def climb(
             continue
         at = as_utc(order.paid_at)
         counted.append(Movement(at, order.growth + order.bonus, order.spend_fen, 1))
+        if held is not None and rank(programme, held) == len(programme.tiers.levels) - 1:
+            continue  # already at the top: nothing to climb to, no window to add up
         start = window_start(programme.tiers.review, at, tz)
         value = measure(programme.tiers.basis, (m for m in counted if start <= m.at <= at))
         target = qualifying_level(programme, value).code
