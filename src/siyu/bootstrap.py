@@ -18,7 +18,8 @@ def load_handlers() -> None:
     import siyu.benefits.handlers
     import siyu.tiers.jobs
     import siyu.points.jobs
-    import siyu.benefits.jobs  # noqa: F401
+    import siyu.benefits.jobs
+    import siyu.paid.jobs  # noqa: F401
 
 
 def bootstrap(settings: Settings | None = None, *, migrate: bool | None = None) -> Database:

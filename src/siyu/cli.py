@@ -50,6 +50,9 @@ def _mount_capabilities() -> None:
     app.add_typer(tiers_app, name="tiers", help="Growth value and tiers.")
     app.add_typer(points_app, name="points", help="Points: balances, ledger, adjustments.")
     app.add_typer(benefits_app, name="benefits", help="Coupons, benefit packs, the points mall.")
+    from siyu.paid.cli import paid_app
+
+    app.add_typer(paid_app, name="paid", help="Paid membership.")
     app.add_typer(jobs_app, name="jobs", help="Daily jobs: expiry, releases, review, birthdays.")
 
 

@@ -6,6 +6,7 @@ from siyu.core.db import Base
 from siyu.jobs import models as jobs_models  # noqa: F401
 from siyu.members import models as members_models  # noqa: F401
 from siyu.orders import models as orders_models  # noqa: F401
+from siyu.paid import models as paid_models  # noqa: F401
 from siyu.points import models as points_models  # noqa: F401
 from siyu.programme import models as programme_models  # noqa: F401
 from siyu.stores import models as stores_models  # noqa: F401

@@ -209,6 +209,62 @@ class SuperUsers(_Section):
     min_referrals: Points | None = None
 
 
+# --- paid membership (付费会员) -------------------------------------------------------------
+
+Period = Literal["month", "quarter", "year"]
+AfterFullRefund = Literal["pro_rata", "none"]
+
+
+class PlanEligibility(_Section):
+    """Who may buy or try the plan: a tier at least this high, growth at least this much."""
+
+    min_tier: Code | None = None
+    min_growth: Points | None = None
+
+
+class PlanRefund(_Section):
+    full_within_days: Annotated[int, Field(ge=0, le=366)] = 7
+    after: AfterFullRefund = Field(
+        default="pro_rata", description="after the full-refund window: by unused days, or nothing"
+    )
+    deduct_used_benefits: bool = Field(
+        default=False, description="subtract the value of benefits already used from a refund"
+    )
+
+
+class PlanBenefits(_Section):
+    points_multiplier: Multiplier = Decimal(1)
+    member_price_discount: Annotated[Decimal, Field(gt=0, le=1, decimal_places=4)] = Field(
+        default=Decimal(1), description="price paid as a share of list price; 0.95 is 95折"
+    )
+    cyclic_pack: Code | None = Field(default=None, description="a benefit pack each period")
+    renewal_gift_pack: Code | None = Field(default=None, description="a benefit pack on renewal")
+
+
+class Plan(_Section):
+    code: Code
+    name: Name
+    period: Period
+    price: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)] = Field(
+        description="yuan per period"
+    )
+    trial_days: Annotated[int, Field(ge=0, le=366)] = Field(default=0, description="0: no trial")
+    eligibility: PlanEligibility = Field(default_factory=PlanEligibility)
+    grace_days: Annotated[int, Field(ge=0, le=90)] = 0
+    refund: PlanRefund = Field(default_factory=PlanRefund)
+    benefits: PlanBenefits = Field(default_factory=PlanBenefits)
+
+
+class Paid(_Section):
+    plans: list[Plan] = Field(default_factory=list)
+
+    def plan(self, code: str) -> Plan:
+        for plan in self.plans:
+            if plan.code == code:
+                return plan
+        raise KeyError(code)
+
+
 class Programme(_Section):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: Name
@@ -218,6 +274,7 @@ class Programme(_Section):
     points: PointsRules
     lifecycle: Lifecycle | None = None
     super_users: SuperUsers | None = None
+    paid: Paid | None = None
 
     def level(self, code: str) -> TierLevel:
         for level in self.tiers.levels:
@@ -292,6 +349,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "points": PointsRules,
     "lifecycle": Lifecycle,
     "super_users": SuperUsers,
+    "paid": Paid,
 }
 
 
@@ -376,6 +434,20 @@ def _reference_problems(raw: dict[str, Any]) -> list[Problem]:
                     problems.append(
                         Problem(f"{path}.tiers{at}", f"unknown tier '{code}' (not in the ladder)")
                     )
+    paid = raw.get("paid") if isinstance(raw.get("paid"), dict) else {}
+    plans = paid.get("plans") if isinstance(paid.get("plans"), list) else []
+    plan_codes = [p.get("code") if isinstance(p, dict) else None for p in plans]
+    problems += _duplicates(plan_codes, "paid.plans", what="plan code", key="code")
+    for i, plan in enumerate(plans):
+        eligibility = plan.get("eligibility") if isinstance(plan, dict) else None
+        tier = eligibility.get("min_tier") if isinstance(eligibility, dict) else None
+        if codes is not None and isinstance(tier, str) and tier not in codes:
+            problems.append(
+                Problem(
+                    f"paid.plans[{i}].eligibility.min_tier",
+                    f"unknown tier '{tier}' (not in the ladder)",
+                )
+            )
     for path, name in refs:
         if known is not None and isinstance(name, str) and name not in known:
             problems.append(
