@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from siyu.members.api import router as members_router
     from siyu.orders.api import router as orders_router
     from siyu.paid.api import router as paid_router
+    from siyu.paid.kpi_api import router as paid_kpi_router
     from siyu.points.api import router as points_router
     from siyu.programme.api import router as programme_router
     from siyu.stores.api import router as stores_router
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         points_router,
         benefits_router,
         paid_router,
+        paid_kpi_router,
         stores_router,
         keys_router,
     ):
