@@ -16,6 +16,7 @@ def load_handlers() -> None:
     import siyu.tiers.handlers
     import siyu.points.handlers
     import siyu.benefits.handlers
+    import siyu.paid.handlers
     import siyu.tiers.jobs
     import siyu.points.jobs
     import siyu.benefits.jobs
