@@ -986,6 +986,10 @@ def generate_brand(
             summary.guest_orders += plan.guest_orders
             summary.refunds += len(plan.refunds)
             bar.update(task, advance=len(plan.people), orders=summary.orders)
+    if with_programme and with_orders:
+        from siyu.demo.paid import create_paid_members
+
+        summary.orders += create_paid_members(db, seed=seed, as_of=as_of).orders
     return summary
 
 

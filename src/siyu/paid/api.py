@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Response
 from siyu.api.deps import AnyRole, SessionDep, require
 from siyu.core.auth import Principal, Role
 from siyu.core.settings import get_settings
-from siyu.paid import service
+from siyu.paid import savings, service
 from siyu.paid.schemas import (
     AutoRenewUpdate,
     CallbackRead,
@@ -21,6 +21,7 @@ from siyu.paid.schemas import (
     PurchaseCallback,
     RefundCallback,
     RenewalCallback,
+    SavingsRead,
     SubscriptionRead,
     TrialCreate,
 )
@@ -129,3 +130,11 @@ def refund(
         used_benefits_fen=body.used_benefits_fen,
     )
     return _read(result, response)
+
+
+@router.get("/members/{member_id}/subscription/savings", response_model=SavingsRead)
+def subscription_savings(member_id: int, session: SessionDep, who: AnyRole) -> SavingsRead:
+    """What the card saved the member (this month, since joining, by month, line by line)
+    against the fee paid: the figure behind renewing."""
+    service.get_for_member(session, member_id, principal=who)
+    return SavingsRead.of(savings.summary(session, member_id, tz=get_settings().timezone))

@@ -73,3 +73,54 @@ def show(member: Annotated[str, typer.Argument(help="member id, member no. or ph
         for p in payments:
             ledger.add_row(p.txn_id, p.kind, str(p.amount_fen), f"{p.at:%Y-%m-%d %H:%M}")
         console.print(ledger)
+
+
+@paid_app.command("kpis")
+def kpis(
+    month: Annotated[
+        str | None, typer.Option(help="brand-local month, YYYY-MM (default: this month)")
+    ] = None,
+) -> None:
+    """Paid membership KPIs of a month: penetration, conversion, renewal, GMV multiple, ROI."""
+    from datetime import date
+
+    from siyu.core.settings import Settings
+    from siyu.paid import kpis as paid_kpis
+
+    wanted = None
+    if month:
+        try:
+            year, mon = (int(part) for part in month.split("-"))
+            wanted = date(year, mon, 1)
+        except ValueError:
+            raise typer.BadParameter(f"'{month}' is not a month; write it as YYYY-MM") from None
+    with _database().unit_of_work() as session:
+        found = paid_kpis.kpis(session, month=wanted, tz=Settings().timezone)
+    table = Table(title=f"paid membership KPIs {found.month}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for label, value in (
+        ("active members", found.active_members),
+        ("paid members", found.paid_members),
+        ("penetration", f"{found.penetration:.2%}"),
+        ("trials started / converted", f"{found.trials_started} / {found.trials_converted}"),
+        ("trial conversion", f"{found.trial_conversion:.2%}"),
+        ("renewals due / renewed", f"{found.renewals_due} / {found.renewed}"),
+        ("renewal rate", f"{found.renewal_rate:.2%}"),
+        ("churned", found.churned),
+        ("card coupons issued / used", f"{found.card_coupons_issued} / {found.card_coupons_used}"),
+        ("benefit usage", f"{found.benefit_usage:.2%}"),
+        ("GMV per paid member (fen)", found.gmv_per_paid_fen),
+        ("GMV per free member (fen)", found.gmv_per_free_fen),
+        ("orders per paid / free member", f"{found.orders_per_paid} / {found.orders_per_free}"),
+        ("GMV multiple (paid / free)", f"{found.gmv_multiple}x"),
+        ("fee revenue (fen)", found.fee_revenue_fen),
+        ("benefit cost (fen)", found.benefit_cost_fen),
+        (
+            "revenue / cost per card (fen)",
+            f"{found.revenue_per_card_fen} / {found.cost_per_card_fen}",
+        ),
+        ("ROI", found.roi),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)

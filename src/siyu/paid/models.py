@@ -75,3 +75,29 @@ class Payment(Base):
         CheckConstraint("amount_fen > 0", name="amount_positive"),
         CheckConstraint("refunded_fen >= 0 AND refunded_fen <= amount_fen", name="refund_within"),
     )
+
+
+class Saving(Base):
+    """One saving a paid member got from the card, per order line or order: the member
+    price, extra points (valued at the programme's cash rate), and negative entries when a
+    refund takes a line back. Append-only; ``fact`` makes each saving happen once. Savings
+    from the card's coupons are read from the coupons themselves (see ``paid.savings``)."""
+
+    __tablename__ = "paid_savings"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("paid_subscriptions.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(15))
+    amount_fen: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fact: Mapped[str] = mapped_column(String(120), unique=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_paid_savings_member_at", "member_id", "at"),
+        CheckConstraint(
+            "kind IN ('member_price', 'coupon', 'freight', 'extra_points')", name="kind_known"
+        ),
+    )

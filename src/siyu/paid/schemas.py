@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from siyu.paid.models import Payment, Subscription
+from siyu.paid.savings import Summary
 from siyu.programme.rules import Plan, fen
 
 TxnId = Field(min_length=1, max_length=128, description="the payment provider's transaction id")
@@ -130,3 +132,60 @@ class CancelCreate(BaseModel):
 
 class AutoRenewUpdate(BaseModel):
     auto_renew: bool
+
+
+class SavingLineRead(BaseModel):
+    kind: str = Field(description="member_price | coupon | freight | extra_points")
+    amount_fen: int = Field(description="negative when a refund took a saving back")
+    at: datetime
+    order_id: int | None
+    fact: str
+    detail: dict[str, Any]
+
+
+class SavingsRead(BaseModel):
+    """What the card saved the member, against its fee, explained line by line."""
+
+    member_id: int
+    subscription_id: int
+    plan_code: str
+    joined_at: datetime
+    month: str
+    saved_this_month_fen: int
+    saved_fen: int
+    fee_fen: int
+    net_fen: int
+    by_kind: dict[str, int]
+    months: dict[str, int] = Field(description="brand-local month (YYYY-MM) -> saved that month")
+    sentence_zh: str
+    sentence_en: str
+    lines: list[SavingLineRead]
+
+    @classmethod
+    def of(cls, s: Summary) -> SavingsRead:
+        return cls(
+            member_id=s.member_id,
+            subscription_id=s.subscription_id,
+            plan_code=s.plan_code,
+            joined_at=s.joined_at,
+            month=s.month,
+            saved_this_month_fen=s.saved_this_month_fen,
+            saved_fen=s.saved_fen,
+            fee_fen=s.fee_fen,
+            net_fen=s.net_fen,
+            by_kind=s.by_kind,
+            months=s.months,
+            sentence_zh=s.zh,
+            sentence_en=s.en,
+            lines=[
+                SavingLineRead(
+                    kind=x.kind,
+                    amount_fen=x.amount_fen,
+                    at=x.at,
+                    order_id=x.order_id,
+                    fact=x.fact,
+                    detail=x.detail,
+                )
+                for x in s.lines
+            ],
+        )

@@ -1,0 +1,143 @@
+"""Paid membership KPIs on a small brand built by hand, with every figure known."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from siyu.core import clock
+from siyu.core.db import Database
+from siyu.core.settings import get_settings
+from siyu.members import service as members
+from siyu.members.service import EnrolDraft
+from siyu.orders import service as orders
+from siyu.orders.rules import LineDraft, OrderDraft
+from siyu.paid import kpis as paid_kpis
+from siyu.paid import service as paid
+
+PRICE = 19_900
+
+
+def at(month: int, day: int, year: int = 2026) -> datetime:
+    return datetime(year, month, day, 2, tzinfo=UTC)
+
+
+def buy(session: Session, member: int, txn: str, when: datetime) -> None:
+    paid.purchase_callback(session, txn, member, "super", PRICE, when)
+
+
+def spend(session: Session, member: int, key: str, fen: int, when: datetime) -> None:
+    draft = OrderDraft(
+        channel="tmall",
+        external_id=key,
+        paid_at=when,
+        member_id=member,
+        lines=[LineDraft("SKU-1", "奶粉", 1, fen)],
+    )
+    [result] = orders.ingest_orders(session, [draft])
+    assert not result.problems, result.problems
+
+
+@pytest.fixture
+def brand(
+    clean_db: Database, fixed_clock: clock.FixedClock, programme_in_force: None
+) -> dict[str, int]:
+    """Given eight members in November 2026 (now is 23 November, Shanghai):
+    A and B bought this month; C trialled on the 10th and bought on the 12th; D trials since
+    the 20th; G bought a year ago and renewed; H bought a year ago and let it lapse (grace
+    ended the 22nd); E and F never paid."""
+    now = clock.now()
+    with clean_db.unit_of_work() as s:
+        ids = {
+            name: members.enrol(s, EnrolDraft(phone=f"1380013800{i}")).member_id
+            for i, name in enumerate("ABCDEFGH")
+        }
+        buy(s, ids["A"], "t-a", at(11, 5))
+        buy(s, ids["B"], "t-b", at(11, 6))
+        buy(s, ids["G"], "t-g", at(11, 10, 2025))
+        buy(s, ids["H"], "t-h", at(11, 15, 2025))
+        paid.renewal_callback(s, "t-g2", ids["G"], PRICE, at(11, 9))
+    fixed_clock.set(at(11, 10))
+    with clean_db.unit_of_work() as s:
+        paid.start_trial(s, ids["C"], "super")
+    fixed_clock.set(at(11, 12))
+    with clean_db.unit_of_work() as s:
+        buy(s, ids["C"], "t-c", at(11, 12))
+    fixed_clock.set(at(11, 20))
+    with clean_db.unit_of_work() as s:
+        paid.start_trial(s, ids["D"], "super")
+    fixed_clock.set(now)
+    with clean_db.unit_of_work() as s:
+        while paid.expire_batch(s, now):
+            pass
+        spend(s, ids["A"], "o-a1", 10_000, at(11, 7))
+        spend(s, ids["A"], "o-a2", 10_000, at(11, 8))
+        spend(s, ids["B"], "o-b1", 20_000, at(11, 9))
+        spend(s, ids["E"], "o-e1", 5_000, at(11, 9))
+        spend(s, ids["H"], "o-h1", 5_000, at(11, 18))
+        spend(s, ids["A"], "o-a0", 50_000, at(10, 20))  # last month: not counted
+    return ids
+
+
+def test_month_kpis_exact(clean_db: Database, brand: dict[str, int]) -> None:
+    with clean_db.unit_of_work() as s:
+        k = paid_kpis.kpis(s, month=date(2026, 11, 1))
+    # A, B, C, G pay; D trials: 5 of 8 hold a card.
+    assert (k.active_members, k.paid_members, k.penetration) == (8, 5, 0.625)
+    assert (k.trials_started, k.trials_converted, k.trial_conversion) == (2, 1, 0.5)
+    # G's and H's years ended this month; G renewed.
+    assert (k.renewals_due, k.renewed, k.renewal_rate) == (2, 1, 0.5)
+    assert k.churned == 1
+    # Paid: 40,000 fen in 3 orders over 5 cards; free: 10,000 in 2 orders over 3 members.
+    assert (k.paid_buyers_gmv_fen, k.paid_orders) == (40_000, 3)
+    assert (k.free_gmv_fen, k.free_orders, k.free_members) == (10_000, 2, 3)
+    assert (k.gmv_per_paid_fen, k.gmv_per_free_fen) == (8_000, 3_333)
+    assert k.gmv_multiple == 2.4
+    # Fees this month: three purchases and one renewal.
+    assert k.fee_revenue_fen == 4 * PRICE
+    assert k.revenue_per_card_fen == 4 * PRICE // 5
+    assert (k.card_coupons_issued, k.benefit_cost_fen, k.roi) == (0, 0, 0.0)
+
+
+def test_by_month_oldest_first(clean_db: Database, brand: dict[str, int]) -> None:
+    with clean_db.unit_of_work() as s:
+        months = paid_kpis.kpis_by_month(s, 3)
+    assert [m.month for m in months] == ["2026-09", "2026-10", "2026-11"]
+    # In October only G and H held a card; A had not bought yet, so A's order is free GMV.
+    october = months[1]
+    assert (october.paid_members, october.free_gmv_fen, october.paid_buyers_gmv_fen) == (
+        2,
+        50_000,
+        0,
+    )
+
+
+def test_api(
+    app_client: TestClient, make_key: Callable[..., dict[str, str]], brand: dict[str, int]
+) -> None:
+    got = app_client.get("/paid/kpis?month=2026-11", headers=make_key("analyst"))
+    assert got.status_code == 200, got.text
+    assert got.json()["paid_members"] == 5
+    monthly = app_client.get("/paid/kpis/monthly?months=2", headers=make_key("operator"))
+    assert [m["month"] for m in monthly.json()] == ["2026-10", "2026-11"]
+    bad = app_client.get("/paid/kpis?month=November", headers=make_key("admin"))
+    assert bad.status_code == 422 and "YYYY-MM" in bad.text
+    assert app_client.get("/paid/kpis", headers=make_key("service")).status_code == 403
+
+
+def test_cli(clean_db: Database, brand: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    from siyu.cli import app
+
+    monkeypatch.setenv("SIYU_DATABASE_URL", clean_db.url)
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables unwrapped
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["paid", "kpis", "--month", "2026-11"])
+    assert result.exit_code == 0, result.output
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "62.50%" in result.output, result.output
