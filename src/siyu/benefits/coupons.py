@@ -37,7 +37,9 @@ MAX_ISSUE = 10_000  # members per issue call; larger lists go through the CLI in
 MAX_QUANTITY = 100
 
 
-def _lock(session: Session, query: Any) -> Any:
+def for_update(session: Session, query: Any) -> Any:
+    """``query`` locking its rows on PostgreSQL (SQLite already serialises writers), and
+    reading them afresh over anything this session holds."""
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return query.execution_options(populate_existing=True)
@@ -322,7 +324,7 @@ def issue_many(
     cannot give is skipped with a reason instead of refusing the whole call."""
     at = at or clock.now()
     template = session.scalar(
-        _lock(session, select(CouponTemplate).where(CouponTemplate.id == template_id))
+        for_update(session, select(CouponTemplate).where(CouponTemplate.id == template_id))
     )
     if template is None:
         raise NotFound(f"no coupon template with id {template_id}", field="template_id")
@@ -595,7 +597,7 @@ def redeem(
     never used twice; redeeming it again on the same order returns the first result."""
     order = find_order(session, order_id=order_id, channel=channel, external_id=external_id)
     coupon = session.scalar(
-        _lock(session, select(Coupon).where(Coupon.code == rules.normalize_code(code)))
+        for_update(session, select(Coupon).where(Coupon.code == rules.normalize_code(code)))
     )
     if coupon is None:
         raise NotFound(f"no coupon with code '{code}'", field="code")
@@ -657,7 +659,7 @@ def return_for_refund(session: Session, *, order_id: int, refund_id: int) -> lis
     ``rules.returned_by_refund``): usable again while still valid, else expired."""
     used = list(
         session.scalars(
-            _lock(
+            for_update(
                 session,
                 select(Coupon).where(
                     Coupon.order_id == order_id, Coupon.state == CouponState.used.value

@@ -186,7 +186,9 @@ def update_reward(
     unknown = sorted(set(changes) - set(UPDATABLE))
     if unknown:
         raise InvalidInput(f"{unknown[0]} cannot be changed", field=unknown[0])
-    reward = session.scalar(_lock(session, select(Reward).where(Reward.id == reward_id)))
+    reward = session.scalar(
+        coupons.for_update(session, select(Reward).where(Reward.id == reward_id))
+    )
     if reward is None:
         raise NotFound(f"no reward with id {reward_id}", field="reward_id")
     merged = {f: getattr(reward, f) for f in UPDATABLE} | changes
@@ -243,12 +245,6 @@ def facts_of(reward: Reward) -> rules.RewardFacts:
         visible_from=clock.as_utc(reward.visible_from) if reward.visible_from else None,
         visible_until=clock.as_utc(reward.visible_until) if reward.visible_until else None,
     )
-
-
-def _lock(session: Session, query: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    return query.execution_options(populate_existing=True)
 
 
 def _held(session: Session, member_id: int, reward_ids: list[int] | None = None) -> dict[int, int]:
@@ -371,7 +367,9 @@ def redeem(
     replay = _replay(session, fact, reward_id, quantity)
     if replay is not None:
         return replay
-    reward = session.scalar(_lock(session, select(Reward).where(Reward.id == reward_id)))
+    reward = session.scalar(
+        coupons.for_update(session, select(Reward).where(Reward.id == reward_id))
+    )
     if reward is None:
         raise NotFound(f"no reward with id {reward_id}", field="reward_id")
     replay = _replay(session, fact, reward_id, quantity)  # again, under the lock
@@ -505,7 +503,7 @@ def get_redemption(
 def _move(session: Session, redemption_id: int, target: RedemptionState) -> tuple[Redemption, bool]:
     """Lock a redemption and check the move; (redemption, False) when it is there already."""
     redemption = session.scalar(
-        _lock(session, select(Redemption).where(Redemption.id == redemption_id))
+        coupons.for_update(session, select(Redemption).where(Redemption.id == redemption_id))
     )
     if redemption is None:
         raise NotFound(f"no redemption with id {redemption_id}", field="redemption_id")
@@ -581,7 +579,9 @@ def cancel(
     if probe is None:
         raise NotFound(f"no redemption with id {redemption_id}", field="redemption_id")
     # Lock in the redemption's order: reward first, as redeeming does.
-    reward = session.scalar(_lock(session, select(Reward).where(Reward.id == probe.reward_id)))
+    reward = session.scalar(
+        coupons.for_update(session, select(Reward).where(Reward.id == probe.reward_id))
+    )
     assert reward is not None
     redemption, moved = _move(session, redemption_id, RedemptionState.cancelled)
     if not moved:

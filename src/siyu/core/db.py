@@ -147,3 +147,12 @@ def in_chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[A
     """Slices of ``items`` small enough for one ``IN (...)`` list each."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def expire_stale(session: Session, model: type, ids: Iterable[Any] | None = None) -> None:
+    """Bulk statements bypass the identity map: objects of ``model`` loaded earlier (those
+    with these ids, or all) are stale afterwards and must be read again."""
+    wanted = set(ids) if ids is not None else None
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, model) and (wanted is None or obj.id in wanted):
+            session.expire(obj)

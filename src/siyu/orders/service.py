@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core import clock, outbox
 from siyu.core.auth import Principal, Role
-from siyu.core.db import in_chunks, upsert_insert
+from siyu.core.db import expire_stale, in_chunks, upsert_insert
 from siyu.core.errors import Conflict, InvalidInput, NotFound, Problem, invalid
 from siyu.core.events import publish
 from siyu.members import service as members
@@ -623,14 +623,7 @@ def _add_to_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
         },
     )
     session.execute(stmt, rows)
-    _expire(session, MemberMetrics)
-
-
-def _expire(session: Session, model: type) -> None:
-    """Statements bypass the identity map; objects of ``model`` loaded earlier are stale."""
-    for obj in list(session.identity_map.values()):
-        if isinstance(obj, model):
-            session.expire(obj)
+    expire_stale(session, MemberMetrics)
 
 
 def _stored_summaries(session: Session, order_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -996,7 +989,7 @@ def recompute_metrics(session: Session, member_ids: Sequence[int] | None = None)
                 where = Order.member_id.between(start, start + RECOMPUTE_RANGE - 1)
                 result = session.execute(_insert_select(table, columns, _expected_metrics(where)))
                 total += int(result.rowcount or 0)  # type: ignore[attr-defined]
-    _expire(session, MemberMetrics)
+    expire_stale(session, MemberMetrics)
     return total
 
 
@@ -1109,7 +1102,7 @@ def realign_refund_members(session: Session, member_ids: Sequence[int]) -> None:
         .where(Refund.member_id.is_distinct_from(owner))
         .values(member_id=owner)
     )
-    _expire(session, Refund)
+    expire_stale(session, Refund)
 
 
 __all__ = [

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock
 from siyu.core.auth import Principal
-from siyu.core.db import in_chunks
+from siyu.core.db import expire_stale, in_chunks
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.settings import get_settings
 from siyu.members.models import Member
@@ -92,11 +92,7 @@ def _save(session: Session, accounts: dict[int, _Account]) -> None:
     ]
     if rows:
         session.execute(update(Member), rows)
-        # Bulk statements bypass the identity map: members loaded earlier are stale.
-        changed = {r["id"] for r in rows}
-        for obj in list(session.identity_map.values()):
-            if isinstance(obj, Member) and obj.id in changed:
-                session.expire(obj)
+        expire_stale(session, Member, (r["id"] for r in rows))
 
 
 def _entry(
@@ -432,10 +428,7 @@ def _take(
 
 
 def _expire_lots(session: Session, ids: Iterable[int]) -> None:
-    wanted = set(ids)
-    for obj in list(session.identity_map.values()):
-        if isinstance(obj, PointsLot) and obj.id in wanted:
-            session.expire(obj)
+    expire_stale(session, PointsLot, ids)
 
 
 def _stored_spend(session: Session, fact: str) -> Spend | None:
@@ -1384,9 +1377,7 @@ def recompute(session: Session, member_ids: Sequence[int] | None = None) -> int:
         if low is not None:
             for start in range(low, high + 1, RECOMPUTE_RANGE):
                 total += run(Member.id.between(start, start + RECOMPUTE_RANGE - 1))
-    for obj in list(session.identity_map.values()):
-        if isinstance(obj, Member):
-            session.expire(obj)
+    expire_stale(session, Member)
     return total
 
 

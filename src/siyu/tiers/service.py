@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock
 from siyu.core.auth import Principal
-from siyu.core.db import in_chunks, upsert_insert
+from siyu.core.db import expire_stale, in_chunks, upsert_insert
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.events import publish
 from siyu.members import service as members
@@ -239,11 +239,7 @@ def _add_growth(session: Session, deltas: dict[int, int]) -> None:
 
 
 def _expire_members(session: Session, member_ids: Iterable[int]) -> None:
-    """Statements bypass the identity map; loaded members are stale afterwards."""
-    wanted = set(member_ids)
-    for obj in list(session.identity_map.values()):
-        if isinstance(obj, Member) and obj.id in wanted:
-            session.expire(obj)
+    expire_stale(session, Member, member_ids)
 
 
 def _record_changes(
@@ -307,9 +303,7 @@ def _save_periods(session: Session, rows: list[dict[str, Any]]) -> None:
         set_={"period_start": stmt.excluded.period_start, "review_on": stmt.excluded.review_on},
     )
     session.execute(stmt, rows)
-    for obj in list(session.identity_map.values()):
-        if isinstance(obj, TierPeriod):
-            session.expire(obj)
+    expire_stale(session, TierPeriod)
 
 
 def _publish_changes(session: Session, changes: Sequence[TierChange]) -> None:
@@ -1142,9 +1136,7 @@ def recompute(session: Session, member_ids: Sequence[int] | None = None) -> int:
         if low is not None:
             for start in range(low, high + 1, RECOMPUTE_RANGE):
                 total += fix(Member.id.between(start, start + RECOMPUTE_RANGE - 1))
-        for obj in list(session.identity_map.values()):
-            if isinstance(obj, Member):
-                session.expire(obj)
+        expire_stale(session, Member)
     return total
 
 
