@@ -20,7 +20,10 @@ def load_handlers() -> None:
     import siyu.tiers.jobs
     import siyu.points.jobs
     import siyu.benefits.jobs
-    import siyu.paid.jobs  # noqa: F401
+    import siyu.paid.jobs
+    import siyu.insight.jobs
+    import siyu.insight.clv_jobs
+    import siyu.segments.jobs  # noqa: F401
 
 
 def bootstrap(settings: Settings | None = None, *, migrate: bool | None = None) -> Database:

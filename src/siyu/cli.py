@@ -54,6 +54,12 @@ def _mount_capabilities() -> None:
 
     app.add_typer(paid_app, name="paid", help="Paid membership.")
     app.add_typer(jobs_app, name="jobs", help="Daily jobs: expiry, releases, review, birthdays.")
+    from siyu.insight.cli import insight_app, report_app
+    from siyu.segments.cli import segments_app
+
+    app.add_typer(insight_app, name="insight", help="Lifecycle, RFM, super users, CLV, KPIs.")
+    app.add_typer(segments_app, name="segments", help="Tags and segments of members.")
+    app.add_typer(report_app, name="report", help="Reports: the health diagnosis.")
 
 
 _mount_capabilities()

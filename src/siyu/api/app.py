@@ -29,12 +29,17 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     from siyu.api.keys import router as keys_router
     from siyu.benefits.api import router as benefits_router
+    from siyu.insight.api import router as insight_router
+    from siyu.insight.clv_api import router as clv_router
+    from siyu.insight.kpi_api import router as insight_kpi_router
+    from siyu.insight.simulator_api import router as simulator_router
     from siyu.members.api import router as members_router
     from siyu.orders.api import router as orders_router
     from siyu.paid.api import router as paid_router
     from siyu.paid.kpi_api import router as paid_kpi_router
     from siyu.points.api import router as points_router
     from siyu.programme.api import router as programme_router
+    from siyu.segments.api import router as segments_router
     from siyu.stores.api import router as stores_router
     from siyu.tiers.api import router as tiers_router
 
@@ -47,10 +52,19 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         benefits_router,
         paid_router,
         paid_kpi_router,
+        insight_router,
+        clv_router,
+        insight_kpi_router,
+        simulator_router,
+        segments_router,
         stores_router,
         keys_router,
     ):
         app.include_router(router)
+
+    from siyu.web import mount
+
+    mount(app)
 
     @app.get("/health", tags=["system"])
     def health() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Insight jobs (filled in by the insight work)."""

@@ -1,0 +1,1 @@
+"""Segment jobs (filled in by the segments work)."""

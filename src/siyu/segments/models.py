@@ -1,0 +1,1 @@
+"""Segment and tag tables (filled in by the segments work)."""
