@@ -60,6 +60,9 @@ def _mount_capabilities() -> None:
     app.add_typer(insight_app, name="insight", help="Lifecycle, RFM, super users, CLV, KPIs.")
     app.add_typer(segments_app, name="segments", help="Tags and segments of members.")
     app.add_typer(report_app, name="report", help="Reports: the health diagnosis.")
+    from siyu.web.cli import users_app
+
+    app.add_typer(users_app, name="users", help="Console user accounts.")
 
 
 _mount_capabilities()

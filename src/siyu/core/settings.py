@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     jobs_at: time = Field(
         default=time(2, 0), description="Brand-local time after which each day's jobs run."
     )
+    analytics_dir: str = Field(
+        default="analytics",
+        description="Where insight keeps its analytics snapshots (DuckDB/Parquet files).",
+    )
+    secret_key: str = Field(
+        default="change-me-in-production",
+        description="Signs console sessions and members' page links; set it in production.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     echo_sql: bool = False
