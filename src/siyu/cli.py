@@ -173,6 +173,10 @@ def demo(
     with db.unit_of_work() as session:
         _, secret = create_key(session, role="admin", name="demo-admin")
     console.print(f"admin API key: [bold]{secret}[/]")
+    from siyu.web.demo import demo_operator
+
+    login, password = demo_operator(db)
+    console.print(f"console: /console — log in as [bold]{login}[/] / [bold]{password}[/]")
     if serve_api:
         _serve(host, port)
 
@@ -213,6 +217,25 @@ def members_show(
             last = metrics.last_order_at
             table.add_row("last order", f"{last:%Y-%m-%d %H:%M}" if last else "")
         console.print(table)
+
+
+@members_app.command("link")
+def members_link(
+    ref: Annotated[str, typer.Argument(help="member id, member number or phone")],
+    days: Annotated[int, typer.Option(help="how long the link works (1 to 30 days)")] = 7,
+    base_url: Annotated[str, typer.Option(help="where the app is served")] = "",
+) -> None:
+    """A signed link to the member's own pages (/m)."""
+    from siyu.members import service as members
+    from siyu.web.links import mint
+
+    settings = get_settings()
+    base = base_url.rstrip("/") or f"http://{settings.host}:{settings.port}"
+    db = _database()
+    with db.unit_of_work() as session:
+        link = mint(session, members.find(session, ref).id, secret=settings.secret_key, days=days)
+    typer.echo(f"{base}{link.path}")  # plain: a link must not be wrapped
+    console.print(f"valid until {link.expires_at:%Y-%m-%d %H:%M} UTC")
 
 
 @keys_app.command("create")

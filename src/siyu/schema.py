@@ -13,5 +13,6 @@ from siyu.programme import models as programme_models  # noqa: F401
 from siyu.segments import models as segments_models  # noqa: F401
 from siyu.stores import models as stores_models  # noqa: F401
 from siyu.tiers import models as tiers_models  # noqa: F401
+from siyu.web import models as web_models  # noqa: F401
 
 metadata = Base.metadata
