@@ -31,6 +31,15 @@ What the data looks like (figures from DOMAIN.md, scaled down):
 * Online orders cluster on 618, 双11 and 双12. ~15% of store orders are by guests who are
   not members (some give a phone, some nothing). ~3% of orders are refunded, whole or
   one line.
+
+The last year is the seeds' case study (``downturn``, on by default), so the health
+diagnosis has something to find: paid recruitment (livestreams, platform member programmes)
+brings more joins, but a quarter of the year's joiners never buy (join count up, join
+conversion down); members who keep buying come back less often and put less in the basket
+(member order value down year on year from both frequency and price per order), so more of
+the year's buyers bought once. The programme itself (``programme/example.yaml`` and the
+benefits in ``demo.benefits``) has tiers with benefits and a points mall, but one join
+coupon and no first- or repeat-purchase offer, and nobody has redeemed points yet.
 """
 
 from __future__ import annotations
@@ -81,6 +90,11 @@ JOIN_CHANNELS += (("douyin", 0.08),)
 OMNI_SHARE: dict[str, float] = {"prospect": 0.1, "light": 0.2, "regular": 0.4, "super": 0.7}
 ONLINE = frozenset({"mini_program", "tmall", "jd", "douyin"})
 FESTIVALS = ((6, 18), (11, 11), (12, 12))  # 618, 双11, 双12
+# The downturn of the last year (the case study): see the module's docstring.
+DOWNTURN = timedelta(days=365)
+RECRUITED_NEVER_BUY = 0.25  # of the last year's buyers-to-be, the share who never buy
+LAST_YEAR_KEEP = 0.45  # of the repeat orders of the last year, the share still placed
+LEAN_BASKET = 0.9  # in the last year, the chance a basket has one line fewer
 
 # Index spaces of the phone book: members, guests and staff never share a number.
 _GUEST_PHONES = 1_000_000_000
@@ -503,15 +517,31 @@ def _make_person(
 
 
 def iter_people(
-    seed: int, members: int, as_of: datetime, *, org: Organisation | None = None
+    seed: int,
+    members: int,
+    as_of: datetime,
+    *,
+    org: Organisation | None = None,
+    downturn: bool = True,
 ) -> Iterator[Person]:
-    """The brand's people, one at a time, in a fixed order for a seed."""
+    """The brand's people, one at a time, in a fixed order for a seed. With ``downturn``
+    some of the last year's joiners came through paid recruitment and never buy."""
     as_of = as_utc(as_of)
     org = org or build_organisation(seed, as_of)
     ids = IdBook(seed)
     rng = random.Random(seed)
     for index in range(members):
-        yield _make_person(index, rng, org, ids, as_of)
+        person = _make_person(index, rng, org, ids, as_of)
+        recruited = (
+            downturn
+            and person.segment != "prospect"
+            and person.joined_at >= as_of - DOWNTURN
+            # a generator of its own, so the people after this one stay the same
+            and random.Random(f"siyu-demo-recruit:{seed}:{index}").random() < RECRUITED_NEVER_BUY
+        )
+        if recruited:
+            person.segment = "prospect"
+        yield person
 
 
 # --- orders ------------------------------------------------------------------------------
@@ -532,11 +562,16 @@ _ONLINE_HOURS_CUM = tuple(
 )
 
 
-def _lines(rng: random.Random, child_birthday: date, day: date) -> tuple[list[LineDraft], int]:
-    """A basket for the child's age on that day, and the promotion discount it got."""
+def _lines(
+    rng: random.Random, child_birthday: date, day: date, *, lean: bool = False
+) -> tuple[list[LineDraft], int]:
+    """A basket for the child's age on that day, and the promotion discount it got. A
+    ``lean`` basket (the downturn) more often has one line fewer."""
     months = (day - child_birthday).days / 30.44
     _, categories, cum = next(m for m in _MIX if months < m[0])
     count = rng.choices(_LINE_COUNTS, cum_weights=_LINE_CUM)[0]
+    if lean and count > 1 and rng.random() < LEAN_BASKET:
+        count -= 1
     promo = rng.random() < 0.3
     lines: list[LineDraft] = []
     seen: set[str] = set()
@@ -562,8 +597,11 @@ def _stochastic_round(rng: random.Random, x: float) -> int:
     return whole + (rng.random() < x - whole)
 
 
-def _order_times(p: Person, rng: random.Random, activity: float, as_of: datetime) -> list[datetime]:
-    """When this person buys: a first order soon after joining, then by segment."""
+def _order_times(
+    p: Person, rng: random.Random, activity: float, as_of: datetime, *, downturn: bool = True
+) -> list[datetime]:
+    """When this person buys: a first order soon after joining, then by segment. With
+    ``downturn`` the repeat orders of the last year are thinned (people come back less)."""
     start = max(p.joined_at, as_of - WINDOW)
     end = p.active_until
     if p.segment == "prospect" or end <= start:
@@ -590,7 +628,11 @@ def _order_times(p: Person, rng: random.Random, activity: float, as_of: datetime
             while t < phase_end:
                 times.append(t)
                 t += day * rng.expovariate(per_month / 30)
-    return sorted(t for t in times if t < end)
+    times = sorted(t for t in times if t < end)
+    if downturn:
+        lean_from = as_of - DOWNTURN
+        times = times[:1] + [t for t in times[1:] if t < lean_from or rng.random() < LAST_YEAR_KEEP]
+    return times
 
 
 def _festival(rng: random.Random, day: date, last: date) -> date:
@@ -659,6 +701,7 @@ def _person_orders(
     refund_share: float,
     orders: list[OrderDraft],
     refunds: list[RefundDraft],
+    downturn: bool = True,
 ) -> int:
     """Append one person's orders (and the guest orders seen at their store alongside);
     returns how many guest orders were added."""
@@ -667,7 +710,8 @@ def _person_orders(
     window_start = as_of - WINDOW
     guest_odds = guest_share / (1 - guest_share)
     guests = 0
-    for k, when in enumerate(_order_times(p, rng, activity, as_of)):
+    lean_from = as_of - DOWNTURN
+    for k, when in enumerate(_order_times(p, rng, activity, as_of, downturn=downturn)):
         channel = rng.choices(p.order_channels, weights=p.order_weights)[0]
         day = when.astimezone(SHANGHAI).date()
         store_code = guide_code = None
@@ -685,7 +729,7 @@ def _person_orders(
             hour = rng.choices(_ONLINE_HOURS, cum_weights=_ONLINE_HOURS_CUM)[0]
             paid_at = _local_instant(day, rng, hour, hour)
         paid_at = min(max(paid_at, p.joined_at), as_of - timedelta(seconds=1))
-        lines, discount = _lines(rng, p.child_birthday, day)
+        lines, discount = _lines(rng, p.child_birthday, day, lean=downturn and paid_at >= lean_from)
         subtotal = sum(line.amount_fen for line in lines)
         freight = 600 if channel in ONLINE and subtotal < 9900 else 0
         draft = OrderDraft(
@@ -761,12 +805,14 @@ def plan_orders(
     activity: float = 1.0,
     guest_share: float = 0.15,
     refund_share: float = 0.03,
+    downturn: bool = True,
 ) -> ChunkPlan:
     """The orders of some people, the guest orders beside them and the refunds: pure data.
 
     ``activity`` multiplies how often everyone buys (1.0: the natural brand, about 4 orders
     a member over two years; see ``calibrate_activity``). Without ``ids`` orders name
-    their store by code and carry no guide.
+    their store by code and carry no guide. ``downturn``: the last year as in the case
+    study (see the module's docstring); off, the brand just grows.
     """
     as_of = as_utc(as_of)
     org = org or build_organisation(seed, as_of)
@@ -787,6 +833,7 @@ def plan_orders(
             refund_share=refund_share,
             orders=orders,
             refunds=refunds,
+            downturn=downturn,
         )
     orders.sort(key=lambda o: o.paid_at)
     refunds.sort(key=lambda r: r.refunded_at)
@@ -802,14 +849,16 @@ def iter_chunks(
     ids: OrgIds | None = None,
     activity: float = 1.0,
     with_orders: bool = True,
+    downturn: bool = True,
 ) -> Iterator[ChunkPlan]:
     """The brand as a stream of chunks of people with their orders; memory stays flat."""
     as_of = as_utc(as_of)
     org = build_organisation(seed, as_of)
-    people = iter_people(seed, members, as_of, org=org)
+    people = iter_people(seed, members, as_of, org=org, downturn=downturn)
     while chunk := list(islice(people, chunk_size)):
         if with_orders:
-            yield plan_orders(chunk, seed=seed, as_of=as_of, org=org, ids=ids, activity=activity)
+            yield plan_orders(chunk, seed=seed, as_of=as_of, org=org, ids=ids,
+                              activity=activity, downturn=downturn)  # fmt: skip
         else:
             yield ChunkPlan(chunk, [], [], 0)
 
@@ -934,6 +983,7 @@ def generate_brand(
     with_orders: bool = True,
     unknown_buyer: Literal["guest", "enrol"] = "guest",
     with_programme: bool = True,
+    downturn: bool = True,
 ) -> DemoSummary:
     """Create the demo brand in ``db``: organisation, members, two years of orders ending
     at ``as_of``, refunds. One unit of work per chunk of ``chunk_size`` people.
@@ -942,6 +992,7 @@ def generate_brand(
     future orders). ``with_orders=False`` enrols the people only (benchmarks import
     the orders afterwards). ``with_programme`` puts the example programme in force from
     before the first order, so every order earns growth and points as it would have.
+    ``downturn`` gives the last year the case study's decline (see the module's docstring).
     """
     if not isinstance(members, int) or isinstance(members, bool) or members < 0:
         raise TypeError(f"members is a number of people, got {members!r}")
@@ -966,7 +1017,8 @@ def generate_brand(
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(f"{BRAND} demo members", total=members, orders=0)
         for plan in iter_chunks(seed, members, as_of, chunk_size=chunk_size, ids=ids,
-                                activity=activity, with_orders=with_orders):  # fmt: skip
+                                activity=activity, with_orders=with_orders,
+                                downturn=downturn):  # fmt: skip
             drafts: list[EnrolDraft] = []
             firsts: list[int] = []
             for person in plan.people:

@@ -1,7 +1,96 @@
-"""Insight routes (filled in by the insight work)."""
+"""KPI, cohort and health-diagnosis routes for operators and analysts.
+
+``GET /insight/kpis?from=&to=`` (brand-local dates; default the last 30 days) answers the
+period's figures beside the previous period and the same period last year;
+``GET /insight/cohorts`` the join-month retention table; ``GET /insight/diagnosis`` the
+health diagnosis as data, or as the HTML report with ``format=html``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import asdict
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+
+from siyu.api.deps import require
+from siyu.core import clock
+from siyu.core.auth import Principal, Role
+from siyu.core.db import Database
+from siyu.insight import diagnosis as diagnosis_service
+from siyu.insight import kpis
 
 router = APIRouter(tags=["insight"])
+
+Reader = Annotated[Principal, Depends(require(Role.admin, Role.operator, Role.analyst))]
+FromDate = Annotated[
+    date | None, Query(alias="from", description="first brand-local day, YYYY-MM-DD")
+]
+ToDate = Annotated[date | None, Query(alias="to", description="last brand-local day, included")]
+
+
+def _tz(request: Request) -> str:
+    return request.app.state.settings.timezone  # type: ignore[no-any-return]
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def _period(request: Request, start: date | None, end: date | None, days: int) -> kpis.Period:
+    today = clock.local_date(clock.now(), _tz(request))
+    return kpis.period_of(start, end, today=today, days=days)
+
+
+def _change(change: kpis.Change) -> dict[str, float | None]:
+    return {"against": change.against, "delta": change.delta, "pct": change.pct}
+
+
+@router.get("/insight/kpis")
+def period_kpis(
+    request: Request, who: Reader, start: FromDate = None, end: ToDate = None
+) -> dict[str, Any]:
+    """The period's KPIs, the previous period's, last year's, and the changes (Δ and %)."""
+    report = kpis.kpi_report(_db(request), _period(request, start, end, 30), tz=_tz(request))
+    return {
+        "computed_at": report.computed_at.isoformat(),
+        "timezone": report.tz,
+        "current": asdict(report.current),
+        "previous": asdict(report.previous),
+        "last_year": asdict(report.last_year),
+        "changes": {
+            name: {
+                "previous": _change(report.change(name, "previous")),
+                "last_year": _change(report.change(name, "last_year")),
+            }
+            for name, _, _ in kpis.HEADLINE
+        },
+    }
+
+
+@router.get("/insight/cohorts")
+def cohort_table(
+    request: Request,
+    who: Reader,
+    months: Annotated[int, Query(ge=1, le=36, description="join months, up to this one")] = 12,
+) -> list[dict[str, Any]]:
+    """Members by join month and the share who bought in each month since joining."""
+    return [asdict(c) for c in kpis.cohorts(_db(request), tz=_tz(request), months=months)]
+
+
+@router.get("/insight/diagnosis", response_model=None)
+def health_diagnosis(
+    request: Request,
+    who: Reader,
+    start: FromDate = None,
+    end: ToDate = None,
+    format: Annotated[Literal["json", "html"], Query()] = "json",
+) -> dict[str, Any] | HTMLResponse:
+    """Every check over the period (default: the last twelve months) against last year."""
+    period = _period(request, start, end, diagnosis_service.DEFAULT_DAYS)
+    found = diagnosis_service.diagnose(_db(request), period, tz=_tz(request))
+    if format == "html":
+        return HTMLResponse(diagnosis_service.render_html(found))
+    return diagnosis_service.as_dict(found)

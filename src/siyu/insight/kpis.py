@@ -1,0 +1,631 @@
+"""Programme KPIs (会员经营指标) for any brand-local period, beside the previous period of the
+same length and the same period last year.
+
+Every figure is a set-based aggregate computed by the analytics engine (Ibis expressions on
+DuckDB over the live database); no order and no member passes through Python. The counted
+purchases are members' orders that were not refunded in full, valued at what was paid less
+what was refunded (``facts.purchases`` counts the same way). Definitions, with the exact
+formulas, are in ``docs/kpis.md``.
+
+Figures that look forward from an event (join conversion: a purchase within 30 days of
+joining; 1st → 2nd conversion: a second purchase) count only what happened by the period's
+end, so a period and the same period last year are measured alike.
+
+Paid membership figures reuse ``siyu.paid.kpis`` month by month over the period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import ibis
+from sqlalchemy.orm import Session
+
+from siyu.core import clock
+from siyu.core.db import Database
+from siyu.core.errors import Problem, invalid
+from siyu.insight.engine import Analytics, analytics, instant
+from siyu.insight.facts import EXCLUDED_STATUSES
+from siyu.paid import kpis as paid_kpis
+from siyu.programme import service as programme_service
+from siyu.programme.rules import Programme
+
+JOIN_CONVERSION_DAYS = 30  # a new member "converts" by buying within this many days
+MAX_PERIOD_DAYS = 3 * 366
+COHORT_MONTHS = 12
+REDEEMED_KINDS = ("spend", "cancel")  # a cancelled redemption gives its points back
+ISSUED_KINDS = ("earn",)
+
+
+# --- periods -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """Brand-local days ``start`` to ``end``, both included."""
+
+    start: date
+    end: date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def previous(self) -> Period:
+        """The period of the same length just before this one."""
+        return Period(self.start - timedelta(days=self.days), self.start - timedelta(days=1))
+
+    def last_year(self) -> Period:
+        """The same dates a year earlier (29 February becomes 28 February)."""
+        return Period(_year_back(self.start), _year_back(self.end))
+
+    def bounds(self, tz: str) -> tuple[datetime, datetime]:
+        """The UTC instants of the first moment of ``start`` and of the day after ``end``."""
+        zone = ZoneInfo(tz)
+        return (
+            clock.as_utc(datetime.combine(self.start, time(), zone)),
+            clock.as_utc(datetime.combine(self.end + timedelta(days=1), time(), zone)),
+        )
+
+    def label(self) -> str:
+        return f"{self.start:%Y-%m-%d} … {self.end:%Y-%m-%d}"
+
+
+def _year_back(day: date) -> date:
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - 1, day=28)
+
+
+def period_of(start: date | None, end: date | None, *, today: date, days: int = 30) -> Period:
+    """The period a caller asked for: by default ``days`` days ending today (or ending at
+    ``end``). Bad input is refused with what to change."""
+    end = end or today
+    start = start or end - timedelta(days=days - 1)
+    problems: list[Problem] = []
+    if start > today:
+        problems.append(Problem("from", f"{start} is in the future (today is {today})"))
+    elif start > end:
+        problems.append(Problem("from", f"{start} is after to {end}; swap them"))
+    elif (end - start).days + 1 > MAX_PERIOD_DAYS:
+        problems.append(Problem("from", f"a period is at most {MAX_PERIOD_DAYS} days"))
+    if end > today:
+        problems.append(Problem("to", f"{end} is in the future (today is {today})"))
+    if problems:
+        raise invalid(problems)
+    return Period(start, end)
+
+
+# --- figures -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TierMove:
+    from_code: str
+    to_code: str
+    members: int
+    direction: str  # up | down
+
+
+@dataclass(frozen=True)
+class PaidFigures:
+    """Paid membership over the period, from ``siyu.paid.kpis`` month by month: renewals
+    summed over the months; members, penetration and the multiple of the last month."""
+
+    months: list[str]
+    paid_members: int
+    penetration: float
+    renewals_due: int
+    renewed: int
+    renewal_rate: float
+    trials_started: int
+    trials_converted: int
+    fee_revenue_fen: int
+    benefit_cost_fen: int
+    gmv_multiple: float
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The KPIs of one period (see ``docs/kpis.md`` for each formula)."""
+
+    period: Period
+    members: int
+    new_members: int
+    revenue_fen: int
+    member_revenue_fen: int
+    member_sales_share: float
+    new_members_converted: int
+    join_conversion: float
+    buyers: int
+    member_orders: int
+    member_order_value_fen: int
+    price_per_order_fen: int
+    purchase_frequency: float
+    repeat_buyers: int
+    repurchase_rate: float
+    first_buyers: int
+    second_buyers: int
+    second_purchase_conversion: float
+    one_time_buyers: int
+    one_time_buyer_share: float
+    points_issued: int
+    points_redeemed: int
+    points_expired: int
+    redemption_rate: float
+    liability_points_start: int
+    liability_points: int
+    liability_fen: int
+    tier_distribution: dict[str, int]
+    tier_moves: list[TierMove]
+    tier_upgrades: int
+    tier_downgrades: int
+    paid: PaidFigures | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A figure against a comparison: the difference and the relative change (None when the
+    comparison is zero)."""
+
+    value: float
+    against: float
+    delta: float
+    pct: float | None
+
+
+# The figures the comparison tables show, in order, with their Chinese and English names.
+HEADLINE: tuple[tuple[str, str, str], ...] = (
+    ("members", "会员数", "members"),
+    ("new_members", "新会员", "new members"),
+    ("revenue_fen", "全部销售额(元)", "all revenue (yuan)"),
+    ("member_revenue_fen", "会员销售额(元)", "member revenue (yuan)"),
+    ("member_sales_share", "会销比", "member sales share"),
+    ("join_conversion", "入会转化率", "join conversion"),
+    ("buyers", "购买会员", "member buyers"),
+    ("member_orders", "会员订单", "member orders"),
+    ("member_order_value_fen", "会员客单价(元)", "member order value (yuan)"),
+    ("price_per_order_fen", "笔单价(元)", "price per order (yuan)"),
+    ("purchase_frequency", "购买频次", "purchase frequency"),
+    ("repurchase_rate", "复购率", "repurchase rate"),
+    ("second_purchase_conversion", "首购→复购转化", "1st → 2nd purchase"),
+    ("one_time_buyer_share", "一次性购买占比", "one-time buyer share"),
+    ("points_issued", "积分发放", "points issued"),
+    ("points_redeemed", "积分兑换", "points redeemed"),
+    ("points_expired", "积分过期", "points expired"),
+    ("redemption_rate", "积分兑换率", "redemption rate"),
+    ("liability_points", "未兑积分", "outstanding points"),
+    ("liability_fen", "积分负债(元)", "points liability (yuan)"),
+    ("tier_upgrades", "升级人次", "tier upgrades"),
+    ("tier_downgrades", "降级人次", "tier downgrades"),
+)
+RATES = frozenset(
+    {
+        "member_sales_share",
+        "join_conversion",
+        "repurchase_rate",
+        "second_purchase_conversion",
+        "one_time_buyer_share",
+        "redemption_rate",
+    }
+)
+
+
+@dataclass(frozen=True)
+class KpiReport:
+    current: Figures
+    previous: Figures
+    last_year: Figures
+    computed_at: datetime
+    tz: str
+    tier_order: list[str] = field(default_factory=list)
+
+    def change(self, name: str, against: str = "last_year") -> Change:
+        now = float(getattr(self.current, name))
+        then = float(getattr(getattr(self, against), name))
+        return Change(now, then, now - then, (now - then) / then if then else None)
+
+
+def _ratio(a: float, b: float, digits: int = 4) -> float:
+    return round(a / b, digits) if b else 0.0
+
+
+def _int(value: object) -> int:
+    return int(value or 0)  # type: ignore[call-overload]
+
+
+# --- the queries ---------------------------------------------------------------------------
+
+
+def _purchases(engine: Analytics, until: datetime) -> ibis.Table:
+    """Members' counted purchases up to ``until``, each with its rank in the member's history
+    (0 for the first) and the member's join time: computed once, read by every period."""
+    orders = engine.table("orders")
+    members = engine.table("members")
+    counted = orders.filter(
+        orders.member_id.notnull(), orders.status != "refunded", orders.paid_at < instant(until)
+    )
+    joined = counted.join(members.select("id", "joined_at"), counted.member_id == members.id)
+    ranked = joined.select(
+        member_id=joined.member_id,
+        paid_at=joined.paid_at,
+        net_fen=(joined.amount_fen - joined.refunded_fen).cast("int64"),
+        joined_at=joined.joined_at,
+        rank=ibis.row_number().over(
+            group_by=joined.member_id, order_by=[joined.paid_at, joined.id]
+        ),
+    )
+    return engine.materialize("kpi_purchases", ranked)
+
+
+def _firsts(engine: Analytics, purchases: ibis.Table) -> ibis.Table:
+    """Each buyer's first and second purchase instants."""
+    early = purchases.filter(purchases.rank <= 1)
+    return engine.materialize(
+        "kpi_firsts",
+        early.group_by("member_id").aggregate(
+            first_at=(early.rank == 0).ifelse(early.paid_at, ibis.null()).max(),
+            second_at=(early.rank == 1).ifelse(early.paid_at, ibis.null()).max(),
+        ),
+    )
+
+
+def _one(expr: ibis.Table) -> dict[str, object]:
+    frame = expr.to_pyarrow().to_pylist()
+    return frame[0] if frame else {}
+
+
+def _figures(
+    engine: Analytics,
+    session: Session,
+    period: Period,
+    *,
+    tz: str,
+    programme: Programme,
+    purchases: ibis.Table,
+    firsts: ibis.Table,
+    paid_cache: dict[date, paid_kpis.PaidKpis],
+) -> Figures:
+    start_at, end_at = period.bounds(tz)
+    start, end = instant(start_at), instant(end_at)
+
+    members = engine.table("members")
+    counted_members = members.filter(
+        ~members.status.isin(EXCLUDED_STATUSES), members.joined_at < end
+    )
+    m = _one(
+        counted_members.aggregate(
+            members=counted_members.count(),
+            new_members=(counted_members.joined_at >= start).ifelse(1, 0).sum(),
+        )
+    )
+
+    # Join conversion: new members of the period whose first purchase came within 30 days of
+    # joining, and before the period's end.
+    newcomers = counted_members.filter(counted_members.joined_at >= start)
+    conv = newcomers.join(firsts, newcomers.id == firsts.member_id)
+    converted = conv.filter(
+        conv.first_at < end,
+        conv.first_at.epoch_seconds() - conv.joined_at.epoch_seconds()
+        <= JOIN_CONVERSION_DAYS * 86_400,
+    )
+    new_members_converted = _int(converted.count().to_pyarrow().as_py())
+
+    orders = engine.table("orders")
+    in_period = orders.filter(orders.paid_at >= start, orders.paid_at < end)
+    revenue = _one(
+        in_period.aggregate(
+            revenue=(in_period.amount_fen - in_period.refunded_fen).sum(),
+            member_revenue=in_period.member_id.notnull()
+            .ifelse(in_period.amount_fen - in_period.refunded_fen, 0)
+            .sum(),
+        )
+    )
+
+    # Buyers of the period and their orders in it.
+    during = purchases.filter(purchases.paid_at >= start, purchases.paid_at < end)
+    bought = during.group_by("member_id").aggregate(
+        orders=during.count(), spend=during.net_fen.sum()
+    )
+    b = _one(
+        bought.aggregate(
+            buyers=bought.count(),
+            orders=bought.orders.sum(),
+            spend=bought.spend.sum(),
+            repeat=(bought.orders >= 2).ifelse(1, 0).sum(),
+        )
+    )
+
+    first = firsts.filter(firsts.first_at >= start, firsts.first_at < end)
+    f = _one(
+        first.aggregate(
+            first_buyers=first.count(),
+            second=(first.second_at.notnull() & (first.second_at < end)).ifelse(1, 0).sum(),
+        )
+    )
+
+    entries = engine.table("points_entries")
+    before_end = entries.filter(entries.at < end)
+    p = _one(
+        before_end.aggregate(
+            issued=((before_end.at >= start) & before_end.kind.isin(ISSUED_KINDS))
+            .ifelse(before_end.points, 0)
+            .sum(),
+            redeemed=((before_end.at >= start) & before_end.kind.isin(REDEEMED_KINDS))
+            .ifelse(before_end.points, 0)
+            .sum(),
+            expired=((before_end.at >= start) & (before_end.kind == "expire"))
+            .ifelse(before_end.points, 0)
+            .sum(),
+            liability_start=(before_end.at < start).ifelse(before_end.points, 0).sum(),
+            liability=before_end.points.sum(),
+        )
+    )
+
+    distribution, moves = _tiers(engine, programme, start=start, end=end, members=counted_members)
+
+    member_revenue = _int(revenue.get("member_revenue"))
+    all_revenue = _int(revenue.get("revenue"))
+    buyers = _int(b.get("buyers"))
+    member_orders = _int(b.get("orders"))
+    spend = _int(b.get("spend"))
+    new_members = _int(m.get("new_members"))
+    issued = _int(p.get("issued"))
+    redeemed = -_int(p.get("redeemed"))
+    liability = _int(p.get("liability"))
+    first_buyers = _int(f.get("first_buyers"))
+    cash_rate = programme.points.cash_off.points_per_yuan if programme.points.cash_off else 100
+    return Figures(
+        period=period,
+        members=_int(m.get("members")),
+        new_members=new_members,
+        revenue_fen=all_revenue,
+        member_revenue_fen=member_revenue,
+        member_sales_share=_ratio(member_revenue, all_revenue),
+        new_members_converted=new_members_converted,
+        join_conversion=_ratio(new_members_converted, new_members),
+        buyers=buyers,
+        member_orders=member_orders,
+        member_order_value_fen=spend // buyers if buyers else 0,
+        price_per_order_fen=spend // member_orders if member_orders else 0,
+        purchase_frequency=_ratio(member_orders, buyers, 3),
+        repeat_buyers=_int(b.get("repeat")),
+        repurchase_rate=_ratio(_int(b.get("repeat")), buyers),
+        first_buyers=first_buyers,
+        second_buyers=_int(f.get("second")),
+        second_purchase_conversion=_ratio(_int(f.get("second")), first_buyers),
+        one_time_buyers=first_buyers - _int(f.get("second")),
+        one_time_buyer_share=_ratio(first_buyers - _int(f.get("second")), first_buyers),
+        points_issued=issued,
+        points_redeemed=redeemed,
+        points_expired=-_int(p.get("expired")),
+        redemption_rate=_ratio(redeemed, issued),
+        liability_points_start=_int(p.get("liability_start")),
+        liability_points=liability,
+        liability_fen=liability * 100 // int(cash_rate),
+        tier_distribution=distribution,
+        tier_moves=moves,
+        tier_upgrades=sum(x.members for x in moves if x.direction == "up"),
+        tier_downgrades=sum(x.members for x in moves if x.direction == "down"),
+        paid=_paid(session, period, tz=tz, cache=paid_cache) if programme.paid else None,
+    )
+
+
+def _tiers(
+    engine: Analytics,
+    programme: Programme,
+    *,
+    start: ibis.Scalar,
+    end: ibis.Scalar,
+    members: ibis.Table,
+) -> tuple[dict[str, int], list[TierMove]]:
+    """Members by tier at the period's end (each member's last tier change before it) and
+    the moves between tiers during the period, upgrades and downgrades by the ladder."""
+    history = engine.table("tier_history")
+    before = history.filter(history.at < end)
+    last = before.mutate(
+        n=ibis.row_number().over(
+            group_by=before.member_id, order_by=[before.at.desc(), before.id.desc()]
+        )
+    )
+    last = last.filter(last.n == 0).select("member_id", "to_code")
+    placed = members.select(mid=members.id).left_join(last, members.id == last.member_id)
+    placed = placed.mutate(code=placed.to_code.fill_null(""))
+    rows = placed.group_by("code").aggregate(n=placed.count()).to_pyarrow().to_pylist()
+    order = [level.code for level in programme.tiers.levels]
+    counts = {row["code"] or "—": int(row["n"]) for row in rows}
+    distribution = {code: counts.pop(code, 0) for code in order}
+    distribution.update(counts)  # codes no longer on the ladder, and members with none
+
+    during = history.filter(history.at >= start, history.at < end, history.from_code.notnull())
+    move_rows = (
+        during.group_by(["from_code", "to_code"])
+        .aggregate(n=during.count())
+        .to_pyarrow()
+        .to_pylist()
+    )
+    rank = {code: i for i, code in enumerate(order)}
+    moves = [
+        TierMove(
+            row["from_code"],
+            row["to_code"],
+            int(row["n"]),
+            "up" if rank.get(row["to_code"], -1) > rank.get(row["from_code"], -1) else "down",
+        )
+        for row in move_rows
+        if row["from_code"] != row["to_code"]
+    ]
+    moves.sort(key=lambda x: (rank.get(x.from_code, 99), rank.get(x.to_code, 99)))
+    return distribution, moves
+
+
+def _months(period: Period) -> list[date]:
+    first = period.start.replace(day=1)
+    out: list[date] = []
+    while first <= period.end:
+        out.append(first)
+        first = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return out
+
+
+def _paid(
+    session: Session, period: Period, *, tz: str, cache: dict[date, paid_kpis.PaidKpis]
+) -> PaidFigures | None:
+    """Paid membership over the months the period touches (``siyu.paid.kpis``; a month is
+    computed once for the three periods of a report)."""
+    months: list[paid_kpis.PaidKpis] = []
+    for month in _months(period):
+        if paid_kpis.month_bounds(month, tz)[0] > clock.now():
+            continue
+        if month not in cache:
+            cache[month] = paid_kpis.kpis(session, month=month, tz=tz)
+        months.append(cache[month])
+    if not months:
+        return None
+    due = sum(k.renewals_due for k in months)
+    renewed = sum(k.renewed for k in months)
+    last = months[-1]
+    return PaidFigures(
+        months=[k.month for k in months],
+        paid_members=last.paid_members,
+        penetration=last.penetration,
+        renewals_due=due,
+        renewed=renewed,
+        renewal_rate=_ratio(renewed, due),
+        trials_started=sum(k.trials_started for k in months),
+        trials_converted=sum(k.trials_converted for k in months),
+        fee_revenue_fen=sum(k.fee_revenue_fen for k in months),
+        benefit_cost_fen=sum(k.benefit_cost_fen for k in months),
+        gmv_multiple=last.gmv_multiple,
+    )
+
+
+def kpi_report(db: Database, period: Period, *, tz: str) -> KpiReport:
+    """The period's KPIs beside the previous period and the same period last year."""
+    now = clock.now()
+    periods = (period, period.previous(), period.last_year())
+    latest_end = max(p.bounds(tz)[1] for p in periods)
+    with db.unit_of_work() as session:
+        programme = programme_service.programme_at(session, now)
+        with analytics(db) as engine:
+            purchases = _purchases(engine, latest_end)
+            firsts = _firsts(engine, purchases)
+            paid_cache: dict[date, paid_kpis.PaidKpis] = {}
+            current, previous, last_year = (
+                _figures(
+                    engine,
+                    session,
+                    p,
+                    tz=tz,
+                    programme=programme,
+                    purchases=purchases,
+                    firsts=firsts,
+                    paid_cache=paid_cache,
+                )
+                for p in periods
+            )
+    return KpiReport(
+        current=current,
+        previous=previous,
+        last_year=last_year,
+        computed_at=now,
+        tz=tz,
+        tier_order=[level.code for level in programme.tiers.levels],
+    )
+
+
+# --- cohorts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Members who joined in one brand-local month, and the share of them who bought in each
+    month since (0: the join month). Months not yet reached are None."""
+
+    month: str
+    members: int
+    buyers: list[int]
+    retention: list[float | None]
+
+
+def cohorts(db: Database, *, tz: str, months: int = COHORT_MONTHS) -> list[Cohort]:
+    """The cohort retention table: the last ``months`` join months × months since joining.
+
+    Months are brand-local at the zone's current UTC offset (exact for zones without
+    daylight saving, such as China's)."""
+    if not 1 <= months <= 36:
+        raise invalid([Problem("months", "between 1 and 36")])
+    now = clock.now()
+    today = clock.local_date(now, tz)
+    offset = int(now.astimezone(ZoneInfo(tz)).utcoffset().total_seconds())  # type: ignore[union-attr]
+    this_index = today.year * 12 + today.month - 1
+    first_index = this_index - months + 1
+    first_month = date(first_index // 12, first_index % 12 + 1, 1)
+    since_at = clock.as_utc(datetime.combine(first_month, time(), ZoneInfo(tz)))
+
+    def month_index(column: ibis.Value) -> ibis.Value:
+        local = column + ibis.interval(seconds=offset)
+        return local.year() * 12 + local.month() - 1  # type: ignore[attr-defined]
+
+    with analytics(db) as engine:
+        members = engine.table("members")
+        joined = members.filter(
+            ~members.status.isin(EXCLUDED_STATUSES),
+            members.joined_at >= instant(since_at),
+            members.joined_at <= instant(now),
+        ).select(id=members.id, cohort=month_index(members.joined_at))
+        sizes = joined.group_by("cohort").aggregate(n=joined.count())
+        orders = engine.table("orders")
+        counted = orders.filter(
+            orders.member_id.notnull(),
+            orders.status != "refunded",
+            orders.paid_at >= instant(since_at),
+            orders.paid_at <= instant(now),
+        )
+        active = counted.join(joined, counted.member_id == joined.id)
+        active = active.select(
+            member_id=active.member_id,
+            cohort=active.cohort,
+            since=month_index(active.paid_at) - active.cohort,
+        ).distinct()
+        bought = active.group_by(["cohort", "since"]).aggregate(n=active.count())
+        size_rows = {r["cohort"]: int(r["n"]) for r in sizes.to_pyarrow().to_pylist()}
+        buyer_rows = {
+            (r["cohort"], r["since"]): int(r["n"]) for r in bought.to_pyarrow().to_pylist()
+        }
+    out: list[Cohort] = []
+    for index in range(first_index, this_index + 1):
+        size = size_rows.get(index, 0)
+        reached = this_index - index + 1
+        buyers = [buyer_rows.get((index, k), 0) for k in range(reached)]
+        out.append(
+            Cohort(
+                month=f"{index // 12:04d}-{index % 12 + 1:02d}",
+                members=size,
+                buyers=buyers,
+                retention=[_ratio(n, size) if size else None for n in buyers]
+                + [None] * (months - reached),
+            )
+        )
+    return out
+
+
+def show(name: str, value: float) -> str:
+    """A figure for people: rates in percent, fen as yuan, counts with separators."""
+    if name in RATES:
+        return f"{value * 100:.1f}%"
+    if name.endswith("_fen"):
+        return f"{value / 100:,.2f}"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
+
+
+def figures_rows(report: KpiReport) -> Iterable[tuple[str, str, str, Change, Change]]:
+    """(name, 中文, English, against the previous period, against last year) for tables."""
+    for name, zh, en in HEADLINE:
+        yield name, zh, en, report.change(name, "previous"), report.change(name, "last_year")
