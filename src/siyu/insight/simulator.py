@@ -1,0 +1,1115 @@
+"""The what-if simulator (方案模拟): the brand's history replayed under a draft programme.
+
+Before an operator publishes a new programme document, they want to know what it would
+have done: how many members would sit on each level, who would have moved up or down,
+how many points would have been issued, how many would expire and what the outstanding
+points are worth, what the tier benefit packs would cost and who would qualify for each
+paid plan. ``simulate`` answers that side by side with the programme in force.
+
+How it stays honest
+-------------------
+- **The live engine's rules.** Every decision is taken by the pure functions the live
+  engine calls: ``tiers.rules`` (growth of a line, ``climb`` for immediate upgrades,
+  ``review_decision`` for 保级, windows and review days), ``points.rules`` (``earn_lines``
+  with tier, item and campaign multipliers, ``expires_at``, ``allocate`` oldest first,
+  ``reversal`` and ``settle``), ``benefits.rules`` (``gets_pack``) and ``paid.rules``
+  (``eligibility_refusal``). The replay only orders the facts in time, as the handlers and
+  the daily jobs do.
+- **Like for like.** The baseline is the programme in force at ``end``, replayed over the
+  same history by the same code path; so the difference between the two columns is the
+  document, not the code. (Where the brand changed its programme during the history, the
+  baseline therefore differs from what the live ledger holds: it answers "what does the
+  current document do", the question the draft is compared with.)
+- **Read only.** History is read through a read-only connection (SQLite opened with
+  ``mode=ro``, PostgreSQL in a ``READ ONLY`` repeatable-read transaction); nothing is
+  written, and one snapshot is read from the first chunk to the last.
+- **Small state.** Members are streamed in chunks ordered by id, each chunk's orders by
+  ``(member, paid_at)`` through the ``(member_id, paid_at)`` index; only one member's
+  lots and the movements of their review window are held at a time.
+
+What is replayed, and what is carried
+-------------------------------------
+Facts are history; the document decides what they earn. Recomputed under each document:
+the signup growth and points, growth, spend and order counts of orders and refunds, the
+first-order bonus, growth bonus events (re-priced from the document's ``bonus_events``,
+with their per-member limit), immediate upgrades, reviews on each member's review day,
+points of orders, their reversal on refunds, the expiry of every lot. Carried as
+recorded: points from other sources (check-ins, events, packs, grants, adjustments) and
+manual growth adjustments, as amounts (their expiry follows the document); points spent,
+replayed at the time they were spent, oldest-expiring lot first, and capped at what the
+member would have held (the shortfall is reported). Manual tier grants are not replayed.
+
+Period
+------
+The whole history up to ``end`` is replayed (tiers depend on it); flows (growth and
+points issued, movements, packs) count what happened in ``[start, end)``, and the state
+figures (tiers, outstanding points, eligibility) are those at ``end``.
+
+Sampling
+--------
+``sample=0.1`` replays the members whose id hashes into the first tenth of 10,000
+buckets (the same members every run, in SQL, so no id list is loaded); every count is
+scaled by 1 / sample and the result is flagged as an estimate.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Connection, and_, case, create_engine, event, func, literal, or_, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from siyu.benefits import rules as benefit_rules
+from siyu.benefits.models import BenefitPack, Coupon, CouponTemplate
+from siyu.core import clock
+from siyu.core.db import IN_CHUNK, Database
+from siyu.core.errors import InvalidInput, Problem, invalid
+from siyu.members.models import Member
+from siyu.members.rules import MemberStatus
+from siyu.orders.models import Order, OrderLine, Refund, RefundLine
+from siyu.paid import rules as paid_rules
+from siyu.points import rules as points_rules
+from siyu.points.models import PointsEntry, PointsLot
+from siyu.programme import service as programmes
+from siyu.programme.rules import CashOff, Programme
+from siyu.tiers import rules as tier_rules
+from siyu.tiers.models import GrowthEntry
+from siyu.tiers.rules import Change, CountedOrder, Movement
+
+CHUNK = 2_000  # members per read
+BUCKETS = 10_000  # sample granularity: 0.01%
+HASH = 2_654_435_761  # Knuth's multiplicative hash; id * HASH stays within 64 bits
+EXPIRY_HORIZON_MONTHS = 12  # "expected expiry": what expires within this after ``end``
+MIN_COUPONS_FOR_RATE = 20  # coupons of a template before its own usage rate is trusted
+NO_TIER = "none"
+
+Progress = Callable[[int, int], None]  # (members done, members in all)
+
+
+# --- the facts of one member, as read --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderFact:
+    order_id: int
+    paid_at: datetime
+    lines: tuple[points_rules.Line, ...]
+
+
+@dataclass(frozen=True)
+class RefundFact:
+    refund_id: int
+    order_id: int
+    at: datetime
+    lines: tuple[tuple[int, int], ...]  # (line_no, amount refunded by this refund)
+
+
+@dataclass(frozen=True)
+class GrowthFact:
+    """A growth bonus event (re-priced from the document) or a manual adjustment
+    (``event`` None: carried as recorded)."""
+
+    at: datetime
+    event: str | None
+    growth: int = 0
+    spend_fen: int = 0
+    orders: int = 0
+
+
+@dataclass(frozen=True)
+class MemberHistory:
+    member_id: int
+    joined_at: datetime
+    birthday: date | None
+    active: bool
+    orders: list[OrderFact] = field(default_factory=list)
+    refunds: list[RefundFact] = field(default_factory=list)
+    growth: list[GrowthFact] = field(default_factory=list)
+    lots: list[tuple[datetime, int]] = field(default_factory=list)  # carried points
+    spends: list[tuple[datetime, int]] = field(default_factory=list)
+
+
+# --- what one column adds up -------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """The figures of one programme over the replayed members (raw, before scaling)."""
+
+    members: int = 0
+    tiers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    upgrades: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by level reached
+    downgrades: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by level left
+    growth_issued: int = 0
+    points_orders: int = 0
+    points_signup: int = 0
+    points_carried: int = 0
+    points_reversed: int = 0
+    points_spent: int = 0
+    spend_shortfall: int = 0
+    points_expired: int = 0
+    points_expiring: int = 0
+    points_outstanding: int = 0
+    points_debt: int = 0
+    packs: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    paid_eligible: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@dataclass
+class _Lot:
+    id: int
+    remaining: int
+    expires_at: datetime | None
+
+
+@dataclass
+class _OrderLot:
+    lot: _Lot | None
+    earned: dict[int, points_rules.LineEarning]
+
+
+class _Replay:
+    """One member under one programme: the handlers' and jobs' steps in time order."""
+
+    def __init__(
+        self, programme: Programme, history: MemberHistory, start: datetime | None, end: datetime
+    ):
+        self.p = programme
+        self.h = history
+        self.start = start
+        self.end = end
+        self.held: str | None = None
+        self.review_on: date | None = None
+        self.movements: list[Movement] = []
+        self.growth_total = 0
+        self.holdings: list[tuple[datetime, str]] = []
+        self.changes: list[Change] = []
+        self.lots: list[_Lot] = []
+        self.order_lots: dict[int, _OrderLot] = {}
+        self.line_amounts: dict[int, dict[int, int]] = {}
+        self.refunded: dict[tuple[int, int], int] = defaultdict(int)
+        self.bonus_counts: dict[str, int] = defaultdict(int)
+        self.debt = 0
+        self.join_tier: str | None = None
+        self.next_expiry: datetime | None = None  # the earliest expiry of a lot with points
+
+    def counts(self, at: datetime) -> bool:
+        return (self.start is None or at >= self.start) and at <= self.end
+
+    # tiers ------------------------------------------------------------------------------
+
+    def _change(self, change: Change, tz: str, t: Tally) -> None:
+        reached = tier_rules.rank(self.p, change.to_code) > tier_rules.rank(
+            self.p, change.from_code
+        )
+        self.held = change.to_code
+        # In processing order: an order paid before joining is counted after the join, as
+        # the live engine enrols first and ingests later.
+        since = max(change.at, self.holdings[-1][0]) if self.holdings else change.at
+        self.holdings.append((since, change.to_code))
+        self.changes.append(change)
+        start = clock.local_date(change.at, tz)
+        self.review_on = tier_rules.first_review_on(self.p.tiers, start, reached=reached)
+        if self.counts(change.at):
+            if change.reason in ("upgrade", "adjust"):
+                t.upgrades[change.to_code] += 1
+            elif change.reason == "review" and change.from_code is not None:
+                t.downgrades[change.from_code] += 1
+
+    def _reviews(self, until: datetime, tz: str, t: Tally) -> None:
+        """Reviews (保级) whose day began by ``until``, as the daily job does them."""
+        review = self.p.tiers.review
+        while self.review_on is not None and self.held is not None:
+            if tier_rules.day_start(self.review_on, tz) > until:
+                return
+            start, end = tier_rules.review_window(review, self.review_on, tz)
+            value = tier_rules.measure(
+                self.p.tiers.basis, (m for m in self.movements if start <= m.at < end)
+            )
+            decided = tier_rules.review_decision(self.p, self.held, value)
+            if decided == self.held:
+                self.review_on = tier_rules.next_review_on(review, self.review_on)
+            else:
+                self._change(Change(end, self.held, decided, "review"), tz, t)
+
+    def _upgrade_at(self, at: datetime, reason: str, tz: str, t: Tally) -> None:
+        """An upgrade after a movement that is not an order (a bonus, an adjustment): the
+        decision of ``tiers.service._upgrade_one``, on the window ending at ``at``."""
+        start = tier_rules.window_start(self.p.tiers.review, at, tz)
+        value = tier_rules.measure(
+            self.p.tiers.basis, (m for m in self.movements if start <= m.at <= at)
+        )
+        target = tier_rules.qualifying_level(self.p, value).code
+        if tier_rules.rank(self.p, target) > tier_rules.rank(self.p, self.held):
+            self._change(Change(at, self.held, target, reason), tz, t)
+
+    def _prune(self, at: datetime) -> None:
+        """Forget movements no window can reach any more (a review looks back at most two
+        calendar years, or N days)."""
+        if len(self.movements) < 64:
+            return
+        review = self.p.tiers.review
+        days = (review.days or 0) + 2 if review.window == "days_since_change" else 800
+        horizon = at - timedelta(days=days)
+        self.movements = [m for m in self.movements if m.at >= horizon]
+
+    # points -----------------------------------------------------------------------------
+
+    def _expire(self, until: datetime, t: Tally) -> None:
+        if self.next_expiry is None or self.next_expiry > until:
+            return
+        self.next_expiry = None
+        for lot in self.lots:
+            if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at <= until:
+                if self.counts(lot.expires_at):
+                    t.points_expired += lot.remaining
+                lot.remaining = 0
+            elif lot.remaining > 0 and lot.expires_at is not None:
+                self.next_expiry = min(self.next_expiry or lot.expires_at, lot.expires_at)
+
+    def _add_lot(self, points: int, at: datetime, tz: str) -> _Lot:
+        s = points_rules.settle(points, balance=-self.debt, debt=0)
+        self.debt -= s.kept
+        lot = _Lot(
+            len(self.lots) + 1,
+            points - s.kept,
+            points_rules.expires_at(self.p.points.expiry, at, tz),
+        )
+        self.lots.append(lot)
+        if lot.expires_at is not None and lot.remaining > 0:
+            self.next_expiry = min(self.next_expiry or lot.expires_at, lot.expires_at)
+        return lot
+
+    def _live(self, *, skip: int | None = None) -> list[points_rules.LotState]:
+        return [
+            points_rules.LotState(x.id, x.remaining, x.expires_at)
+            for x in self.lots
+            if x.remaining > 0 and x.id != skip
+        ]
+
+    def _take(self, taken: Sequence[tuple[int, int]]) -> int:
+        by_id = {x.id: x for x in self.lots}
+        for lot_id, n in taken:
+            by_id[lot_id].remaining -= n
+        return sum(n for _, n in taken)
+
+    # the facts ----------------------------------------------------------------------------
+
+    def join(self, tz: str, t: Tally) -> None:
+        at = self.h.joined_at
+        bonus = self.p.growth.signup_bonus
+        if bonus > 0:
+            self.movements.append(Movement(at, bonus))
+            self.growth_total += bonus
+            if self.counts(at):
+                t.growth_issued += bonus
+        value = tier_rules.measure(self.p.tiers.basis, [Movement(at, bonus)])
+        code = tier_rules.qualifying_level(self.p, value).code
+        self._change(Change(at, None, code, "join"), tz, t)
+        self.join_tier = code
+        rule = self.p.points.events.signup
+        if rule is not None and rule.points > 0:
+            self._add_lot(rule.points, at, tz)
+            if self.counts(at):
+                t.points_signup += rule.points
+
+    def order(self, o: OrderFact, tz: str, t: Tally) -> None:
+        p = self.p
+        amounts = [x.amount_fen for x in o.lines]
+        growth = sum(tier_rules.order_growth(p.growth.per_yuan, amounts))
+        spend = sum(amounts)
+        bonus = 0
+        rule = _bonus_rule(p, "first_order")
+        if rule is not None and rule.growth > 0 and self.bonus_counts["first_order"] == 0:
+            bonus = rule.growth
+            self.bonus_counts["first_order"] += 1
+        climbed = tier_rules.climb(
+            self.held,
+            self.movements,
+            [CountedOrder(o.order_id, o.paid_at, growth, spend, p, bonus)],
+            tz,
+        )
+        self.movements.append(Movement(o.paid_at, growth + bonus, spend, 1))
+        self.growth_total += growth + bonus
+        for change in climbed.changes:
+            self._change(change, tz, t)
+        earned = points_rules.earn_lines(
+            p, list(o.lines), paid_at=o.paid_at, tier=climbed.tier_at_order.get(o.order_id), tz=tz
+        )
+        points = sum(x.points for x in earned)
+        lot = self._add_lot(points, o.paid_at, tz) if points > 0 else None
+        self.order_lots[o.order_id] = _OrderLot(lot, {x.line_no: x for x in earned})
+        self.line_amounts[o.order_id] = {x.line_no: x.amount_fen for x in o.lines}
+        if self.counts(o.paid_at):
+            t.growth_issued += growth + bonus
+            t.points_orders += points
+
+    def refund(self, r: RefundFact, tz: str, t: Tally) -> None:
+        amounts = self.line_amounts.get(r.order_id)
+        if amounts is None:
+            return  # an order outside the replay (paid after ``end``)
+        this = defaultdict(int)
+        for line_no, amount in r.lines:
+            this[line_no] += amount
+        growth = spend = points = 0
+        whole_after = whole_before = sum(amounts.values()) > 0
+        lot = self.order_lots[r.order_id]
+        for line_no, amount in amounts.items():
+            before = self.refunded[(r.order_id, line_no)]
+            after = min(before + this.get(line_no, 0), amount)
+            self.refunded[(r.order_id, line_no)] = after
+            earned_growth = tier_rules.line_growth(self.p.growth.per_yuan, amount)
+            growth += tier_rules.line_reversal(earned_growth, amount, before, after)
+            spend += after - before
+            whole_after = whole_after and after >= amount
+            whole_before = whole_before and before >= amount
+            earned = lot.earned.get(line_no)
+            if earned is not None:
+                points += points_rules.reversal(earned.points, earned.amount_fen, before, after)
+        orders = -1 if whole_after and not whole_before else 0
+        if growth or spend or orders:
+            self.movements.append(Movement(r.at, -growth, -spend, orders))
+            self.growth_total -= growth
+            if self.counts(r.at):
+                t.growth_issued -= growth
+        if points <= 0:
+            return
+        own = lot.lot
+        first = [(own.id, min(own.remaining, points))] if own is not None and own.remaining else []
+        taken = self._take(first)
+        rest = points - taken
+        taken += self._take(points_rules.allocate(self._live(skip=own.id if own else None), rest))
+        self.debt += points - taken  # a shortfall: a debt, or a balance below zero
+        if self.counts(r.at):
+            t.points_reversed += points
+
+    def growth_fact(self, g: GrowthFact, tz: str, t: Tally) -> None:
+        if g.event is None:
+            growth, spend, orders, reason = g.growth, g.spend_fen, g.orders, "adjust"
+        else:
+            rule = _bonus_rule(self.p, g.event)
+            if rule is None or rule.growth <= 0:
+                return
+            limit = rule.per_member_limit
+            if limit is not None and self.bonus_counts[g.event] >= limit:
+                return
+            self.bonus_counts[g.event] += 1
+            growth, spend, orders, reason = rule.growth, 0, 0, "upgrade"
+        self.movements.append(Movement(g.at, growth, spend, orders))
+        self.growth_total += growth
+        if self.counts(g.at):
+            t.growth_issued += growth
+        self._upgrade_at(g.at, reason, tz, t)
+
+    def carried_lot(self, at: datetime, points: int, tz: str, t: Tally) -> None:
+        if points > 0:
+            self._add_lot(points, at, tz)
+            if self.counts(at):
+                t.points_carried += points
+
+    def spend(self, at: datetime, points: int, t: Tally) -> None:
+        taken = self._take(points_rules.allocate(self._live(), points))
+        if self.counts(at):
+            t.points_spent += taken
+            t.spend_shortfall += points - taken
+
+    # the whole member ------------------------------------------------------------------------
+
+    def run(self, tz: str, t: Tally) -> None:
+        h = self.h
+        steps: list[tuple[datetime, int, int, Callable[[], None]]] = []
+        self.join(tz, t)  # first, whatever the times: members are enrolled before orders
+        for i, (at, points) in enumerate(h.lots):
+            steps.append(
+                (at, 1, i, lambda at=at, points=points: self.carried_lot(at, points, tz, t))
+            )
+        for i, g in enumerate(h.growth):
+            steps.append((g.at, 2, i, lambda g=g: self.growth_fact(g, tz, t)))
+        for o in h.orders:
+            steps.append((o.paid_at, 3, o.order_id, lambda o=o: self.order(o, tz, t)))
+        for r in h.refunds:
+            steps.append((r.at, 4, r.refund_id, lambda r=r: self.refund(r, tz, t)))
+        for i, (at, points) in enumerate(h.spends):
+            steps.append((at, 5, i, lambda at=at, points=points: self.spend(at, points, t)))
+        steps.sort(key=lambda s: (s[0], s[1], s[2]))
+        for at, _, _, step in steps:
+            if at > self.end:
+                break  # facts after the end are not replayed
+            self._expire(at, t)
+            self._reviews(at, tz, t)
+            step()
+            self._prune(at)
+        self._expire(self.end, t)
+        self._reviews(self.end, tz, t)
+        self._close(tz, t)
+
+    def _close(self, tz: str, t: Tally) -> None:
+        t.members += 1
+        t.tiers[self.held or NO_TIER] += 1
+        horizon = _add_months(self.end, EXPIRY_HORIZON_MONTHS)
+        for lot in self.lots:
+            t.points_outstanding += lot.remaining
+            if lot.expires_at is not None and lot.expires_at <= horizon:
+                t.points_expiring += lot.remaining
+        t.points_debt += self.debt
+        ladder = [level.code for level in self.p.tiers.levels]
+        for plan in self.p.paid.plans if self.p.paid is not None else []:
+            refusal = paid_rules.eligibility_refusal(
+                plan, tier_code=self.held, growth=self.growth_total, ladder=ladder
+            )
+            if refusal is None:
+                t.paid_eligible[plan.code] += 1
+
+    # benefit packs -----------------------------------------------------------------------------
+
+    def tier_at(self, at: datetime) -> str | None:
+        held = None
+        for since, code in self.holdings:
+            if since > at:
+                break
+            held = code
+        return held
+
+    def packs(self, catalogue: dict[str, Pack], tz: str, t: Tally) -> None:
+        """Packs the document's levels list, issued as the join, upgrade, monthly and
+        birthday triggers would have issued them in the period (active members only)."""
+        if not self.h.active:
+            return
+        ladder = [(lv.code, list(lv.benefits.benefit_packs)) for lv in self.p.tiers.levels]
+        first = ladder[0][0]
+        begin = max(self.start, self.h.joined_at) if self.start else self.h.joined_at
+        for pack in catalogue.values():
+            listing = benefit_rules.levels_listing(ladder, pack.code)
+            trigger = benefit_rules.PackTrigger(pack.trigger)
+            if trigger is benefit_rules.PackTrigger.join:
+                tier = self.join_tier
+                if self.counts(self.h.joined_at) and benefit_rules.gets_pack(
+                    trigger, listing, tier, first
+                ):
+                    t.packs[(pack.code, tier or first)] += 1
+            elif trigger is benefit_rules.PackTrigger.tier_upgrade:
+                seen = set()
+                for c in self.changes:
+                    key = (c.to_code, clock.local_date(c.at, tz))
+                    if (
+                        c.reason in ("upgrade", "adjust")
+                        and c.to_code in listing
+                        and key not in seen
+                    ):
+                        seen.add(key)
+                        if self.counts(c.at):
+                            t.packs[(pack.code, c.to_code)] += 1
+            elif trigger is benefit_rules.PackTrigger.monthly and listing:
+                for tier in self._months_on(listing, begin, tz):
+                    t.packs[(pack.code, tier)] += 1
+            elif trigger is benefit_rules.PackTrigger.birthday and self.h.birthday:
+                for day in _birthdays(self.h.birthday, clock.local_date(begin, tz), self.end, tz):
+                    at = tier_rules.day_start(day, tz)
+                    tier = self.tier_at(at)
+                    if at >= begin and benefit_rules.gets_pack(trigger, listing, tier, first):
+                        t.packs[(pack.code, tier or first)] += 1
+
+    def _months_on(self, listing: Sequence[str], begin: datetime, tz: str) -> Iterator[str]:
+        """The level held at the start of each brand-local month of the period, when it
+        lists the pack: the monthly job gives the packs on the 1st of the month."""
+        if not any(code in listing for _, code in self.holdings):
+            return
+        month = clock.local_date(begin, tz).replace(day=1)
+        while (at := tier_rules.day_start(month, tz)) <= self.end:
+            tier = self.tier_at(at)
+            if at >= begin and tier in listing:
+                yield tier
+            month = tier_rules.add_months(month, 1)
+
+
+def replay_member(
+    programme: Programme,
+    history: MemberHistory,
+    tally: Tally,
+    *,
+    start: datetime | None,
+    end: datetime,
+    tz: str,
+    catalogue: dict[str, Pack] | None = None,
+) -> None:
+    """Replay one member's facts under ``programme`` and add the outcome to ``tally``:
+    plain data in, plain data out (no database), so it can be tested on its own."""
+    replay = _Replay(programme, history, start, end)
+    replay.run(tz, tally)
+    replay.packs(catalogue or {}, tz, tally)
+
+
+def _bonus_rule(programme: Programme, event: str) -> Any:
+    return next((r for r in programme.growth.bonus_events if r.event == event), None)
+
+
+def _add_months(at: datetime, months: int) -> datetime:
+    moved = tier_rules.add_months(at.date(), months)
+    return at.replace(year=moved.year, month=moved.month, day=moved.day)
+
+
+def _birthdays(birthday: date, first: date, end: datetime, tz: str) -> Iterator[date]:
+    last = clock.local_date(end - timedelta(microseconds=1), tz)
+    for year in range(first.year, last.year + 1):
+        try:
+            day = date(year, birthday.month, birthday.day)
+        except ValueError:  # 29 February in a common year: kept on 28 February
+            day = date(year, 2, 28)
+        if first <= day <= last and benefit_rules.birthday_matches(birthday, day):
+            yield day
+
+
+# --- the catalogue: packs and what their coupons are worth -----------------------------------
+
+
+@dataclass(frozen=True)
+class Pack:
+    """An automatic benefit pack as the catalogue holds it: coupons (template, quantity)
+    and points."""
+
+    code: str
+    trigger: str
+    contents: tuple[tuple[str, int], ...]
+    points: int
+
+
+@dataclass(frozen=True)
+class CouponValue:
+    """A template's face value and the share of its coupons that get used, from history."""
+
+    template: str
+    kind: str
+    face_fen: int
+    usage_rate: Decimal
+    rate_from: str  # template | brand | assumed | given
+
+
+def _catalogue(
+    session: Session, usage_rate: Decimal | None, end: datetime
+) -> tuple[dict[str, Pack], dict[str, CouponValue]]:
+    packs = {
+        p.code: Pack(
+            p.code,
+            p.trigger,
+            tuple((str(c["template"]), int(c.get("quantity", 1))) for c in p.contents or []),
+            p.points,
+        )
+        for p in session.scalars(select(BenefitPack).where(BenefitPack.status == "active"))
+        if p.trigger != benefit_rules.PackTrigger.manual.value
+    }
+    # Only settled coupons say whether coupons get used: used, or past their validity.
+    used_state = Coupon.state == benefit_rules.CouponState.used.value
+    settled = or_(used_state, Coupon.valid_until <= end)
+    usage = {
+        template_id: (int(n_settled or 0), int(n_used or 0))
+        for template_id, n_settled, n_used in session.execute(
+            select(
+                Coupon.template_id,
+                func.sum(case((settled, 1), else_=0)),
+                func.sum(case((used_state, 1), else_=0)),
+            )
+            .where(Coupon.issued_at <= end)
+            .group_by(Coupon.template_id)
+        )
+    }
+    all_settled = sum(n for n, _ in usage.values())
+    all_used = sum(u for _, u in usage.values())
+    values = {}
+    for template in session.scalars(select(CouponTemplate)):
+        n_settled, n_used = usage.get(template.id, (0, 0))
+        if usage_rate is not None:
+            rate, source = usage_rate, "given"
+        elif n_settled >= MIN_COUPONS_FOR_RATE:
+            rate, source = Decimal(n_used) / n_settled, "template"
+        elif all_settled >= MIN_COUPONS_FOR_RATE:
+            rate, source = Decimal(all_used) / all_settled, "brand"
+        else:
+            rate, source = Decimal(1), "assumed"
+        values[template.code] = CouponValue(
+            template.code,
+            template.kind,
+            _face_fen(template),
+            rate.quantize(Decimal("0.0001")),
+            source,
+        )
+    return packs, values
+
+
+def _face_fen(template: CouponTemplate) -> int:
+    """What one coupon is worth at most: the amount off, the percent's cap, the freight
+    cap. A gift, or a percentage without a cap, has no face value in money (priced 0)."""
+    if template.kind in ("amount_off", "freight"):
+        return int(template.amount_off_fen or 0)
+    if template.kind == "percent_off":
+        return int(template.cap_fen or 0)
+    return 0
+
+
+# --- reading history -----------------------------------------------------------------------------
+
+
+@contextmanager
+def read_only(db: Database) -> Iterator[Connection]:
+    """A connection that cannot write, holding one snapshot until it closes."""
+    if db.dialect == "sqlite":
+        path = make_url(db.url).database
+        if not path or path == ":memory:":
+            raise InvalidInput("the simulator needs a database file, not an in-memory SQLite")
+        uri = f"file:{quote(path)}?mode=ro"
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(
+                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30
+            ),
+        )
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")  # deferred: a read snapshot, no write lock
+
+        try:
+            with engine.connect() as conn, conn.begin() as tx:
+                yield conn
+                tx.rollback()
+        finally:
+            engine.dispose()
+        return
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin() as tx:
+            yield conn
+            tx.rollback()
+
+
+def _sampled(sample: float | None) -> Any:
+    if sample is None:
+        return literal(True)
+    return (Member.id * HASH) % BUCKETS < round(sample * BUCKETS)
+
+
+def in_sample(member_id: int, sample: float | None) -> bool:
+    """Whether a member is in a sample (the SQL predicate, in Python, for tests and tools)."""
+    return sample is None or (member_id * HASH) % BUCKETS < round(sample * BUCKETS)
+
+
+def _histories(
+    conn: Connection, ids: Sequence[Any], end: datetime, *, sampled: bool = False
+) -> list[MemberHistory]:
+    """The facts of a chunk of members (rows of id, joined_at, birthday, status), read with
+    one query per kind over the member id range (a sample: over its ids), each through a
+    ``member_id`` index."""
+    low, high = ids[0].id, ids[-1].id
+
+    def of_chunk(column: Any) -> Any:
+        # A full run reads the id range (no list to send); a sample reads its members only.
+        return column.in_([r.id for r in ids]) if sampled else column.between(low, high)
+
+    by_id = {
+        r.id: MemberHistory(
+            r.id, clock.as_utc(r.joined_at), r.birthday, r.status == MemberStatus.active.value
+        )
+        for r in ids
+    }
+    rows = conn.execute(
+        select(
+            Order.id,
+            Order.member_id,
+            Order.paid_at,
+            OrderLine.line_no,
+            OrderLine.sku,
+            OrderLine.category,
+            OrderLine.amount_fen,
+        )
+        .join(OrderLine, OrderLine.order_id == Order.id)
+        .where(of_chunk(Order.member_id), Order.paid_at <= end)
+        .order_by(Order.member_id, Order.paid_at, Order.id, OrderLine.line_no)
+    )
+    current: tuple[int, int] | None = None
+    lines: list[points_rules.Line] = []
+    paid_at: datetime | None = None
+
+    def close() -> None:
+        if current is not None and current[0] in by_id and paid_at is not None:
+            by_id[current[0]].orders.append(OrderFact(current[1], paid_at, tuple(lines)))
+
+    for r in rows:
+        if current != (r.member_id, r.id):
+            close()
+            current, lines, paid_at = (r.member_id, r.id), [], clock.as_utc(r.paid_at)
+        lines.append(points_rules.Line(r.line_no, r.sku, r.category, r.amount_fen))
+    close()
+    refunds: dict[int, tuple[int, int, datetime, list[tuple[int, int]]]] = {}
+    for r in conn.execute(
+        select(
+            Refund.id,
+            Refund.order_id,
+            Refund.refunded_at,
+            Order.member_id,
+            OrderLine.line_no,
+            RefundLine.amount_fen,
+        )
+        .join(Order, Order.id == Refund.order_id)
+        .join(RefundLine, RefundLine.refund_id == Refund.id)
+        .join(OrderLine, OrderLine.id == RefundLine.order_line_id)
+        .where(of_chunk(Order.member_id), Refund.refunded_at <= end)
+    ):
+        item = refunds.setdefault(r.id, (r.member_id, r.order_id, clock.as_utc(r.refunded_at), []))
+        item[3].append((r.line_no, r.amount_fen))
+    for refund_id, (member_id, order_id, at, its) in sorted(refunds.items()):
+        if member_id in by_id:
+            by_id[member_id].refunds.append(RefundFact(refund_id, order_id, at, tuple(its)))
+    g = GrowthEntry
+    for r in conn.execute(
+        select(g.member_id, g.kind, g.growth, g.spend_fen, g.orders, g.note, g.at).where(
+            of_chunk(g.member_id),
+            g.at <= end,
+            or_(
+                g.kind == "adjust",
+                and_(g.kind == "bonus", g.note.is_not(None), g.note != "first_order"),
+            ),
+        )
+    ):
+        if r.member_id in by_id:
+            event_ = None if r.kind == "adjust" else r.note
+            by_id[r.member_id].growth.append(
+                GrowthFact(clock.as_utc(r.at), event_, r.growth, r.spend_fen, r.orders)
+            )
+    lot = PointsLot
+    for r in conn.execute(
+        select(lot.member_id, lot.earned_at, lot.points).where(
+            of_chunk(lot.member_id),
+            lot.earned_at <= end,
+            lot.source.not_in(("order", "signup")),
+        )
+    ):
+        if r.member_id in by_id:
+            by_id[r.member_id].lots.append((clock.as_utc(r.earned_at), r.points))
+    e = PointsEntry
+    for r in conn.execute(
+        select(e.member_id, e.at, func.sum(e.points).label("points"))
+        .where(
+            of_chunk(e.member_id),
+            e.at <= end,
+            or_(e.kind == "spend", and_(e.kind == "adjust", e.points < 0)),
+        )
+        .group_by(e.member_id, e.fact, e.at)
+    ):
+        if r.member_id in by_id and r.points < 0:
+            by_id[r.member_id].spends.append((clock.as_utc(r.at), -int(r.points)))
+    return list(by_id.values())
+
+
+# --- the result ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackCost:
+    pack: str
+    trigger: str
+    tier: str
+    packs: int
+    cost_fen: int
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One column of the comparison (scaled when the run was a sample)."""
+
+    programme: str
+    members: int
+    tiers: dict[str, int]
+    upgrades: dict[str, int]
+    downgrades: dict[str, int]
+    growth_issued: int
+    points_issued: int
+    points_orders: int
+    points_signup: int
+    points_carried: int
+    points_reversed: int
+    points_spent: int
+    spend_shortfall: int
+    points_expired: int
+    points_expiring_12m: int
+    points_outstanding: int
+    points_debt: int
+    liability_fen: int
+    expiring_12m_fen: int
+    points_per_yuan: int
+    benefit_packs: list[PackCost]
+    benefit_cost_fen: int
+    paid_eligible: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the side-by-side table."""
+
+    section: str
+    metric: str
+    baseline: int | None
+    draft: int | None
+    unit: str  # members | points | fen | growth | packs
+
+    @property
+    def delta(self) -> int | None:
+        if self.baseline is None or self.draft is None:
+            return None
+        return self.draft - self.baseline
+
+
+POINT_ROWS = (
+    "points_issued",
+    "points_orders",
+    "points_signup",
+    "points_carried",
+    "points_reversed",
+    "points_spent",
+    "spend_shortfall",
+    "points_expired",
+    "points_expiring_12m",
+    "points_outstanding",
+    "points_debt",
+    "liability_fen",
+    "expiring_12m_fen",
+)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    start: datetime | None
+    end: datetime
+    sample: float | None
+    estimate: bool
+    members: int
+    orders: int
+    baseline_version_id: int
+    baseline: Figures
+    draft: Figures
+    levels: list[str]
+    coupon_values: list[CouponValue]
+    notes: list[str]
+
+    def rows(self) -> list[Row]:
+        b, d = self.baseline, self.draft
+        out = [Row("tiers", c, b.tiers.get(c), d.tiers.get(c), "members") for c in self.levels]
+        for code in self.levels:
+            up = (b.upgrades.get(code, 0), d.upgrades.get(code, 0))
+            out.append(Row("upgrades", f"to {code}", *up, "members"))
+        for code in self.levels:
+            down = (b.downgrades.get(code, 0), d.downgrades.get(code, 0))
+            out.append(Row("downgrades", f"from {code}", *down, "members"))
+        out.append(Row("growth", "growth_issued", b.growth_issued, d.growth_issued, "growth"))
+        for name in POINT_ROWS:
+            unit = "fen" if name.endswith("_fen") else "points"
+            out.append(Row("points", name, getattr(b, name), getattr(d, name), unit))
+        costs = {(c.pack, c.tier): (c, None) for c in b.benefit_packs}
+        for c in d.benefit_packs:
+            costs[(c.pack, c.tier)] = (costs.get((c.pack, c.tier), (None, None))[0], c)
+        for (pack, tier), (bc, dc) in sorted(costs.items()):
+            packs = (bc.packs if bc else 0, dc.packs if dc else 0)
+            cost = (bc.cost_fen if bc else 0, dc.cost_fen if dc else 0)
+            out.append(Row("benefits", f"{pack} @ {tier} packs", *packs, "packs"))
+            out.append(Row("benefits", f"{pack} @ {tier} cost", *cost, "fen"))
+        out.append(
+            Row("benefits", "benefit_cost_fen", b.benefit_cost_fen, d.benefit_cost_fen, "fen")
+        )
+        for plan in sorted(set(b.paid_eligible) | set(d.paid_eligible)):
+            eligible = (b.paid_eligible.get(plan), d.paid_eligible.get(plan))
+            out.append(Row("paid", f"eligible for {plan}", *eligible, "members"))
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rows"] = [asdict(r) | {"delta": r.delta} for r in self.rows()]
+        return out
+
+
+def _figures(
+    programme: Programme,
+    t: Tally,
+    scale: Decimal,
+    catalogue: dict[str, Pack],
+    values: dict[str, CouponValue],
+) -> Figures:
+    def s(n: int) -> int:
+        return int((Decimal(n) * scale).to_integral_value())
+
+    cash = programme.points.cash_off or CashOff()
+    ladder = [lv.code for lv in programme.tiers.levels]
+    costs = []
+    for (code, tier), n in sorted(t.packs.items()):
+        pack = catalogue[code]
+        each = sum(
+            Decimal(q * values[tpl].face_fen) * values[tpl].usage_rate
+            for tpl, q in pack.contents
+            if tpl in values
+        ) + Decimal(points_rules.cash_value_fen(cash, pack.points))
+        costs.append(PackCost(code, pack.trigger, tier, s(n), s(int(each * n))))
+    tiers = {code: s(t.tiers.get(code, 0)) for code in ladder}
+    if t.tiers.get(NO_TIER):
+        tiers[NO_TIER] = s(t.tiers[NO_TIER])
+    issued = t.points_orders + t.points_signup + t.points_carried
+    return Figures(
+        programme=programme.name,
+        members=s(t.members),
+        tiers=tiers,
+        upgrades={k: s(v) for k, v in t.upgrades.items()},
+        downgrades={k: s(v) for k, v in t.downgrades.items()},
+        growth_issued=s(t.growth_issued),
+        points_issued=s(issued),
+        points_orders=s(t.points_orders),
+        points_signup=s(t.points_signup),
+        points_carried=s(t.points_carried),
+        points_reversed=s(t.points_reversed),
+        points_spent=s(t.points_spent),
+        spend_shortfall=s(t.spend_shortfall),
+        points_expired=s(t.points_expired),
+        points_expiring_12m=s(t.points_expiring),
+        points_outstanding=s(t.points_outstanding),
+        points_debt=s(t.points_debt),
+        liability_fen=s(points_rules.cash_value_fen(cash, t.points_outstanding)),
+        expiring_12m_fen=s(points_rules.cash_value_fen(cash, t.points_expiring)),
+        points_per_yuan=cash.points_per_yuan,
+        benefit_packs=costs,
+        benefit_cost_fen=sum(c.cost_fen for c in costs),
+        paid_eligible={
+            p.code: s(t.paid_eligible.get(p.code, 0))
+            for p in (programme.paid.plans if programme.paid else [])
+        },
+    )
+
+
+def _check_options(sample: float | None, start: datetime | None, end: datetime) -> None:
+    problems = []
+    if sample is not None and not (0 < sample <= 1):
+        reason = f"must be above 0 and at most 1 (0.1 is 10%), not {sample}"
+        problems.append(Problem("sample", reason))
+    elif sample is not None and round(sample * BUCKETS) < 1:
+        problems.append(Problem("sample", f"at least {1 / BUCKETS} (one bucket of {BUCKETS:,})"))
+    if start is not None and start >= end:
+        problems.append(Problem("from", f"must be before to ({end.isoformat()})"))
+    if problems:
+        raise invalid(problems, what="simulation")
+
+
+def simulate(
+    db: Database,
+    draft: Programme,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    sample: float | None = None,
+    usage_rate: Decimal | None = None,
+    tz: str | None = None,
+    progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> Simulation:
+    """Replay history under ``draft`` and under the programme in force at ``end`` (default
+    now), side by side. Reads only; see the module docstring for what is replayed."""
+    from siyu.core.settings import get_settings
+
+    tz = tz or get_settings().timezone
+    end = clock.as_utc(end) if end is not None else clock.now()
+    start = clock.as_utc(start) if start is not None else None
+    _check_options(sample, start, end)
+    if usage_rate is not None and not (0 <= usage_rate <= 1):
+        raise invalid([Problem("usage_rate", "a share between 0 and 1")], what="simulation")
+    with read_only(db) as conn:
+        session = Session(bind=conn)
+        version = programmes.require_in_force(session, end)
+        baseline = programmes.programme_of(version)
+        catalogue, values = _catalogue(session, usage_rate, end)
+        members_q = select(Member.id, Member.joined_at, Member.birthday, Member.status).where(
+            Member.status != MemberStatus.merged.value, Member.joined_at <= end, _sampled(sample)
+        )
+        total = int(conn.scalar(select(func.count()).select_from(members_q.subquery())) or 0)
+        if sample is not None:
+            chunk = min(chunk, IN_CHUNK)  # one IN list per query
+        tallies = (Tally(), Tally())
+        done = orders = 0
+        after = 0
+        if progress:
+            progress(0, total)
+        while True:
+            page = members_q.where(Member.id > after).order_by(Member.id).limit(chunk)
+            ids = conn.execute(page).all()
+            if not ids:
+                break
+            after = ids[-1].id
+            for history in _histories(conn, ids, end, sampled=sample is not None):
+                orders += len(history.orders)
+                for programme, tally in zip((baseline, draft), tallies, strict=True):
+                    replay_member(
+                        programme, history, tally, start=start, end=end, tz=tz, catalogue=catalogue
+                    )
+            done += len(ids)
+            if progress:
+                progress(done, total)
+        session.close()
+    scale = Decimal(1) / Decimal(str(sample)) if sample is not None else Decimal(1)
+    levels = [lv.code for lv in baseline.tiers.levels]
+    levels += [lv.code for lv in draft.tiers.levels if lv.code not in levels]
+    if any(t.tiers.get(NO_TIER) for t in tallies):
+        levels.append(NO_TIER)
+    notes = _notes(baseline, draft, catalogue, values, sample)
+    return Simulation(
+        start=start,
+        end=end,
+        sample=sample,
+        estimate=sample is not None and sample < 1,
+        members=int((Decimal(done) * scale).to_integral_value()),
+        orders=int((Decimal(orders) * scale).to_integral_value()),
+        baseline_version_id=version.id,
+        baseline=_figures(baseline, tallies[0], scale, catalogue, values),
+        draft=_figures(draft, tallies[1], scale, catalogue, values),
+        levels=levels,
+        coupon_values=sorted(values.values(), key=lambda v: v.template),
+        notes=notes,
+    )
+
+
+def _notes(
+    baseline: Programme,
+    draft: Programme,
+    catalogue: dict[str, Pack],
+    values: dict[str, CouponValue],
+    sample: float | None,
+) -> list[str]:
+    notes = []
+    if sample is not None and sample < 1:
+        notes.append(
+            f"estimate: {sample:.2%} of members replayed, figures scaled by {1 / sample:g}"
+        )
+    for programme, which in ((baseline, "in force"), (draft, "draft")):
+        for level in programme.tiers.levels:
+            for code in level.benefits.benefit_packs:
+                if code not in catalogue:
+                    notes.append(
+                        f"{which}: level {level.code} lists the pack '{code}', which is not an "
+                        "active automatic pack; it is not priced"
+                    )
+    for pack in catalogue.values():
+        for template, _ in pack.contents:
+            value = values.get(template)
+            if value is None:
+                notes.append(f"pack {pack.code}: unknown coupon template '{template}' (priced 0)")
+            elif value.face_fen == 0:
+                notes.append(
+                    f"pack {pack.code}: coupon '{template}' ({value.kind}) has no face value "
+                    "in money (priced 0)"
+                )
+    if any(v.rate_from == "assumed" for v in values.values()):
+        notes.append(
+            f"fewer than {MIN_COUPONS_FOR_RATE} settled coupons (used or past validity): "
+            "usage rate assumed 100%; pass a usage rate to set one"
+        )
+    return sorted(set(notes), key=notes.index)

@@ -1,0 +1,180 @@
+"""One member's replay in plain data, without a database: points spent beyond what a
+draft gives, refunds after a clearing, re-priced bonus events, packs by trigger, and the
+ledger identity that holds whatever the facts."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from simulator_brand import example_programme
+
+from siyu.core import clock
+from siyu.insight.simulator import (
+    GrowthFact,
+    MemberHistory,
+    OrderFact,
+    Pack,
+    RefundFact,
+    Tally,
+    replay_member,
+)
+from siyu.points.rules import Line
+from siyu.programme.rules import Programme, check
+
+TZ = "Asia/Shanghai"
+JOINED = datetime(2025, 3, 1, 2, 0, tzinfo=clock.UTC)
+END = datetime(2026, 11, 23, 4, 0, tzinfo=clock.UTC)
+
+
+def programme(**change: Any) -> Programme:
+    doc = example_programme()
+    for path, value in change.items():
+        *parents, leaf = path.split("__")
+        node = doc
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    parsed, problems = check(doc)
+    assert parsed is not None, problems
+    return parsed
+
+
+def order(order_id: int, at: datetime, *amounts: int, category: str = "奶粉") -> OrderFact:
+    lines = tuple(Line(i, f"SKU-{i}", category, a) for i, a in enumerate(amounts, 1))
+    return OrderFact(order_id, at, lines)
+
+
+def member(**facts: Any) -> MemberHistory:
+    return MemberHistory(1, JOINED, facts.pop("birthday", None), True, **facts)
+
+
+def run(p: Programme, h: MemberHistory, **options: Any) -> Tally:
+    tally = Tally()
+    replay_member(p, h, tally, start=options.pop("start", None), end=END, tz=TZ, **options)
+    return tally
+
+
+def test_spending_more_than_the_draft_gives_is_capped_and_reported() -> None:
+    # 1,000 yuan earn 1,000 points (x1 on V1) under the example, 100 under a tenth of it;
+    # the member spent 800 a month later.
+    paid = JOINED + timedelta(days=1)
+    h = member(orders=[order(1, paid, 100_000)], spends=[(paid + timedelta(days=30), 800)])
+    example = run(programme(), h)
+    lean = run(programme(points__earn__per_yuan="0.1"), h)
+    assert example.points_orders == 1_000 and example.points_spent == 800
+    assert example.spend_shortfall == 0
+    # 100 from the order + 100 signup points could be spent; 600 could not.
+    assert lean.points_orders == 100 and lean.points_spent == 200
+    assert lean.spend_shortfall == 600 and lean.points_outstanding == 0
+
+
+def test_a_refund_after_the_clearing_leaves_a_debt_that_later_points_settle() -> None:
+    paid = datetime(2025, 12, 20, 2, tzinfo=clock.UTC)
+    h = member(
+        orders=[
+            order(1, paid, 50_000),
+            order(2, datetime(2026, 2, 1, 2, tzinfo=clock.UTC), 30_000),
+        ],
+        refunds=[RefundFact(9, 1, datetime(2026, 1, 5, 2, tzinfo=clock.UTC), ((1, 50_000),))],
+    )
+    t = run(programme(points__events__signup=None), h)
+    # The 500 points of order 1 were cleared on 31 December; the refund takes 500 back
+    # from nothing: a debt, settled by the 300 (x1.1 on V2 = 330) of order 2.
+    assert t.points_expired == 500 and t.points_reversed == 500
+    assert t.points_debt == 500 - 330 and t.points_outstanding == 0
+
+
+def test_bonus_events_are_repriced_with_their_limit_and_adjustments_carried() -> None:
+    at = JOINED + timedelta(days=2)
+    h = member(
+        growth=[
+            GrowthFact(at, "profile_completion"),
+            GrowthFact(at + timedelta(days=1), "profile_completion"),
+            GrowthFact(at + timedelta(days=2), "review"),
+            GrowthFact(at + timedelta(days=3), None, growth=400),
+        ]
+    )
+    t = run(programme(), h)
+    # signup 100 + profile 50 (once) + review 5 + adjustment 400 = 555: V2 (500).
+    assert t.growth_issued == 555
+    assert dict(t.upgrades) == {"V2": 1} and t.tiers == {"V2": 1}
+    without = run(programme(growth__bonus_events=[]), h)
+    assert without.growth_issued == 500 and without.tiers == {"V2": 1}
+
+
+def test_packs_follow_their_triggers_and_the_levels_that_list_them() -> None:
+    catalogue = {
+        "welcome": Pack("welcome", "join", (("welcome_20", 1),), 0),
+        "birthday_gift": Pack("birthday_gift", "birthday", (("birthday_50", 1),), 0),
+        "monthly_freight": Pack("monthly_freight", "monthly", (("freight_free", 2),), 0),
+        "vip_service": Pack("vip_service", "tier_upgrade", (("vip_gift", 1),), 500),
+    }
+    # Reaches V3 (2,000 growth) on 2026-03-10 local and V5 (10,000) on 2026-06-10.
+    h = member(
+        birthday=date(1992, 2, 29),
+        orders=[
+            order(1, datetime(2026, 3, 10, 2, tzinfo=clock.UTC), 200_000),
+            order(2, datetime(2026, 6, 10, 2, tzinfo=clock.UTC), 800_000),
+        ],
+    )
+    t = run(programme(), h, catalogue=catalogue)
+    packs = dict(t.packs)
+    assert packs[("welcome", "V1")] == 1
+    # Monthly freight (V3 and up), on the 1st: April, May and June on V3, July to
+    # November on V5.
+    assert packs[("monthly_freight", "V3")] == 3
+    assert packs[("monthly_freight", "V5")] == 5
+    assert packs[("vip_service", "V5")] == 1
+    # Born on 29 February: 28 February in 2025 (V1, no pack) and 2026 (V1, no pack).
+    assert not [k for k in packs if k[0] == "birthday_gift"]
+    late = member(
+        birthday=date(1992, 2, 29),
+        orders=[order(1, datetime(2025, 12, 1, 2, tzinfo=clock.UTC), 60_000)],
+    )
+    t = run(programme(), late, catalogue=catalogue)
+    assert dict(t.packs).get(("birthday_gift", "V2")) == 1  # 28 February 2026, on V2
+    # Flows before the start are not counted; the state at the end is.
+    july = datetime(2026, 6, 30, 16, tzinfo=clock.UTC)  # 1 July, 00:00 in Shanghai
+    t = run(programme(), h, catalogue=catalogue, start=july)
+    assert ("welcome", "V1") not in t.packs and t.packs[("monthly_freight", "V5")] == 5
+    assert ("monthly_freight", "V3") not in t.packs
+    assert t.tiers == {"V5": 1} and not t.upgrades
+
+
+facts = st.lists(
+    st.tuples(
+        st.sampled_from(["order", "refund", "spend"]),
+        st.integers(min_value=0, max_value=700),  # day after joining
+        st.integers(min_value=1_00, max_value=5_000_00),  # amount in fen / points
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(facts=facts, policy=st.sampled_from(["never", "year_end", "rolling_months"]))
+def test_points_add_up_whatever_the_facts(facts: list[tuple[str, int, int]], policy: str) -> None:
+    """Outstanding = issued - spent - expired - reversed + debt, and no lot goes negative."""
+    orders, refunds, spends = [], [], []
+    for i, (kind, day, amount) in enumerate(facts):
+        at = JOINED + timedelta(days=day, hours=1)
+        if kind == "order":
+            orders.append(order(i, at, amount, amount // 3 + 1))
+        elif kind == "refund" and orders:
+            target = orders[i % len(orders)]
+            refunds.append(RefundFact(i, target.order_id, max(at, target.paid_at), ((1, amount),)))
+        elif kind == "spend":
+            spends.append((at, amount // 100))
+    expiry = {"policy": policy} | ({"months": 6} if policy == "rolling_months" else {})
+    if policy == "year_end":
+        expiry |= {"month": 12, "day": 31}
+    t = run(programme(points__expiry=expiry), member(orders=orders, refunds=refunds, spends=spends))
+    issued = t.points_orders + t.points_signup + t.points_carried
+    assert t.points_outstanding >= 0 and t.points_debt >= 0
+    assert t.points_outstanding == (
+        issued - t.points_spent - t.points_expired - t.points_reversed + t.points_debt
+    )
+    assert sum(t.tiers.values()) == 1
