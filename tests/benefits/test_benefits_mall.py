@@ -172,3 +172,49 @@ def test_reward_terms_are_checked(
         make_reward(stock=6)
     updated = mall.update_reward(session, cup.id, {"stock": 8}, principal=SYSTEM)
     assert updated.stock == 8
+
+
+def test_paid_members_rewards_are_shown_and_given_only_to_card_holders(
+    rich: int, session: Session, make_reward: Callable[..., Reward]
+) -> None:
+    """Given a reward for paid members (any plan) and one for a plan the member does not
+    hold; when the member has no card, neither shows and redeeming is refused; with the
+    card, the first shows (marked exclusive) and can be taken."""
+    from siyu.paid import service as paid
+
+    make_reward("CUP")
+    vip = make_reward("VIP", paid_only=True)
+    make_reward("GOLD", paid_only=True, paid_plans=["super"])
+    assert {i.reward.code for i in mall.mall_of(session, rich).items} == {"CUP"}
+    with pytest.raises(Conflict) as refused:
+        mall.redeem(session, rich, vip.id, key="v0")
+    assert refused.value.code == "reward_paid_only"
+    assert "paid members" in refused.value.message and "付费会员专享" in refused.value.message
+
+    paid.purchase_callback(session, "TX-1", rich, "super", 19_900, clock.now())
+    shown = {i.reward.code: i.exclusive for i in mall.mall_of(session, rich).items}
+    assert shown == {"CUP": False, "VIP": True, "GOLD": True}
+    assert mall.redeem(session, rich, vip.id, key="v1").created
+    assert points.available(session, rich) == 1_500
+
+    paid.refund_callback(session, "RF-1", "TX-1", 19_900, clock.now())  # the card ends
+    assert {i.reward.code for i in mall.mall_of(session, rich).items} == {"CUP"}
+    with pytest.raises(Conflict, match="no paid membership"):
+        mall.redeem(session, rich, vip.id, key="v2")
+
+
+def test_paid_only_terms_are_checked(
+    programme_in_force: None, session: Session, make_reward: Callable[..., Reward]
+) -> None:
+    with pytest.raises(InvalidInput) as bad:
+        mall.create_reward(session, reward_draft("X", paid_plans=["nope"]), principal=SYSTEM)
+    reasons = [d["reason"] for d in bad.value.details if d["field"] == "paid_plans"]
+    assert any("'nope' is not a paid plan" in r and "super" in r for r in reasons)
+    assert any("set paid_only" in r for r in reasons)
+    cup = make_reward()
+    with pytest.raises(InvalidInput):
+        mall.update_reward(session, cup.id, {"paid_plans": []}, principal=SYSTEM)
+    updated = mall.update_reward(
+        session, cup.id, {"paid_only": True, "paid_plans": ["super"]}, principal=SYSTEM
+    )
+    assert (updated.paid_only, updated.paid_plans) == (True, ["super"])

@@ -42,6 +42,28 @@ def test_demo_brand_has_paid_members_who_spend_more(brand: Database) -> None:
     assert sum(m.renewals_due for m in months) > 0
     assert sum(m.churned for m in months) > 0
     assert sum(m.fee_revenue_fen for m in months) > 0
+    # paid members use the card's coupons: usage, benefit cost and ROI have figures
+    assert k.card_coupons_issued > 0 and 0 < k.benefit_usage <= 1
+    assert k.coupon_cost_fen > 0 and k.savings_cost_fen > 0
+    assert k.benefit_cost_fen == k.coupon_cost_fen + k.savings_cost_fen
+    assert sum(m.card_coupons_used for m in months) > 0 and k.roi > 0
+
+
+def test_card_coupons_are_the_cards_own(brand: Database) -> None:
+    """Every coupon used from a card pack is a freight coupon of the plan's monthly pack,
+    issued for the card's month, used on its own member's order."""
+    from siyu.benefits.models import Coupon
+    from siyu.orders.models import Order
+    from siyu.paid import savings
+
+    with brand.unit_of_work() as s:
+        rows = s.execute(
+            savings.card_coupons(Coupon.issue_key, Coupon.member_id, Order.member_id)
+            .join(Order, Order.id == Coupon.order_id)
+            .where(Coupon.state == "used")
+        ).all()
+    assert rows and all(key.startswith("pack:monthly_freight:") for key, _, _ in rows)
+    assert all(":sub:" in key and coupon_of == buyer for key, coupon_of, buyer in rows)
 
 
 def test_selling_again_changes_nothing(brand: Database, fixed_clock: clock.FixedClock) -> None:

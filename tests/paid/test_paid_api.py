@@ -104,3 +104,46 @@ def test_cli_plans_and_show(runner: CliRunner, clean_db: Database, member: int) 
     assert plans.exit_code == 0 and "超级会员" in plans.output and "19900" in plans.output
     shown = runner.invoke(cli.app, ["paid", "show", "13800138000"])
     assert shown.exit_code == 0 and "trial" in shown.output
+
+
+def test_rewards_for_paid_members_through_the_api_and_cli(
+    app_client: TestClient,
+    make_key: Callable[..., dict[str, str]],
+    member: int,
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # rich tables unwrapped
+    operator, provider = make_key(Role.operator), make_key(Role.service)
+    body = {"code": "VIP", "name": "超级会员专享礼", "kind": "gift", "points_price": 0}
+    created = app_client.post(
+        "/rewards", json={**body, "paid_only": True, "paid_plans": ["super"]}, headers=operator
+    )
+    assert created.status_code == 201, created.text
+    assert (created.json()["paid_only"], created.json()["paid_plans"]) == (True, ["super"])
+    bad = app_client.post(
+        "/rewards", json={**body, "code": "BAD", "paid_plans": ["gold"]}, headers=operator
+    )
+    assert bad.status_code == 422 and "set paid_only" in bad.text and "'gold'" in bad.text
+    assert app_client.get(f"/members/{member}/mall", headers=operator).json()["items"] == []
+    reward_id = created.json()["id"]
+    taken = app_client.post(
+        f"/members/{member}/mall/redemptions",
+        json={"reward_id": reward_id, "key": "k1"},
+        headers=provider,
+    )
+    assert taken.status_code == 409 and taken.json()["error"]["code"] == "reward_paid_only"
+    paid = {
+        "txn_id": "T1",
+        "member_id": member,
+        "plan_code": "super",
+        "amount_fen": 19_900,
+        "paid_at": PAID_AT,
+    }
+    assert app_client.post("/paid/callbacks/purchase", json=paid, headers=provider).is_success
+    items = app_client.get(f"/members/{member}/mall", headers=operator).json()["items"]
+    assert [(i["reward"]["code"], i["exclusive"]) for i in items] == [("VIP", True)]
+
+    listed = runner.invoke(cli.app, ["benefits", "rewards", "--paid-only"])
+    assert listed.exit_code == 0, listed.output
+    assert "VIP" in listed.output and "super" in listed.output

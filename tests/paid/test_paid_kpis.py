@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -18,6 +19,7 @@ from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
 from siyu.orders.rules import LineDraft, OrderDraft
 from siyu.paid import kpis as paid_kpis
+from siyu.paid import savings
 from siyu.paid import service as paid
 
 PRICE = 19_900
@@ -101,7 +103,73 @@ def test_month_kpis_exact(clean_db: Database, brand: dict[str, int]) -> None:
     # Fees this month: three purchases and one renewal.
     assert k.fee_revenue_fen == 4 * PRICE
     assert k.revenue_per_card_fen == 4 * PRICE // 5
-    assert (k.card_coupons_issued, k.benefit_cost_fen, k.roi) == (0, 0, 0.0)
+    # Benefit cost: no card coupons; the savings ledger of orders paid while holding a card:
+    # member price at 97折 on 奶粉 (309 + 309 + 619 for A and B, 155 for H in grace) and the
+    # extra points (100 + 100 + 200 + 50 points at 100 a yuan).
+    assert (k.card_coupons_issued, k.coupon_cost_fen) == (0, 0)
+    assert k.savings_cost_fen == (309 + 309 + 619 + 155) + (100 + 100 + 200 + 50)
+    assert k.benefit_cost_fen == 1_842
+    assert k.roi == round(4 * PRICE / 1_842, 2)
+
+
+def test_card_coupons_are_counted_exactly(
+    clean_db: Database, brand: dict[str, int], fixed_clock: clock.FixedClock
+) -> None:
+    """Given the card's pack (monthly_freight, two freight coupons) issued to A for the card's
+    month and the same pack issued to A and E as a tier's monthly pack; when A uses one card
+    coupon and one tier coupon and E uses a tier coupon; then only A's card coupons count."""
+    from siyu.benefits import coupons, packs
+    from siyu.benefits.coupons import TemplateDraft
+    from siyu.benefits.models import Coupon
+    from siyu.core.auth import SYSTEM
+
+    with clean_db.unit_of_work() as s:
+        coupons.create_template(
+            s,
+            TemplateDraft(code="FREIGHT", name="免运费", kind="freight", amount_off_fen=1_500,
+                          validity="relative", valid_days=30),
+            principal=SYSTEM,
+        )  # fmt: skip
+        pack = packs.create_pack(
+            s,
+            packs.PackDraft(code="monthly_freight", name="每月免运费", trigger="manual",
+                            contents=[{"template": "FREIGHT", "quantity": 2}]),
+            principal=SYSTEM,
+        )[0]  # fmt: skip
+        sub = paid.current(s, brand["A"])
+        assert sub is not None
+        packs.issue_pack(s, pack, [brand["A"]], period=f"sub:{sub.id}:0", at=at(11, 5))
+        packs.issue_pack(s, pack, [brand["A"], brand["E"]], period="2026-11", at=at(11, 5))
+        for name, key in (("A", "card"), ("A", "tier"), ("E", "tier")):
+            draft = OrderDraft(
+                channel="tmall",
+                external_id=f"f-{name}-{key}",
+                paid_at=at(11, 20),
+                member_id=brand[name],
+                lines=[LineDraft("SKU-2", "纸尿裤", 1, 5_000)],
+                freight_fen=800,
+            )
+            [done] = orders.ingest_orders(s, [draft])
+            prefix = "%:sub:%" if key == "card" else "%:2026-11:%"
+            code = s.scalar(
+                select(Coupon.code)
+                .where(
+                    Coupon.member_id == brand[name],
+                    Coupon.state == "usable",
+                    Coupon.issue_key.like(prefix),
+                )
+                .limit(1)
+            )
+            assert code is not None
+            coupons.redeem(s, code, order_id=done.order_id)
+    with clean_db.unit_of_work() as s:
+        k = paid_kpis.kpis(s, month=date(2026, 11, 1))
+        card = savings.coupon_lines(s, brand["A"], at=clock.now())
+    assert (k.card_coupons_issued, k.card_coupons_used, k.benefit_usage) == (2, 1, 0.5)
+    assert k.coupon_cost_fen == 800
+    assert [(x.kind, x.amount_fen, x.detail["pack_period"]) for x in card] == [
+        ("freight", 800, f"sub:{sub.id}:0")
+    ]
 
 
 def test_by_month_oldest_first(clean_db: Database, brand: dict[str, int]) -> None:

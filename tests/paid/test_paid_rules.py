@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from importlib import resources
 from itertools import pairwise
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siyu.paid import rules
+from siyu.paid import rules, savings
 from siyu.paid.rules import State
 from siyu.programme import rules as programme_rules
 from siyu.programme.rules import Plan
@@ -152,3 +153,130 @@ def test_plan_problems_have_paths() -> None:
     assert "appears twice" in fields["paid.plans[1].code"]
     assert "unknown tier 'V9'" in fields["paid.plans[1].eligibility.min_tier"]
     assert "paid.plans[2].price" in fields
+
+
+# --- member prices by category and SKU ------------------------------------------------------
+
+
+def test_the_sku_rate_beats_the_category_rate_beats_the_plan_rate() -> None:
+    benefits = plan(
+        benefits={
+            "member_price_discount": "0.95",
+            "member_price_by_category": {"奶粉": "0.97", "玩具": "0.9"},
+            "member_price_by_sku": {"MILK-1": "0.99"},
+        }
+    ).benefits
+    assert benefits.member_price_rate("MILK-1", "奶粉") == (Decimal("0.99"), "sku")
+    assert benefits.member_price_rate("MILK-2", "奶粉") == (Decimal("0.97"), "category")
+    assert benefits.member_price_rate("DIAPER", "纸尿裤") == (Decimal("0.95"), "plan")
+    assert benefits.member_price_rate("DIAPER", None) == (Decimal("0.95"), "plan")
+
+
+def test_member_price_rules_are_checked_with_their_paths() -> None:
+    doc = example_programme()
+    doc["paid"]["plans"][0]["benefits"].update(
+        member_price_by_category={"奶粉": 0.97, "鞋子": 0.9, "玩具": 1.2},
+        member_price_by_sku={"MILK-1": 0},
+    )
+    _, problems = programme_rules.check(doc)
+    fields = {p.field: p.reason for p in problems}
+    base = "paid.plans[0].benefits"
+    assert "unknown category '鞋子'" in fields[f"{base}.member_price_by_category.鞋子"]
+    assert f"{base}.member_price_by_category.玩具" in fields  # above 1
+    assert f"{base}.member_price_by_sku.MILK-1" in fields  # 0 is no price
+    assert f"{base}.member_price_by_category.奶粉" not in fields
+    assert len(problems) == 3
+
+
+def test_the_example_prices_formula_at_97() -> None:
+    programme, problems = programme_rules.check(example_programme())
+    assert problems == [] and programme is not None and programme.paid is not None
+    benefits = programme.paid.plan("super").benefits
+    assert benefits.member_price_rate("ANY", "奶粉") == (Decimal("0.97"), "category")
+
+
+# --- renewals judged by when they were paid --------------------------------------------------
+
+END = at(2027, 1, 1)
+
+
+def decide(state: State, paid_at: datetime, **kw: Any) -> rules.RenewalDecision:
+    lapse = rules.lapse_at(
+        state,
+        period_end=END,
+        grace_days=kw.pop("grace_days", 7),
+        auto_renew=kw.pop("auto_renew", True),
+        **kw,
+    )
+    return rules.renewal_decision(state, paid_at=paid_at, period_end=END, lapse=lapse)
+
+
+def test_a_renewal_in_the_period_or_within_grace_extends_without_a_gap() -> None:
+    assert decide(State.active, END - timedelta(days=1)).action == "extend"
+    assert decide(State.active, END + timedelta(days=6)).action == "extend"  # job not run yet
+    grace_until = END + timedelta(days=7)
+    assert decide(State.grace, END + timedelta(days=6), grace_until=grace_until).action == (
+        "extend"
+    )
+
+
+def test_a_renewal_after_the_lapse_starts_a_new_term_from_the_payment() -> None:
+    late = END + timedelta(days=8)
+    assert decide(State.active, late) == rules.RenewalDecision("new_term", anchor=late)
+    assert decide(State.active, END + timedelta(hours=1), auto_renew=False).anchor == (
+        END + timedelta(hours=1)
+    )
+    ended = END + timedelta(days=7)
+    expired = decide(State.expired, late, ended_at=ended)
+    assert expired == rules.RenewalDecision("new_term", anchor=late)
+
+
+def test_a_charge_paid_within_grace_that_arrives_after_expiry_continues_from_the_end() -> None:
+    ended = END + timedelta(days=7)
+    got = decide(State.expired, END + timedelta(days=3), ended_at=ended)
+    assert got == rules.RenewalDecision("new_term", anchor=END)
+
+
+def test_cancelled_refunded_and_trial_subscriptions_are_not_renewed() -> None:
+    assert "cancelled" in str(decide(State.cancelled, END - timedelta(days=3)).reason)
+    assert decide(State.cancelled, END + timedelta(days=3)).action == "new_term"
+    assert decide(State.refunded, END, ended_at=END - timedelta(days=100)).action == "refused"
+    assert decide(State.trial, END - timedelta(days=1)).action == "refused"
+
+
+# --- exclusive rewards -----------------------------------------------------------------------
+
+
+def test_exclusive_rewards_need_a_card_holding_benefits_of_a_named_plan() -> None:
+    assert rules.exclusive_refusal(paid_only=False, plans=None, held_plan=None) is None
+    assert rules.exclusive_refusal(paid_only=True, plans=None, held_plan="super") is None
+    assert "no paid membership" in str(
+        rules.exclusive_refusal(paid_only=True, plans=None, held_plan=None)
+    )
+    assert "members of gold" in str(
+        rules.exclusive_refusal(paid_only=True, plans=["gold"], held_plan="super")
+    )
+    assert rules.exclusive_refusal(paid_only=True, plans=["gold"], held_plan="gold") is None
+
+
+# --- the card's extra points on refunds ------------------------------------------------------
+
+
+@given(
+    st.integers(min_value=1, max_value=5_000),
+    st.integers(min_value=1, max_value=5_000),
+    st.lists(st.integers(min_value=0, max_value=1_000), min_size=1, max_size=6),
+)
+def test_extra_points_taken_back_in_parts_add_up_to_the_whole(
+    base: int, extra: int, parts: list[int]
+) -> None:
+    """Taken back cumulatively (floor of the running proportion): never more than granted,
+    never going down, and all of it once all the base points are reversed."""
+    reversed_, taken = 0, 0
+    for part in parts:
+        reversed_ = min(base, reversed_ + part)
+        now = savings.extra_points_back(extra, base, reversed_)
+        assert taken <= now <= extra
+        taken = now
+    assert savings.extra_points_back(extra, base, base) == extra
+    assert savings.extra_points_back(extra, base, 0) == 0

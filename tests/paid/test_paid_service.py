@@ -54,8 +54,9 @@ def test_purchase_with_other_content_or_a_wrong_amount_is_refused(
     with pytest.raises(InvalidInput) as wrong:
         service.purchase_callback(session, "T2", other, "super", 9_900, NOW)
     assert "19900 fen (199 yuan)" in wrong.value.message
-    with pytest.raises(Conflict, match="already holds"):
+    with pytest.raises(Conflict, match="already a member") as twice:
         service.purchase_callback(session, "T3", member_id, "super", 19_900, NOW)
+    assert twice.value.code == "already_subscribed" and "2027-11-23" in twice.value.message
 
 
 def test_a_month_bought_on_31_january_renews_on_29_february_then_31_march(
@@ -170,3 +171,128 @@ def test_the_job_reminds_then_graces_then_expires_and_reruns_change_nothing(
         renewed = service.renewal_callback(s, "R-late", member_id, 19_900, late)
         assert renewed.subscription.id != sub.id
         assert renewed.subscription.current_period_start == late
+
+
+# --- renewal callbacks after the period ------------------------------------------------------
+
+YEAR_AGO = NOW - timedelta(days=365)  # the year bought then ends at NOW
+
+
+def _bought_a_year_ago(session: Session, member_id: int) -> None:
+    service.purchase_callback(session, "T1", member_id, "super", 19_900, YEAR_AGO)
+
+
+def test_a_renewal_within_grace_extends_without_a_gap(
+    clean_db: Database, fixed_clock: clock.FixedClock, programme_in_force: None
+) -> None:
+    with clean_db.unit_of_work() as s:
+        member_id = members.enrol(s, EnrolDraft(phone="13800138000")).member_id
+        _bought_a_year_ago(s, member_id)
+    fixed_clock.set(NOW + timedelta(days=3))
+    jobs.run(clean_db, "paid.expire", clock.local_date(clock.now(), "Asia/Shanghai"))
+    with clean_db.unit_of_work() as s:
+        sub = service.current(s, member_id)
+        assert sub is not None and sub.state == "grace"
+        renewed = service.renewal_callback(
+            s, "R1", member_id, 19_900, NOW + timedelta(days=3)
+        ).subscription
+        assert renewed.id == sub.id and renewed.state == "active"
+        assert renewed.grace_until is None
+        periods = [(p.period_start, p.period_end) for p in service.payments_of(s, sub.id)]
+        assert periods[1] == (NOW, datetime(2027, 11, 23, 4, 0, tzinfo=UTC))
+
+
+def test_a_renewal_after_expiry_starts_a_new_term_and_savings_continue(
+    clean_db: Database, fixed_clock: clock.FixedClock, programme_in_force: None
+) -> None:
+    """The daily job has not run: the subscription still says active, but the charge came
+    after the 7 grace days; the old term expires at its lapse and a new one starts from the
+    payment. Savings since joining cover both terms and both fees."""
+    from siyu.orders import service as orders
+    from siyu.orders.rules import LineDraft, OrderDraft
+    from siyu.paid import savings
+
+    with clean_db.unit_of_work() as s:
+        member_id = members.enrol(s, EnrolDraft(phone="13800138000")).member_id
+        _bought_a_year_ago(s, member_id)
+        orders.ingest_orders(
+            s,
+            [
+                OrderDraft(
+                    channel="tmall",
+                    external_id="O1",
+                    paid_at=NOW - timedelta(days=30),
+                    member_id=member_id,
+                    lines=[LineDraft("SKU-9", "纸尿裤", 1, 9_990)],  # saves 526 at 0.95
+                )
+            ],
+        )
+    late = NOW + timedelta(days=20)
+    fixed_clock.set(late)
+    with clean_db.unit_of_work() as s:
+        old = service.current(s, member_id)
+        assert old is not None and old.state == "active"  # not moved by the job yet
+        new = service.renewal_callback(s, "R-late", member_id, 19_900, late).subscription
+        assert new.id != old.id and new.state == "active"
+        assert (new.current_period_start, new.anchor_at) == (late, late)
+        assert new.current_period_end == datetime(2027, 12, 13, 4, 0, tzinfo=UTC)
+        assert old.state == "expired" and old.ended_at == NOW + timedelta(days=7)
+        orders.ingest_orders(
+            s,
+            [
+                OrderDraft(
+                    channel="tmall",
+                    external_id="O2",
+                    paid_at=late,
+                    member_id=member_id,
+                    lines=[LineDraft("SKU-9", "纸尿裤", 1, 9_990)],
+                )
+            ],
+        )
+        got = savings.summary(s, member_id)
+        assert got.subscription_id == new.id
+        assert got.joined_at == YEAR_AGO
+        assert got.by_kind["member_price"] == 2 * 526
+        assert got.fee_fen == 2 * 19_900
+        assert list(got.months) == ["2026-10", "2026-12"]
+        # the job finds nothing more to expire, and a repeat of the charge changes nothing
+        assert service.expire_batch(s, late) == 0
+        again = service.renewal_callback(s, "R-late", member_id, 19_900, late)
+        assert not again.created and again.subscription.id == new.id
+
+
+def test_a_charge_paid_in_grace_arriving_after_expiry_leaves_no_gap(
+    clean_db: Database, fixed_clock: clock.FixedClock, programme_in_force: None
+) -> None:
+    with clean_db.unit_of_work() as s:
+        member_id = members.enrol(s, EnrolDraft(phone="13800138000")).member_id
+        _bought_a_year_ago(s, member_id)
+    fixed_clock.set(NOW + timedelta(days=10))
+    with clean_db.unit_of_work() as s:
+        while service.expire_batch(s, clock.now()):
+            pass
+    with clean_db.unit_of_work() as s:
+        old = service.current(s, member_id)
+        assert old is not None and old.state == "expired"
+        paid_in_grace = NOW + timedelta(days=2)
+        new = service.renewal_callback(s, "R1", member_id, 19_900, paid_in_grace).subscription
+        assert new.id != old.id
+        assert new.current_period_start == NOW  # where the old period ended
+        assert new.current_period_end == datetime(2027, 11, 23, 4, 0, tzinfo=UTC)
+
+
+def test_cancelled_before_its_end_is_not_renewed_and_a_purchase_after_a_lapse_is_new(
+    session: Session, member_id: int, fixed_clock: clock.FixedClock
+) -> None:
+    _bought_a_year_ago(session, member_id)
+    service.cancel(session, member_id, reason="moving", principal=OPERATOR)
+    with pytest.raises(Conflict, match="cancelled") as refused:
+        service.renewal_callback(session, "R1", member_id, 19_900, NOW - timedelta(days=1))
+    assert refused.value.code == "subscription_state"
+    fixed_clock.set(NOW + timedelta(days=1))
+    bought = service.purchase_callback(session, "T2", member_id, "super", 19_900, clock.now())
+    assert bought.created and bought.subscription.state == "active"
+    old = session.scalar(select(Payment).where(Payment.txn_id == "T1"))
+    assert old is not None
+    first = session.get(type(bought.subscription), old.subscription_id)
+    assert first is not None and (first.state, first.ended_at) == ("expired", NOW)

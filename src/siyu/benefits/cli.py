@@ -183,15 +183,22 @@ def list_packs() -> None:
 
 
 @benefits_app.command("rewards")
-def rewards() -> None:
+def rewards(
+    paid_only: Annotated[
+        bool, typer.Option("--paid-only", help="only the rewards exclusive to paid members")
+    ] = False,
+) -> None:
     """The points mall: rewards, prices, stock and who may take them."""
     from siyu.benefits import mall
 
     with _database().unit_of_work() as session:
         table = Table("id", "code", "name", "kind", "points", "cash", "taken", "stock")
-        for column in ("limit", "from level", "shown", "status"):
+        for column in ("limit", "from level", "paid members", "shown", "status"):
             table.add_column(column)
         for r in mall.list_rewards(session):
+            if paid_only and not r.paid_only:
+                continue
+            paid = (", ".join(r.paid_plans) if r.paid_plans else "any plan") if r.paid_only else ""
             shown = " – ".join(
                 f"{x:%Y-%m-%d}" if x else "…" for x in (r.visible_from, r.visible_until)
             )
@@ -206,6 +213,7 @@ def rewards() -> None:
                 "∞" if r.stock is None else f"{r.stock:,}",
                 "" if r.per_member_limit is None else str(r.per_member_limit),
                 r.min_tier_code or "",
+                paid,
                 shown,
                 r.status,
             )

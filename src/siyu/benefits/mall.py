@@ -3,7 +3,8 @@ Services flush, never commit.
 
 A redemption is one transaction, idempotent on the member's key: the reward row is locked
 (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises writers), stock,
-per-member limit, tier and visibility are checked under that lock, the points are spent
+per-member limit, tier, visibility and (for paid members' rewards) the member's paid
+membership are checked under that lock, the points are spent
 through the points ledger (which locks the member row: always reward, then member, then
 coupon template), the stock is taken, and the coupon issued or the fulfilment recorded.
 Cancelling a gift gives the points back (``points.cancel_spend``) and the stock.
@@ -46,6 +47,8 @@ class RewardDraft:
     visible_from: datetime | None = None
     visible_until: datetime | None = None
     description: str | None = None
+    paid_only: bool = False  # for paid members only (付费会员专享)
+    paid_plans: list[str] | None = None  # ... of these plans only; None: any plan
 
 
 UPDATABLE = (
@@ -56,6 +59,8 @@ UPDATABLE = (
     "stock",
     "per_member_limit",
     "min_tier_code",
+    "paid_only",
+    "paid_plans",
     "visible_from",
     "visible_until",
     "status",
@@ -67,6 +72,34 @@ def _ladder(session: Session, at: datetime | None = None) -> list[str]:
     if version is None:
         return []
     return [level.code for level in programme_service.programme_of(version).tiers.levels]
+
+
+def _plans(session: Session, at: datetime | None = None) -> list[str]:
+    version = programme_service.in_force(session, at)
+    paid = programme_service.programme_of(version).paid if version is not None else None
+    return [p.code for p in paid.plans] if paid is not None else []
+
+
+def _paid_problems(values: dict[str, Any], plans: list[str]) -> list[Problem]:
+    """A reward for some plans only is a paid-only reward naming plans of the programme."""
+    if "paid_only" in values and values["paid_only"] is None:
+        return [Problem("paid_only", "true or false")]
+    named = values.get("paid_plans")
+    if named is None:
+        return []
+    if not named:
+        return [Problem("paid_plans", "name at least one plan, or leave it out for any plan")]
+    problems = [
+        Problem(
+            "paid_plans",
+            f"'{code}' is not a paid plan of the programme in force ({', '.join(plans) or 'none'})",
+        )
+        for code in named
+        if code not in plans
+    ]
+    if not values.get("paid_only"):
+        problems.append(Problem("paid_plans", "plans restrict a paid-only reward: set paid_only"))
+    return problems
 
 
 def _reward_problems(values: dict[str, Any], ladder: list[str]) -> list[Problem]:
@@ -106,6 +139,7 @@ def create_reward(
     """A new reward, or the stored one when the same code comes again with the same terms."""
     values = {f: getattr(draft, f) for f in UPDATABLE if f != "status"}
     problems = _reward_problems(values, _ladder(session))
+    problems += _paid_problems(values, _plans(session))
     if not coupons.CODE_PATTERN.match(draft.code or ""):
         problems.insert(0, Problem("code", "1 to 50 letters, digits, '_' or '-'"))
     try:
@@ -197,6 +231,8 @@ def update_reward(
         | {"visible_from": merged["visible_from"], "visible_until": merged["visible_until"]},
         _ladder(session),
     )
+    if "paid_only" in changes or "paid_plans" in changes:
+        problems += _paid_problems(merged, _plans(session))
     if merged["stock"] is not None and merged["stock"] < reward.redeemed:
         problems.append(
             Problem("stock", f"{reward.redeemed} were taken already; the stock cannot be lower")
@@ -271,6 +307,7 @@ class MallItem:
     stock_left: int | None
     member_left: int | None
     affordable: bool
+    exclusive: bool = False  # a paid members' reward, shown because the member holds a card
 
 
 @dataclass
@@ -287,14 +324,18 @@ def mall_of(
     principal: Principal | None = None,
     affordable_only: bool = False,
 ) -> Mall:
-    """The rewards a member may take now (visible, their level is high enough, not sold out,
-    under their limit), each flagged with whether their points cover it."""
+    """The rewards a member may take now (visible, their level is high enough, paid members'
+    rewards when their card holds benefits, not sold out, under their limit), each flagged
+    with whether their points cover it and whether it is exclusive to paid members."""
+    from siyu.paid import rules as paid_rules  # paid sits above benefits: imported here
+    from siyu.paid import service as paid
     from siyu.points import service as points
 
     member = members.get(session, member_id, principal=principal)
     now = clock.now()
     ladder = _ladder(session, now)
     available = points.available(session, member_id)
+    held_plan = paid.holding_plan(session, member_id, now)
     rewards = [
         r
         for r in session.scalars(
@@ -302,6 +343,10 @@ def mall_of(
         )
         if rules.visible(facts_of(r), now)
         and rules.tier_allows(facts_of(r), ladder, member.tier_code)
+        and paid_rules.exclusive_refusal(
+            paid_only=r.paid_only, plans=r.paid_plans, held_plan=held_plan
+        )
+        is None
     ]
     held = _held(session, member_id, [r.id for r in rewards]) if rewards else {}
     items = []
@@ -317,7 +362,7 @@ def mall_of(
         affordable = available >= reward.points_price
         if affordable_only and not affordable:
             continue
-        items.append(MallItem(reward, left, member_left, affordable))
+        items.append(MallItem(reward, left, member_left, affordable, reward.paid_only))
     return Mall(member_id, available, items)
 
 
@@ -392,6 +437,21 @@ def redeem(
     )
     if refusal is not None:
         raise Conflict(refusal.message, field=refusal.field, code=refusal.code)
+    if reward.paid_only:
+        from siyu.paid import rules as paid_rules  # paid sits above benefits: imported here
+        from siyu.paid import service as paid
+
+        exclusive = paid_rules.exclusive_refusal(
+            paid_only=True,
+            plans=reward.paid_plans,
+            held_plan=paid.holding_plan(session, member_id, now),
+        )
+        if exclusive is not None:
+            raise Conflict(
+                f"{exclusive} (付费会员专享); the member may take it once they hold the card",
+                field="reward_id",
+                code="reward_paid_only",
+            )
     price = reward.points_price * quantity
     if price > 0:
         points.spend(session, member_id, price, fact=fact, reason=f"points mall: {reward.name}")

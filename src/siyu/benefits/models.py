@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, BigId, UTCDateTime
@@ -162,6 +162,10 @@ class Reward(Base):
     redeemed: Mapped[int] = mapped_column(Integer, default=0)
     per_member_limit: Mapped[int | None] = mapped_column(Integer)
     min_tier_code: Mapped[str | None] = mapped_column(String(20))
+    # Exclusive to paid members (付费会员专享): shown to and taken by members whose paid
+    # membership holds benefits, of one of ``paid_plans`` when it names plans.
+    paid_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    paid_plans: Mapped[list[str] | None] = mapped_column(JSON)
     visible_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
     visible_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(10), default="active")

@@ -282,6 +282,10 @@ class RewardCreate(BaseModel):
     visible_from: AwareDatetime | None = None
     visible_until: AwareDatetime | None = None
     description: str | None = Field(default=None, max_length=500)
+    paid_only: bool = Field(default=False, description="for paid members only (付费会员专享)")
+    paid_plans: list[str] | None = Field(
+        default=None, description="paid-only rewards: these plan codes only (none: any plan)"
+    )
 
     def to_draft(self) -> RewardDraft:
         data = self.model_dump(exclude={"template", "kind"})
@@ -303,6 +307,8 @@ class RewardUpdate(BaseModel):
     visible_from: AwareDatetime | None = None
     visible_until: AwareDatetime | None = None
     status: Literal["active", "paused"] | None = None
+    paid_only: bool | None = None
+    paid_plans: list[str] | None = None
 
 
 class RewardRead(BaseModel):
@@ -318,6 +324,8 @@ class RewardRead(BaseModel):
     stock_left: int | None
     per_member_limit: int | None
     min_tier_code: str | None
+    paid_only: bool
+    paid_plans: list[str] | None
     visible_from: datetime | None
     visible_until: datetime | None
     status: str
@@ -335,6 +343,9 @@ class MallItemRead(BaseModel):
     reward: RewardRead
     member_left: int | None = Field(description="how many more this member may take")
     affordable: bool = Field(description="the member's available points cover one")
+    exclusive: bool = Field(
+        default=False, description="a paid members' reward (付费会员专享), shown as such"
+    )
 
 
 class MallRead(BaseModel):
@@ -352,6 +363,7 @@ class MallRead(BaseModel):
                     reward=RewardRead.of(i.reward),
                     member_left=i.member_left,
                     affordable=i.affordable,
+                    exclusive=i.exclusive,
                 )
                 for i in m.items
             ],

@@ -10,9 +10,15 @@ not change: a paid period (a purchase or renewal payment covers ``[period_start,
 period_end)``), a trial (from ``trial_started_at`` until it turned paid or ended), and grace
 (between the last period's end and ``ended_at`` / ``grace_until``).
 
-Card coupons: a coupon records its source (``pack``) and issue key but not which trigger gave
-the pack, and the plan's cyclic pack may also be a tier pack; so card coupons are counted as
-the pack coupons issued to a member while they held a card.
+Card coupons are known exactly: the card's packs are issued with the card's own periods
+(``sub:<id>:<n>`` each month, ``sub:<id>:renewal:<payment>`` for a renewal gift), which no
+tier or manual pack uses, even when the plan names the same pack as a tier. Issued counts
+the coupons those pack issues gave in the month (``pack_issues.coupons``); used counts
+those of them used so far (a cohort, so the rate is never above 1).
+
+Benefit cost is what the card gave away in the month: its coupons used (their recorded
+discount) plus the savings ledger (member price and extra points at the cash rate, less
+what refunds took back). Fee revenue against it is the ROI.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from siyu.benefits.models import Coupon
+from siyu.benefits.models import BenefitPack, Coupon, PackIssue
 from siyu.core import clock
 from siyu.members.models import Member
 from siyu.orders.models import Order
-from siyu.paid.models import Payment, Subscription
+from siyu.paid import savings
+from siyu.paid.models import Payment, Saving, Subscription
 
 PAID_KINDS = ("purchase", "renewal")
 
@@ -63,6 +70,8 @@ class PaidKpis:
     gmv_multiple: float
     frequency_multiple: float
     fee_revenue_fen: int
+    coupon_cost_fen: int  # the card's coupons used in the month
+    savings_cost_fen: int  # member price and extra points, net of refunds (savings ledger)
     benefit_cost_fen: int
     revenue_per_card_fen: int
     cost_per_card_fen: int
@@ -151,11 +160,12 @@ def kpis(session: Session, *, month: date | None = None, tz: str = "Asia/Shangha
         )
     ).one()
 
-    # A period ending in the month is due; renewed when the same subscription has a renewal
-    # starting where it ended (a charge after expiry starts a new term: a win-back instead).
+    # A period ending in the month is due; renewed when the member has a renewal starting
+    # where it ended (the same subscription extended, or a late charge paid within grace
+    # that started a new one at that end). A charge after the lapse is a win-back instead.
     nxt = aliased(Payment)
     renewed_flag = exists().where(
-        nxt.subscription_id == Payment.subscription_id,
+        nxt.member_id == Payment.member_id,
         nxt.kind == "renewal",
         nxt.period_start == Payment.period_end,
     )
@@ -177,33 +187,31 @@ def kpis(session: Session, *, month: date | None = None, tz: str = "Asia/Shangha
         )
     )
 
-    # Pack coupons issued in the month to members holding a card when they were issued.
-    held_then = exists().where(
-        Payment.member_id == Coupon.member_id,
-        Payment.kind.in_(PAID_KINDS),
-        Payment.period_start <= Coupon.issued_at,
-        Payment.period_end > Coupon.issued_at,
-    )
-    issued, used = session.execute(
-        select(func.count(), func.coalesce(func.sum(_flag(Coupon.state == "used")), 0)).where(
-            Coupon.source == "pack", Coupon.issued_at >= start, Coupon.issued_at < end, held_then
-        )
-    ).one()
-    used_in_month = exists().where(
-        Payment.member_id == Coupon.member_id,
-        Payment.kind.in_(PAID_KINDS),
-        Payment.period_start <= Coupon.used_at,
-        Payment.period_end > Coupon.used_at,
-    )
-    benefit_cost = session.scalar(
-        select(func.coalesce(func.sum(Coupon.discount_fen), 0)).where(
-            Coupon.source == "pack",
-            Coupon.state == "used",
-            Coupon.used_at >= start,
-            Coupon.used_at < end,
-            used_in_month,
+    # Card coupons: issued by the card's pack issues of the month, and of those, used.
+    issued = session.scalar(
+        select(func.coalesce(func.sum(PackIssue.coupons), 0)).where(
+            PackIssue.pack_id.in_(select(BenefitPack.id)),  # the (pack, issued_at) index
+            PackIssue.period.startswith("sub:"),
+            PackIssue.issued_at >= start,
+            PackIssue.issued_at < end,
         )
     )
+    used = session.scalar(
+        savings.card_coupons(func.count()).where(
+            PackIssue.issued_at >= start, PackIssue.issued_at < end, Coupon.state == "used"
+        )
+    )
+    coupon_cost = session.scalar(
+        savings.card_coupons(func.coalesce(func.sum(Coupon.discount_fen), 0)).where(
+            Coupon.state == "used", Coupon.used_at >= start, Coupon.used_at < end
+        )
+    )
+    ledger_cost = session.scalar(
+        select(func.coalesce(func.sum(Saving.amount_fen), 0)).where(
+            Saving.at >= start, Saving.at < end
+        )
+    )
+    benefit_cost = int(coupon_cost or 0) + int(ledger_cost or 0)
 
     # GMV (paid less refunded) and orders of the month, split by holding a card at `at`.
     def gmv(*extra):  # type: ignore[no-untyped-def]
@@ -266,6 +274,8 @@ def kpis(session: Session, *, month: date | None = None, tz: str = "Asia/Shangha
         gmv_multiple=_ratio(paid_gmv * free, free_gmv * paid, 2) if paid and free else 0.0,
         frequency_multiple=_ratio(freq_paid, freq_free, 2),
         fee_revenue_fen=fees,
+        coupon_cost_fen=int(coupon_cost or 0),
+        savings_cost_fen=int(ledger_cost or 0),
         benefit_cost_fen=cost,
         revenue_per_card_fen=fees // paid if paid else 0,
         cost_per_card_fen=cost // paid if paid else 0,

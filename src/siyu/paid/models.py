@@ -97,6 +97,7 @@ class Saving(Base):
 
     __table_args__ = (
         Index("ix_paid_savings_member_at", "member_id", "at"),
+        Index("ix_paid_savings_at", "at"),  # the month's benefit cost (KPIs)
         CheckConstraint(
             "kind IN ('member_price', 'coupon', 'freight', 'extra_points')", name="kind_known"
         ),

@@ -12,8 +12,10 @@ Everything here is plain data in, plain data out: no database, no clock.
 from __future__ import annotations
 
 import calendar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 
 from siyu.programme.rules import Plan
 
@@ -122,3 +124,89 @@ def after_period_end(state: State, *, grace_days: int, auto_renew: bool) -> Stat
     if state == State.active and auto_renew and grace_days > 0:
         return State.grace
     return State.expired
+
+
+@dataclass(frozen=True)
+class RenewalDecision:
+    """What a renewal charge does to the member's latest subscription.
+
+    - ``extend``: the next period of the same subscription, from where the last one ended
+      (paid before the benefits lapsed: in the period or within grace);
+    - ``new_term``: a new subscription anchored at ``anchor`` (the payment; or, when the
+      charge was paid within grace but the subscription was already expired when the
+      callback came, the old period's end, so there is no gap);
+    - ``refused``: ``reason`` says why (cancelled before the period ended, refunded).
+    """
+
+    action: Literal["extend", "new_term", "refused"]
+    anchor: datetime | None = None
+    reason: str | None = None
+
+
+def lapse_at(
+    state: State,
+    *,
+    period_end: datetime,
+    grace_days: int,
+    auto_renew: bool,
+    grace_until: datetime | None = None,
+    ended_at: datetime | None = None,
+) -> datetime:
+    """The instant the subscription's benefits end (or ended) when no renewal comes: the
+    period's end, plus the grace days when it would have renewed. Read from the terms, not
+    from the state alone, so a charge is judged the same whether or not the daily job has
+    moved the subscription yet."""
+    if ended_at is not None and state in (State.expired, State.refunded):
+        return ended_at
+    if grace_until is not None:
+        return grace_until
+    if state in (State.active, State.grace) and auto_renew and grace_days > 0:
+        return period_end + grace_days * DAY
+    return period_end
+
+
+def renewal_decision(
+    state: State,
+    *,
+    paid_at: datetime,
+    period_end: datetime,
+    lapse: datetime,
+) -> RenewalDecision:
+    """How a renewal charge paid at ``paid_at`` applies (see ``RenewalDecision``)."""
+    if state == State.refunded:
+        return RenewalDecision(
+            "refused", reason="the subscription was refunded; a new card is a purchase callback"
+        )
+    if state == State.trial:
+        return RenewalDecision(
+            "refused", reason="a trial is not renewed; a trial turns paid by a purchase callback"
+        )
+    if state == State.cancelled and paid_at < period_end:
+        return RenewalDecision(
+            "refused",
+            reason=f"the member cancelled; benefits last until {period_end.isoformat()} and "
+            "nothing renews (refund this charge, or buy again after that)",
+        )
+    if paid_at < lapse:
+        if state in (State.active, State.grace):
+            return RenewalDecision("extend")
+        return RenewalDecision("new_term", anchor=period_end)  # expired meanwhile: no gap
+    return RenewalDecision("new_term", anchor=paid_at)
+
+
+def exclusive_refusal(
+    *, paid_only: bool, plans: list[str] | None, held_plan: str | None
+) -> str | None:
+    """Why a member may not see or take a reward exclusive to paid members (付费会员专享),
+    or None when they may. ``held_plan`` is the plan of the membership holding benefits now
+    (a trial counts, as it does for every other benefit), or None."""
+    if not paid_only:
+        return None
+    if held_plan is None:
+        return "this reward is for paid members; the member holds no paid membership now"
+    if plans and held_plan not in plans:
+        return (
+            f"this reward is for members of {', '.join(plans)}; "
+            f"the member's paid membership is '{held_plan}'"
+        )
+    return None

@@ -9,13 +9,20 @@ shown can be explained line by line:
 - extra points: ``floor(base points of the order × (multiplier − 1))``, granted on the
   points ledger (fact ``paid_points:<order>``) and valued at the programme's cash rate,
   ``floor(points × 100 / points_per_yuan)`` fen.
-- a refund takes the member-price saving of its lines back (negative entries); extra points
-  stay as granted, because the points ledger already claws back the order's base points and
-  the extra points were a gift of the card for a purchase that did happen.
+- member price rate: the line's SKU rate (``member_price_by_sku``), else its category's
+  (``member_price_by_category``), else the plan's ``member_price_discount``; the entry
+  records the rate and which rule gave it (``rate_from``).
+- a refund takes the member-price saving of its lines back (negative entries), and the
+  card's extra points in proportion to the base points the points ledger reversed
+  (``floor(extra × reversed / base)``, cumulative), lowering the extra-points saving to
+  match.
 - coupons from the card (its cyclic and renewal packs): read from the coupons themselves, as
-  coupons used whose pack issue belongs to the subscription (``coupon``, or ``freight`` for a
-  freight coupon), at their recorded discount. Nothing is copied, so a coupon's saving can
-  never disagree with the coupon.
+  coupons used whose pack issue has a card period (``sub:<id>:…``) (``coupon``, or
+  ``freight`` for a freight coupon), at their recorded discount. Nothing is copied, so a
+  coupon's saving can never disagree with the coupon.
+
+The calculator covers the member, not one subscription: a member whose card lapsed and who
+bought again keeps "saved since joining" from their first card, against every fee paid.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from siyu.core import clock
@@ -146,8 +153,8 @@ def record_orders(session: Session, orders: Sequence[IngestedOrder]) -> int:
     grants: list[Any] = []
     for order, sub, plan in covered:
         paid_at = clock.as_utc(order.paid_at)
-        rate = plan.benefits.member_price_discount
         for line in order.lines:
+            rate, rate_from = plan.benefits.member_price_rate(line.sku, line.category)
             saved = member_price_saving(line.amount_fen, rate)
             if saved > 0:
                 rows.append(
@@ -164,6 +171,7 @@ def record_orders(session: Session, orders: Sequence[IngestedOrder]) -> int:
                             "paid_fen": line.amount_fen,
                             "list_fen": line.amount_fen + saved,
                             "rate": str(rate),
+                            "rate_from": rate_from,  # sku | category | plan: the rule applied
                         },
                         "fact": f"member_price:{order.order_id}:{line.line_no}",
                         "at": paid_at,
@@ -204,8 +212,115 @@ def record_orders(session: Session, orders: Sequence[IngestedOrder]) -> int:
 
 
 def reverse_refund(session: Session, event: RefundRecorded) -> int:
+    """What a refund takes back of the card's savings on its order: the member price of the
+    refunded lines and the extra points in proportion. Returns the entries written."""
+    return _reverse_member_price(session, event) + _take_back_extra_points(session, event)
+
+
+def extra_points_back(extra: int, base: int, base_back: int) -> int:
+    """The card's extra points taken back in all once ``base_back`` of the order's ``base``
+    points were reversed: ``floor(extra × base_back / base)``, cumulative like the points
+    ledger's own reversal, so partial refunds add up to exactly ``extra`` on a full one."""
+    if extra <= 0 or base <= 0 or base_back <= 0:
+        return 0
+    return extra * min(base_back, base) // base
+
+
+def _take_back_extra_points(session: Session, event: RefundRecorded) -> int:
+    """Take back the card's extra points of the refunded lines (fact
+    ``paid_points_back:<refund>`` on the points ledger) and lower the extra-points saving to
+    match (fact ``refund:<refund>:extra_points``).
+
+    The order's base points reversed so far are recomputed from the order's points lot
+    (its per-line snapshot) and the lines' refunded totals, with the points ledger's own
+    rule, so the proportion is the one the ledger applied. Points the member already spent
+    cannot be taken back: what is short is recorded in the entry's detail and caught up by
+    the order's next refund, and the saving is only lowered by the points actually taken."""
+    from siyu.orders.models import OrderLine
+    from siyu.points import rules as points_rules  # points sits above paid: imported here
+    from siyu.points import service as points
+    from siyu.points.models import PointsLot
+
+    granted = session.scalar(
+        select(Saving).where(
+            Saving.order_id == event.order_id,
+            Saving.kind == "extra_points",
+            Saving.fact == f"extra_points:{event.order_id}",
+        )
+    )
+    if granted is None:
+        return 0
+    extra = int(granted.detail["points"])
+    lot = session.scalar(select(PointsLot).where(PointsLot.fact == f"order:{event.order_id}"))
+    if lot is None or not lot.lines or extra <= 0:
+        return 0
+    refunded = dict(
+        session.execute(
+            select(OrderLine.line_no, OrderLine.refunded_fen).where(
+                OrderLine.order_id == event.order_id
+            )
+        ).all()
+    )
+    base = sum(int(x["points"]) for x in lot.lines)
+    base_back = sum(
+        points_rules.reversal(
+            int(x["points"]), int(x["amount_fen"]), 0, refunded.get(x["line_no"], 0)
+        )
+        for x in lot.lines
+    )
+    earlier = session.scalars(
+        select(Saving).where(
+            Saving.order_id == event.order_id,
+            Saving.kind == "extra_points",
+            Saving.amount_fen <= 0,
+            Saving.fact != f"extra_points:{event.order_id}",
+        )
+    ).all()
+    taken_before = sum(int(x.detail.get("points_taken", 0)) for x in earlier)
+    due = extra_points_back(extra, base, base_back) - taken_before
+    if due <= 0:
+        return 0
+    member_id = granted.member_id
+    take = min(due, max(0, points.available(session, member_id)))
+    if take > 0:
+        points.spend(
+            session,
+            member_id,
+            take,
+            fact=f"paid_points_back:{event.refund_id}",
+            reason=f"refund {event.refund_id}: the card's extra points of order {event.order_id}",
+        )
+    worth = granted.amount_fen  # the saving the extra points were recorded at
+    lowered = worth * (taken_before + take) // extra - worth * taken_before // extra
+    _insert(
+        session,
+        [
+            {
+                "member_id": member_id,
+                "subscription_id": granted.subscription_id,
+                "order_id": event.order_id,
+                "kind": "extra_points",
+                "amount_fen": -lowered,
+                "detail": {
+                    "refund_id": event.refund_id,
+                    "base_points": base,
+                    "base_points_reversed": base_back,
+                    "extra_points": extra,
+                    "points_due": due,
+                    "points_taken": take,
+                    "points_short": due - take,  # spent already; the next refund catches up
+                },
+                "fact": f"refund:{event.refund_id}:extra_points",
+                "at": clock.as_utc(event.refunded_at),
+            }
+        ],
+    )
+    return 1
+
+
+def _reverse_member_price(session: Session, event: RefundRecorded) -> int:
     """Take back the member-price saving of refunded lines (negative entries, fact
-    ``refund:<refund>:<line>``), at most what the line saved. Extra points stay."""
+    ``refund:<refund>:<line>``), at most what the line saved."""
     recorded = list(
         session.scalars(
             select(Saving).where(Saving.order_id == event.order_id, Saving.kind == "member_price")
@@ -266,7 +381,7 @@ class Line:
 @dataclass
 class Summary:
     member_id: int
-    subscription_id: int
+    subscription_id: int  # the latest subscription; the figures cover all of them
     plan_code: str
     joined_at: datetime
     month: str  # the brand-local month of "this month"
@@ -281,20 +396,39 @@ class Summary:
     en: str = ""
 
 
-def coupon_lines(session: Session, sub: Subscription, *, at: datetime) -> list[Line]:
-    """Coupons of the card's packs (periods ``sub:<id>:...``) used by ``at``."""
-    from siyu.benefits.models import Coupon, CouponTemplate  # benefits sits above paid
+def card_coupons(*columns: Any, member_id: int | None = None) -> Select[Any]:
+    """``select(*columns)`` over the coupons a card's pack gave, joined to their pack issue:
+    pack issues whose period is the card's (``sub:<id>:<n>`` monthly,
+    ``sub:<id>:renewal:<payment>``), and the coupons issued for them (issue key ``<pack
+    issue key>:<template>#<n>``). Exact: a tier or manual pack never has a ``sub:`` period,
+    even when it is the same pack."""
+    from siyu.benefits.models import Coupon, PackIssue  # benefits sits above paid
+
+    query = (
+        select(*columns)
+        .select_from(Coupon)
+        .join(
+            PackIssue,
+            (PackIssue.member_id == Coupon.member_id)
+            & Coupon.issue_key.startswith(PackIssue.key.concat(":"), autoescape=False),
+        )
+        .where(Coupon.source == "pack", PackIssue.period.startswith("sub:"))
+    )
+    if member_id is not None:
+        query = query.where(Coupon.member_id == member_id, PackIssue.member_id == member_id)
+    return query
+
+
+def coupon_lines(session: Session, member_id: int, *, at: datetime) -> list[Line]:
+    """Coupons of the member's card packs (any of their subscriptions) used by ``at``."""
+    from siyu.benefits.models import Coupon, CouponTemplate, PackIssue
 
     rows = session.execute(
-        select(Coupon, CouponTemplate.kind, CouponTemplate.code)
-        .join(CouponTemplate, CouponTemplate.id == Coupon.template_id)
-        .where(
-            Coupon.member_id == sub.member_id,
-            Coupon.state == "used",
-            Coupon.source == "pack",
-            Coupon.issue_key.like(f"pack:%:{sub.member_id}:sub:{sub.id}:%"),
-            Coupon.used_at <= at,
+        card_coupons(
+            Coupon, PackIssue.period, CouponTemplate.kind, CouponTemplate.code, member_id=member_id
         )
+        .join(CouponTemplate, CouponTemplate.id == Coupon.template_id)
+        .where(Coupon.state == "used", Coupon.used_at <= at)
         .order_by(Coupon.used_at, Coupon.id)
     ).all()
     return [
@@ -304,9 +438,9 @@ def coupon_lines(session: Session, sub: Subscription, *, at: datetime) -> list[L
             at=clock.as_utc(coupon.used_at),
             order_id=coupon.order_id,
             fact=coupon.issue_key,
-            detail={"coupon": coupon.code, "template": code},
+            detail={"coupon": coupon.code, "template": code, "pack_period": period},
         )
-        for coupon, kind, code in rows
+        for coupon, period, kind, code in rows
         if coupon.discount_fen > 0 and coupon.used_at is not None
     ]
 
@@ -314,26 +448,32 @@ def coupon_lines(session: Session, sub: Subscription, *, at: datetime) -> list[L
 def summary(
     session: Session, member_id: int, *, at: datetime | None = None, tz: str = "Asia/Shanghai"
 ) -> Summary:
-    """What the member's card (their latest subscription) saved them, against its fee."""
+    """What the member's cards saved them since they first joined (a trial or purchase),
+    against every fee paid: a lapse and a new card later continue the same account."""
     at = clock.as_utc(at) if at is not None else clock.now()
     sub = service.current(session, member_id)
     if sub is None:
         raise NotFound(f"member {member_id} has no paid membership", field="member_id")
     recorded = session.scalars(
         select(Saving)
-        .where(Saving.member_id == member_id, Saving.subscription_id == sub.id, Saving.at <= at)
+        .where(Saving.member_id == member_id, Saving.at <= at)
         .order_by(Saving.at, Saving.id)
     )
     lines = [
         Line(s.kind, s.amount_fen, clock.as_utc(s.at), s.order_id, s.fact, s.detail)
         for s in recorded
     ]
-    lines = sorted(lines + coupon_lines(session, sub, at=at), key=lambda x: x.at)
+    lines = sorted(lines + coupon_lines(session, member_id, at=at), key=lambda x: x.at)
     paid, refunded = session.execute(
         select(
             func.coalesce(func.sum(Payment.amount_fen).filter(Payment.kind != "refund"), 0),
             func.coalesce(func.sum(Payment.amount_fen).filter(Payment.kind == "refund"), 0),
-        ).where(Payment.subscription_id == sub.id, Payment.at <= at)
+        ).where(Payment.member_id == member_id, Payment.at <= at)
+    ).one()
+    first_trial, first_paid = session.execute(
+        select(func.min(Subscription.trial_started_at), func.min(Subscription.anchor_at)).where(
+            Subscription.member_id == member_id
+        )
     ).one()
     fee = int(paid) - int(refunded)
     zone = ZoneInfo(tz)
@@ -348,7 +488,7 @@ def summary(
         by_kind[line.kind] += line.amount_fen
     saved = sum(by_kind.values())
     this_month = month_of(at)
-    starts = [t for t in (sub.trial_started_at, sub.anchor_at) if t is not None]
+    starts = [t for t in (first_trial, first_paid) if t is not None]
     zh, en = sentences(saved, fee)
     return Summary(
         member_id=member_id,

@@ -4,7 +4,13 @@ renewal, refund), auto-renew, cancellation, and the daily expiry and reminders.
 Callbacks are idempotent on the provider's transaction id: the same transaction with the
 same content answers the first result again, other content is a conflict naming both.
 Purchases lock the member row first, so two purchase callbacks racing for one member leave
-one subscription (the second is refused: the member already holds the plan).
+one subscription: the same transaction again answers the first result; another transaction
+is refused with 409 ``already_subscribed`` ("already a member until …"), which a payment
+provider integration turns into a refund of that charge. It is not queued as the next
+period: a member charged twice by mistake expects the money back, not a second year.
+
+Whether a subscription still gives its benefits is judged by its dates (period end, grace),
+not only by its state, so callbacks do not depend on when the daily job last ran.
 """
 
 from __future__ import annotations
@@ -86,6 +92,13 @@ def get_for_member(
     return found
 
 
+def holding_plan(session: Session, member_id: int, at: datetime | None = None) -> str | None:
+    """The plan of the member's paid membership if it gives its benefits at ``at`` (a trial,
+    cancelled to its period's end, grace: yes; lapsed, refunded: no), else None."""
+    sub = current(session, member_id)
+    return sub.plan_code if _holds(sub, at or clock.now()) and sub is not None else None
+
+
 def payments_of(session: Session, subscription_id: int) -> list[Payment]:
     return list(
         session.scalars(
@@ -98,10 +111,32 @@ def _terms(sub: Subscription) -> Plan:
     return Plan.model_validate(sub.terms)
 
 
+def _lapse(sub: Subscription) -> datetime:
+    """When the subscription's benefits end without a renewal (see ``rules.lapse_at``)."""
+    return rules.lapse_at(
+        State(sub.state),
+        period_end=sub.current_period_end,
+        grace_days=sub.grace_days,
+        auto_renew=sub.auto_renew,
+        grace_until=sub.grace_until,
+        ended_at=sub.ended_at,
+    )
+
+
 def _holds(sub: Subscription | None, at: datetime) -> bool:
+    """Whether the subscription gives its benefits at ``at``: judged by its dates, so the
+    answer does not wait for the daily job to move it."""
     if sub is None or State(sub.state) not in rules.HOLDING:
         return False
-    return sub.state != State.cancelled or sub.current_period_end > at
+    return clock.as_utc(at) < clock.as_utc(_lapse(sub))
+
+
+def _close_lapsed(sub: Subscription, now: datetime) -> None:
+    """Expire a subscription whose benefits lapsed before the daily job moved it."""
+    if State(sub.state) in (State.expired, State.refunded):
+        return
+    lapse = _lapse(sub)
+    sub.state, sub.ended_at, sub.updated_at = State.expired.value, lapse, now
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -237,6 +272,8 @@ def start_trial(
     )
     if refusal:
         raise Conflict(refusal, field="plan_code", code="trial_refused")
+    if held is not None and State(held.state) in rules.HOLDING:
+        _close_lapsed(held, now)  # it lapsed (or _holds would have refused the trial)
     _check_eligible(doc, plan, member)
     sub = Subscription(
         member_id=member_id,
@@ -287,8 +324,9 @@ def purchase_callback(
     now = clock.now()
     if _holds(held, paid_at) and held is not None and held.state != State.trial:
         raise Conflict(
-            f"member {member_id} already holds '{held.plan_code}' until "
-            f"{held.current_period_end.isoformat()}; renewals come as renewal callbacks",
+            f"member {member_id} is already a member ('{held.plan_code}') until "
+            f"{held.current_period_end.isoformat()}; this purchase ('{txn_id}') is not "
+            "applied: refund it at the provider, and send renewals as renewal callbacks",
             field="member_id",
             code="already_subscribed",
         )
@@ -302,6 +340,8 @@ def purchase_callback(
     else:
         if held is not None and held.state == State.trial:
             held.state, held.ended_at, held.updated_at = State.expired.value, paid_at, now
+        elif held is not None:
+            _close_lapsed(held, now)
         sub = Subscription(
             member_id=member_id,
             plan_code=plan.code,
@@ -359,16 +399,25 @@ def renewal_callback(
     *,
     tz: str = "Asia/Shanghai",
 ) -> CallbackResult:
-    """A renewal charge: the next period, starting where the last one ended (no gap, no
-    overlap), at the price the member bought at. A charge arriving after the subscription
-    expired starts a new term from the payment, anchored there."""
+    """A renewal charge, at the price the member bought at (their terms), judged by when it
+    was paid (``rules.renewal_decision``), whether or not the daily job has moved the
+    subscription yet:
+
+    - paid before the benefits lapsed (in the period, or within grace): the next period of
+      the same subscription, from where the last one ended: no gap, no overlap;
+    - paid after they lapsed: a new subscription (same terms) anchored at the payment, and
+      the old one expired at its lapse; "saved since joining" continues across the gap,
+      as savings are the member's;
+    - paid within grace but arriving after the job expired the subscription: a new
+      subscription anchored at the old period's end, so there is still no gap;
+    - a cancelled (before its end), refunded or trial subscription is not renewed (409)."""
     _lock_member(session, member_id)
     sub = current(session, member_id)
     plan_code = sub.plan_code if sub is not None else ""
     content = _content("renewal", member_id, plan_code, amount_fen, paid_at)
     if (seen := _replay(session, txn_id, content)) is not None:
         return seen
-    if sub is None or sub.anchor_at is None:
+    if sub is None or (sub.anchor_at is None and sub.state != State.trial):
         raise NotFound(
             f"member {member_id} has no paid subscription to renew; send a purchase callback",
             field="member_id",
@@ -381,15 +430,26 @@ def renewal_callback(
             field="amount_fen",
             code="wrong_amount",
         )
+    state = State(sub.state)
+    lapse = _lapse(sub)
+    decision = rules.renewal_decision(
+        state, paid_at=paid_at, period_end=sub.current_period_end, lapse=lapse
+    )
+    if decision.action == "refused":
+        raise Conflict(
+            f"the member's subscription is {sub.state}: {decision.reason}",
+            field="member_id",
+            code="subscription_state",
+        )
     now = clock.now()
-    if sub.state in (State.active, State.grace):
+    if decision.action == "extend":
         sub.current_period_start, sub.current_period_end = _bounds(sub, sub.periods_paid, tz)
         sub.periods_paid += 1
         _move(sub, State.active, now)
         sub.grace_until = None
-    elif sub.state in (State.expired, State.cancelled) and sub.current_period_end <= paid_at:
-        if sub.state == State.cancelled:
-            sub.state, sub.ended_at = State.expired.value, sub.current_period_end
+    else:
+        assert decision.anchor is not None
+        _close_lapsed(sub, now)  # lapsed while the daily job had not run yet
         sub = Subscription(
             member_id=member_id,
             plan_code=sub.plan_code,
@@ -397,21 +457,15 @@ def renewal_callback(
             state=State.active.value,
             auto_renew=True,
             grace_days=sub.grace_days,
-            anchor_at=paid_at,
+            anchor_at=decision.anchor,
             periods_paid=1,
-            current_period_start=paid_at,
-            current_period_end=paid_at + timedelta(days=1),
+            current_period_start=decision.anchor,
+            current_period_end=decision.anchor + timedelta(days=1),
             created_at=now,
             updated_at=now,
         )
         session.add(sub)
         sub.current_period_start, sub.current_period_end = _bounds(sub, 0, tz)
-    else:
-        raise Conflict(
-            f"the member's subscription is {sub.state}; it cannot be renewed",
-            field="member_id",
-            code="subscription_state",
-        )
     session.flush()
     payment = _pay(session, txn_id, sub, "renewal", amount_fen, paid_at)
     outbox.emit(
@@ -421,6 +475,7 @@ def renewal_callback(
             "member_id": member_id,
             "plan": sub.plan_code,
             "until": sub.current_period_end.isoformat(),
+            "new_term": decision.action == "new_term",
         },
     )
     return CallbackResult(sub, payment, created=True)

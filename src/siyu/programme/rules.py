@@ -191,22 +191,88 @@ class PointsRules(_Section):
     negative_balance: NegativeBalance = "debt"
 
 
-# --- placeholders for insight (typed now, used later) --------------------------------------
+# --- insight: lifecycle, RFM, super users (生命周期, RFM, 超级用户) ------------------------------
+
+
+LifecycleBasis = Literal["days", "percentiles"]
 
 
 class Lifecycle(_Section):
-    """Days since the last purchase after which a member is silent, sleeping, churned."""
+    """When a member is new, silent, sleeping, churned (生命周期), by days since a purchase.
 
+    ``basis: days`` takes the ``*_after_days`` marks as written. ``basis: percentiles``
+    derives the silent and sleeping marks from the brand's own inter-purchase time (the
+    ``silent_percentile`` and ``sleeping_percentile`` of repeat buyers' average gap
+    between orders) and the churned mark as ``churned_multiple`` times the sleeping mark;
+    the ``*_after_days`` marks stay as the fallback while there are too few repeat buyers
+    (``min_repeat_buyers``) to measure.
+    """
+
+    basis: LifecycleBasis = "days"
+    new_within_days: Limit = Field(
+        default=30, description="a first purchase this recent makes the member new"
+    )
     silent_after_days: Limit = 90
     sleeping_after_days: Limit = 180
     churned_after_days: Limit = 365
+    silent_percentile: Annotated[int, Field(ge=1, le=99)] = 80
+    sleeping_percentile: Annotated[int, Field(ge=1, le=99)] = 90
+    churned_multiple: Annotated[Decimal, Field(gt=1, le=20, decimal_places=2)] = Decimal(2)
+    min_repeat_buyers: Limit = 100
+
+
+RfmScoring = Literal["quintiles", "thresholds"]
+
+
+class Rfm(_Section):
+    """RFM scores 1-5 and the eight classic groups (重要价值 … 一般挽留).
+
+    ``quintiles`` ranks members who bought in the window against each other (equal values,
+    equal scores); ``thresholds`` takes four rising cut points per measure from the
+    document: ``recency_days`` [30, 90, 180, 365] scores 5 up to 30 days, 1 beyond 365;
+    ``frequency`` and ``monetary`` (yuan) score 2 from the first cut point, 5 from the last.
+    A score of ``high_from`` or more is high in the groups.
+    """
+
+    window_days: Limit = Field(default=365, description="orders and spend are counted this far")
+    scoring: RfmScoring = "quintiles"
+    recency_days: list[Limit] | None = None
+    frequency: list[Limit] | None = None
+    monetary: list[Yuan] | None = None
+    high_from: Annotated[int, Field(ge=2, le=5)] = 4
+
+
+SuperUserMatch = Literal["any", "all"]
 
 
 class SuperUsers(_Section):
-    min_orders_per_month: Annotated[Decimal, Field(ge=0)] | None = None
-    min_spend_multiple: Annotated[Decimal, Field(ge=0)] | None = None
-    require_paid_membership: bool = False
-    min_referrals: Points | None = None
+    """Who is a super user (超级用户): the conditions set here, any or all of them.
+
+    Spend and orders are counted over the last 12 months; ``min_orders_per_month`` is
+    their monthly average; ``min_spend_multiple`` compares with the average member's
+    12-month spend; ``min_tier`` takes that tier and every tier above it.
+    """
+
+    match: SuperUserMatch = "any"
+    paid_member: bool = False
+    min_tier: Code | None = None
+    min_spend_12m: Yuan | None = None
+    min_orders_per_month: Annotated[Decimal, Field(gt=0, decimal_places=2)] | None = None
+    min_spend_multiple: Annotated[Decimal, Field(gt=0, decimal_places=2)] | None = None
+    min_referrals: Limit | None = None
+
+    def conditions(self) -> list[str]:
+        """The names of the conditions this definition sets."""
+        names = [
+            "min_tier",
+            "min_spend_12m",
+            "min_orders_per_month",
+            "min_spend_multiple",
+            "min_referrals",
+        ]
+        return (["paid_member"] if self.paid_member else []) + [
+            n for n in names if getattr(self, n) is not None
+        ]
 
 
 # --- paid membership (付费会员) -------------------------------------------------------------
@@ -232,13 +298,34 @@ class PlanRefund(_Section):
     )
 
 
+PriceRate = Annotated[Decimal, Field(gt=0, le=1, decimal_places=4)]
+
+
 class PlanBenefits(_Section):
+    """What the card gives. The member price of a line is the SKU's rate when the SKU has
+    one, else its category's, else ``member_price_discount`` (the more specific rule wins,
+    as with points multipliers)."""
+
     points_multiplier: Multiplier = Decimal(1)
-    member_price_discount: Annotated[Decimal, Field(gt=0, le=1, decimal_places=4)] = Field(
+    member_price_discount: PriceRate = Field(
         default=Decimal(1), description="price paid as a share of list price; 0.95 is 95折"
+    )
+    member_price_by_category: dict[Name, PriceRate] = Field(
+        default_factory=dict, description="category -> rate, over the plan's rate"
+    )
+    member_price_by_sku: dict[Code, PriceRate] = Field(
+        default_factory=dict, description="SKU -> rate, over the category's and the plan's"
     )
     cyclic_pack: Code | None = Field(default=None, description="a benefit pack each period")
     renewal_gift_pack: Code | None = Field(default=None, description="a benefit pack on renewal")
+
+    def member_price_rate(self, sku: str, category: str | None) -> tuple[Decimal, str]:
+        """The rate a line is paid at and why: ``sku``, ``category`` or ``plan``."""
+        if sku in self.member_price_by_sku:
+            return self.member_price_by_sku[sku], "sku"
+        if category is not None and category in self.member_price_by_category:
+            return self.member_price_by_category[category], "category"
+        return self.member_price_discount, "plan"
 
 
 class Plan(_Section):
@@ -273,6 +360,7 @@ class Programme(_Section):
     tiers: Tiers
     points: PointsRules
     lifecycle: Lifecycle | None = None
+    rfm: Rfm | None = None
     super_users: SuperUsers | None = None
     paid: Paid | None = None
 
@@ -348,6 +436,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "tiers": Tiers,
     "points": PointsRules,
     "lifecycle": Lifecycle,
+    "rfm": Rfm,
     "super_users": SuperUsers,
     "paid": Paid,
 }
@@ -439,6 +528,11 @@ def _reference_problems(raw: dict[str, Any]) -> list[Problem]:
     plan_codes = [p.get("code") if isinstance(p, dict) else None for p in plans]
     problems += _duplicates(plan_codes, "paid.plans", what="plan code", key="code")
     for i, plan in enumerate(plans):
+        benefits = plan.get("benefits") if isinstance(plan, dict) else None
+        if isinstance(benefits, dict):  # member prices name categories of the document
+            path = f"paid.plans[{i}].benefits.member_price_by_category"
+            by_category = benefits.get("member_price_by_category")
+            refs += [(f"{path}{at}", v) for at, v in _items(by_category)]
         eligibility = plan.get("eligibility") if isinstance(plan, dict) else None
         tier = eligibility.get("min_tier") if isinstance(eligibility, dict) else None
         if codes is not None and isinstance(tier, str) and tier not in codes:
@@ -448,6 +542,12 @@ def _reference_problems(raw: dict[str, Any]) -> list[Problem]:
                     f"unknown tier '{tier}' (not in the ladder)",
                 )
             )
+    super_users = raw.get("super_users") if isinstance(raw.get("super_users"), dict) else {}
+    top = super_users.get("min_tier")
+    if codes is not None and isinstance(top, str) and top not in codes:
+        problems.append(
+            Problem("super_users.min_tier", f"unknown tier '{top}' (not in the ladder)")
+        )
     for path, name in refs:
         if known is not None and isinstance(name, str) and name not in known:
             problems.append(
@@ -499,16 +599,64 @@ def _meaning_problems(parts: dict[str, Any]) -> list[Problem]:
     if (expiry := parts.get("points.expiry")) is not None:
         problems += _expiry_problems(expiry)
     if (lifecycle := parts.get("lifecycle")) is not None:
-        marks = [
-            ("silent_after_days", lifecycle.silent_after_days),
-            ("sleeping_after_days", lifecycle.sleeping_after_days),
-            ("churned_after_days", lifecycle.churned_after_days),
-        ]
-        for (before, a), (name, b) in pairwise(marks):
-            if b <= a:
-                problems.append(
-                    Problem(f"lifecycle.{name}", f"must be more than {before} ({a}), not {b}")
-                )
+        problems += _lifecycle_problems(lifecycle)
+    if (rfm := parts.get("rfm")) is not None:
+        problems += _rfm_problems(rfm)
+    if (super_users := parts.get("super_users")) is not None and not super_users.conditions():
+        problems.append(
+            Problem(
+                "super_users",
+                "sets no condition; add one (paid_member, min_tier, min_spend_12m, "
+                "min_orders_per_month, min_spend_multiple, min_referrals) or remove the section",
+            )
+        )
+    return problems
+
+
+def _lifecycle_problems(lifecycle: Lifecycle) -> list[Problem]:
+    problems = []
+    marks = [
+        ("silent_after_days", lifecycle.silent_after_days),
+        ("sleeping_after_days", lifecycle.sleeping_after_days),
+        ("churned_after_days", lifecycle.churned_after_days),
+    ]
+    for (before, a), (name, b) in pairwise(marks):
+        if b <= a:
+            problems.append(
+                Problem(f"lifecycle.{name}", f"must be more than {before} ({a}), not {b}")
+            )
+    if lifecycle.sleeping_percentile <= lifecycle.silent_percentile:
+        problems.append(
+            Problem(
+                "lifecycle.sleeping_percentile",
+                f"must be more than silent_percentile ({lifecycle.silent_percentile}), "
+                f"not {lifecycle.sleeping_percentile}",
+            )
+        )
+    return problems
+
+
+def _rfm_problems(rfm: Rfm) -> list[Problem]:
+    problems = []
+    cuts: dict[str, list[Any] | None] = {
+        "recency_days": rfm.recency_days,
+        "frequency": rfm.frequency,
+        "monetary": rfm.monetary,
+    }
+    for name, values in cuts.items():
+        path = f"rfm.{name}"
+        if rfm.scoring == "quintiles":
+            if values is not None:
+                problems.append(Problem(path, "not used by quintiles scoring; remove it"))
+            continue
+        if values is None:
+            problems.append(Problem(path, "required for thresholds scoring: four cut points"))
+        elif len(values) != 4:
+            problems.append(
+                Problem(path, f"needs four cut points for scores 1-5, not {len(values)}")
+            )
+        elif any(b <= a for a, b in pairwise(values)):
+            problems.append(Problem(path, f"cut points must rise: {[str(v) for v in values]}"))
     return problems
 
 
