@@ -41,6 +41,20 @@ def test_earn_per_line_with_tier_and_category_multipliers(example: Programme) ->
     assert rules.earn_lines(example, lines, paid_at=PAID, tier=None, tz=TZ)[0].points == 256
 
 
+@given(
+    fen=st.integers(min_value=1, max_value=100_000_000),  # earn_lines skips lines of 0
+    multiplier=st.decimals(min_value=-5, max_value=50, places=3, allow_nan=False),
+    half_up=st.booleans(),
+)
+def test_points_of_a_line_in_integers_round_as_the_decimal_product(
+    fen: int, multiplier: Decimal, half_up: bool
+) -> None:
+    by_decimal = max(
+        0, rules._round(Decimal(fen) / 100 * multiplier, "half_up" if half_up else "down")
+    )
+    assert rules._points(fen, multiplier, half_up) == by_decimal
+
+
 def test_rounding_minimum_exclusions_sku_and_campaigns(doc: dict[str, Any]) -> None:
     doc["points"]["earn"].update(
         rounding="half_up",

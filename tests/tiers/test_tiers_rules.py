@@ -111,6 +111,74 @@ def test_climb_does_not_depend_on_how_sorted_orders_are_chunked(
     assert current == whole.final_code
 
 
+def _climb_by_definition(
+    current: str | None, prior: list[Movement], orders: list[CountedOrder]
+) -> rules.Climb:
+    """``climb`` as its docstring defines it: after each order, add up the window again."""
+    result = rules.Climb(final_code=current)
+    counted = list(prior)
+    held = current
+    for order in sorted(orders, key=lambda o: (o.paid_at, o.order_id)):
+        result.tier_at_order[order.order_id] = held
+        if order.programme is None:
+            continue
+        p = order.programme
+        counted.append(Movement(order.paid_at, order.growth + order.bonus, order.spend_fen, 1))
+        start = rules.window_start(p.tiers.review, order.paid_at, TZ)
+        value = rules.measure(p.tiers.basis, [m for m in counted if start <= m.at <= order.paid_at])
+        target = rules.qualifying_level(p, value).code
+        if rules.rank(p, target) > rules.rank(p, held):
+            result.changes.append(
+                rules.Change(order.paid_at, held, target, "join" if held is None else "upgrade")
+            )
+            held = target
+    result.final_code = held
+    return result
+
+
+SPEND = doc(basis="spend")
+COUNT = doc(basis="order_count", window="days_since_change", days=30)
+
+
+@given(
+    prior=st.lists(
+        st.tuples(
+            st.integers(min_value=-500, max_value=30),  # days after T0, some after the orders
+            st.integers(min_value=-3_000, max_value=6_000),
+            st.integers(min_value=-1, max_value=1),
+        ),
+        max_size=15,
+    ),
+    orders=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=400),  # days after T0; ties on purpose
+            st.integers(min_value=0, max_value=6_000),
+            st.integers(min_value=0, max_value=3),  # programme: example, spend, count, none
+            st.integers(min_value=0, max_value=500),  # first-order bonus
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    current=st.sampled_from([None, "V1", "V2", "V3", "V6"]),
+)
+def test_climb_by_running_totals_is_the_window_sum_after_each_order(
+    prior: list[tuple[int, int, int]],
+    orders: list[tuple[int, int, int, int]],
+    current: str | None,
+) -> None:
+    programmes = [EXAMPLE, SPEND, COUNT, None]
+    movements = [Movement(T0 + timedelta(days=d), g, g * 100, n) for d, g, n in prior]
+    counted = [
+        CountedOrder(i + 1, T0 + timedelta(days=d), g, g * 100, programmes[p], bonus)
+        for i, (d, g, p, bonus) in enumerate(orders)
+    ]
+    fast = rules.climb(current, movements, counted, TZ)
+    slow = _climb_by_definition(current, movements, counted)
+    assert fast.tier_at_order == slow.tier_at_order
+    assert fast.changes == slow.changes
+    assert fast.final_code == slow.final_code
+
+
 def test_orders_without_a_programme_earn_nothing_and_move_nothing() -> None:
     climbed = rules.climb(None, [], [CountedOrder(1, T0, 0, 0, None)], TZ)
     assert climbed.tier_at_order == {1: None} and climbed.changes == []

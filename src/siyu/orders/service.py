@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core import clock, outbox
 from siyu.core.auth import Principal, Role
+from siyu.core.bulk import insert_rows, next_ids
 from siyu.core.db import expire_stale, in_chunks, upsert_insert
 from siyu.core.errors import Conflict, InvalidInput, NotFound, Problem, invalid
 from siyu.core.events import publish
@@ -63,8 +64,7 @@ class IngestResult:
     conflict: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class IngestedLine:
+class IngestedLine(NamedTuple):
     line_no: int
     sku: str
     category: str
@@ -72,9 +72,11 @@ class IngestedLine:
     amount_fen: int
 
 
-@dataclass(frozen=True)
-class IngestedOrder:
-    """A member's order as stored, for the loyalty effects applied in its transaction."""
+class IngestedOrder(NamedTuple):
+    """A member's order as stored, for the loyalty effects applied in its transaction.
+
+    Named tuples, not frozen dataclasses: one is made per order and line of every import,
+    and a frozen dataclass sets each field through ``object.__setattr__``."""
 
     order_id: int
     member_id: int
@@ -513,17 +515,15 @@ def _insert_orders(
                 "created_at": now,
             }
         )
-    # RETURNING the key with the id maps ids to rows without relying on the order of the
-    # returned rows. ``sort_by_parameter_order=True`` would also do on PostgreSQL, but on
-    # SQLite SQLAlchemy can only keep that promise one statement per row (no sentinel
-    # column), which made file imports three times slower. Core, not ORM, inserts: the ORM
-    # bulk path splits a batch wherever the set of NULL columns changes (guest vs member).
-    table = Order.__table__
-    returned = session.execute(
-        insert(table).returning(table.c.id, table.c.channel, table.c.external_id), rows
-    )
-    id_of = {(channel, external_id): order_id for order_id, channel, external_id in returned}
-    order_ids = [id_of[(drafts[i].channel, drafts[i].external_id)] for i in indexes]
+    # Ids reserved up front and written with the rows: no RETURNING to map back (on SQLite
+    # SQLAlchemy keeps the rows' order only one statement per row), and one plain
+    # executemany through ``insert_rows``, which does not pay SQLAlchemy's per-row
+    # parameter handling. Not the ORM: its bulk path splits a batch wherever the set of
+    # NULL columns changes (guest vs member).
+    order_ids = next_ids(session, Order.__table__, len(rows))
+    for row, order_id in zip(rows, order_ids, strict=True):
+        row["id"] = order_id
+    insert_rows(session, Order.__table__, rows)
     line_rows = [
         {
             "order_id": order_id,
@@ -538,7 +538,7 @@ def _insert_orders(
         for i, order_id in zip(indexes, order_ids, strict=True)
         for n, line in enumerate(drafts[i].lines, start=1)
     ]
-    session.execute(insert(OrderLine.__table__), line_rows)
+    insert_rows(session, OrderLine.__table__, line_rows)
 
     deltas = rules.aggregate_orders(
         (member_of[i], drafts[i].paid_at, totals[i])  # type: ignore[misc]

@@ -23,26 +23,30 @@ def release_frozen(db: Database, day: date) -> dict[str, int]:
     ending later today is not over yet)."""
     cutoff = min(rules.day_end(day, get_settings().timezone), clock.now())
     counts = {"lots": 0, "points": 0}
+    after = 0
     while True:
         with db.unit_of_work() as session:
-            lots, points = service.release_frozen_batch(session, cutoff)
+            lots, points, last = service.release_frozen_batch(session, cutoff, after_id=after)
         counts["lots"] += lots
         counts["points"] += points
-        if lots < service.BATCH:
+        if last == after:  # nothing due after the last batch
             return counts
+        after = last
 
 
 @job("points.expire", "Expire points lots due by the end of the day", order=20)
 def expire(db: Database, day: date) -> dict[str, int]:
     cutoff = rules.day_end(day, get_settings().timezone)
     counts = {"lots": 0, "points": 0}
+    after = 0
     while True:
         with db.unit_of_work() as session:
-            lots, points = service.expire_batch(session, cutoff)
+            lots, points, last = service.expire_batch(session, cutoff, after_id=after)
         counts["lots"] += lots
         counts["points"] += points
-        if lots < service.BATCH:
+        if last == after:  # nothing due after the last batch
             return counts
+        after = last
 
 
 @job("points.birthday", "Birthday points for members born on this day", order=40)

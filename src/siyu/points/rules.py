@@ -46,6 +46,8 @@ from siyu.programme.rules import Campaign, CashOff, CheckIn, Expiry, FixedEvent,
 
 # --- earning on orders -------------------------------------------------------------------
 
+ONE = Decimal(1)
+
 
 @dataclass(frozen=True)
 class Line:
@@ -70,11 +72,19 @@ def _local(at: datetime, tz: str) -> datetime:
 
 
 def campaign_applies(
-    campaign: Campaign, *, at: datetime, category: str, tier: str | None, tz: str
+    campaign: Campaign,
+    *,
+    at: datetime,
+    category: str,
+    tier: str | None,
+    tz: str,
+    any_category: bool = False,
 ) -> bool:
+    """Whether a campaign covers a line of ``category`` paid at ``at`` by a member of
+    ``tier`` (``any_category``: whatever the line's category)."""
     if not (_local(campaign.starts_at, tz) <= at < _local(campaign.ends_at, tz)):
         return False
-    if campaign.categories is not None and category not in campaign.categories:
+    if not any_category and campaign.categories is not None and category not in campaign.categories:
         return False
     return campaign.tiers is None or tier in campaign.tiers
 
@@ -108,25 +118,39 @@ def earn_lines(
     if goods < int(earn.minimum_order_amount * 100):
         return [LineEarning(x.line_no, x.amount_fen, 0) for x in lines]
     base = earn.per_yuan * tier_multiplier(programme, tier)
+    up = earn.rounding == "half_up"
+    # Campaigns running at ``paid_at`` for this tier, once per order; categories per line.
+    running = [
+        c
+        for c in programme.points.campaigns
+        if campaign_applies(c, at=paid_at, category="", tier=tier, tz=tz, any_category=True)
+    ]
     out = []
     for x in lines:
         if x.category in earn.excluded_categories or x.amount_fen <= 0:
             out.append(LineEarning(x.line_no, x.amount_fen, 0))
             continue
-        item = earn.sku_multipliers.get(
-            x.sku, earn.category_multipliers.get(x.category, Decimal(1))
-        )
+        item = earn.sku_multipliers.get(x.sku, earn.category_multipliers.get(x.category, ONE))
         campaign = max(
-            (
-                c.multiplier
-                for c in programme.points.campaigns
-                if campaign_applies(c, at=paid_at, category=x.category, tier=tier, tz=tz)
-            ),
-            default=Decimal(1),
+            (c.multiplier for c in running if c.categories is None or x.category in c.categories),
+            default=ONE,
         )
-        value = Decimal(x.amount_fen) / 100 * base * item * campaign
-        out.append(LineEarning(x.line_no, x.amount_fen, max(0, _round(value, earn.rounding))))
+        out.append(
+            LineEarning(x.line_no, x.amount_fen, _points(x.amount_fen, base * item * campaign, up))
+        )
     return out
+
+
+def _points(fen: int, multiplier: Decimal, half_up: bool) -> int:
+    """``fen / 100 x multiplier`` rounded per the document, never below zero: the same as
+    ``_round`` on the Decimal product, in integers (exact, and a few times faster; it runs
+    for every line of every imported order)."""
+    num, den = multiplier.as_integer_ratio()
+    if num <= 0 or fen <= 0:
+        return 0
+    if half_up:
+        return (2 * fen * num + 100 * den) // (200 * den)
+    return (fen * num) // (100 * den)
 
 
 # --- expiry and freezing -----------------------------------------------------------------

@@ -18,12 +18,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock
 from siyu.core.auth import Principal
+from siyu.core.bulk import insert_rows, next_ids
 from siyu.core.db import expire_stale, in_chunks
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.settings import get_settings
@@ -197,12 +199,12 @@ def _add_lots(session: Session, drafts: Sequence[LotDraft]) -> dict[str, int]:
                 "lines": d.lines,
             }
         )
-    # Core insert, ids mapped back by fact: on SQLite, ``sort_by_parameter_order`` would
-    # cost one statement per row (see ``orders.service._insert_orders``).
-    table = PointsLot.__table__
-    returned = session.execute(insert(table).returning(table.c.id, table.c.fact), lot_rows)
-    id_of = dict((fact, lot_id) for lot_id, fact in returned)
-    ids = [id_of[d.fact] for d in new.values()]
+    # Ids reserved up front: the entries need them, and no RETURNING is needed to map
+    # them back (see ``siyu.core.bulk``).
+    ids = next_ids(session, PointsLot.__table__, len(lot_rows))
+    for row, lot_id in zip(lot_rows, ids, strict=True):
+        row["id"] = lot_id
+    insert_rows(session, PointsLot.__table__, lot_rows)
     entries = []
     for d, s, lot_id in zip(new.values(), settlements, ids, strict=True):
         account = accounts[d.member_id]
@@ -236,7 +238,7 @@ def _add_lots(session: Session, drafts: Sequence[LotDraft]) -> dict[str, int]:
                 )
             )
         known[d.fact] = lot_id
-    session.execute(insert(PointsEntry.__table__), entries)
+    insert_rows(session, PointsEntry.__table__, entries)
     _save(session, accounts)
     return known
 
@@ -431,6 +433,14 @@ def _expire_lots(session: Session, ids: Iterable[int]) -> None:
     expire_stale(session, PointsLot, ids)
 
 
+def _set_lots(session: Session, ids: Sequence[int], **values: Any) -> None:
+    """The same change to many lots: one ``UPDATE .. WHERE id IN (..)`` per 500 lots, not a
+    statement per lot (the nightly jobs touch hundreds of thousands)."""
+    table = PointsLot.__table__
+    for chunk in in_chunks(sorted(ids)):
+        session.execute(update(table).where(table.c.id.in_(chunk)).values(**values))
+
+
 def _stored_spend(session: Session, fact: str) -> Spend | None:
     rows = list(
         session.scalars(
@@ -504,7 +514,7 @@ def _spend(
         raise _insufficient(member_id, points, have)
     taken = rules.allocate(lots, points)
     entries, _ = _take(session, member_id, account, taken, kind=kind, fact=fact, at=at, note=reason)
-    session.execute(insert(PointsEntry.__table__), entries)
+    insert_rows(session, PointsEntry.__table__, entries)
     _save(session, {member_id: account})
     return Spend(fact, member_id, points, account.balance, tuple(taken), at)
 
@@ -611,7 +621,7 @@ def cancel_spend(session: Session, spend_fact: str, *, fact: str) -> int:
                 note=f"{s.debt} points settle a debt",
             )
         )
-    session.execute(insert(PointsEntry.__table__), entries)
+    insert_rows(session, PointsEntry.__table__, entries)
     _save(session, {member_id: account})
     session.flush()
     return total
@@ -630,8 +640,12 @@ def earn_orders(
     """Points of a chunk of new orders (``IngestedOrder``): one lot and one entry per order
     that earns, frozen through the return window, set-based. Returns the points earned."""
     tz = tz or _tz()
+    zone = ZoneInfo(tz)
     timeline = Timeline(session)
     drafts = []
+    # When a lot expires depends on the programme and the brand-local day it was earned:
+    # computed once per day of the chunk, not per order.
+    expiry: dict[tuple[int, date], datetime | None] = {}
     for order in orders:
         paid_at = clock.as_utc(order.paid_at)
         programme = timeline.at(paid_at)
@@ -647,21 +661,25 @@ def earn_orders(
         points = sum(x.points for x in earned)
         if points <= 0:
             continue
-        draft = _lot_draft(
-            programme,
-            order.member_id,
-            points,
-            fact=f"order:{order.order_id}",
-            source="order",
-            at=paid_at,
-            tz=tz,
-            frozen_days=programme.points.frozen_days,
+        day_key = (id(programme), paid_at.astimezone(zone).date())
+        if day_key not in expiry:
+            expiry[day_key] = rules.expires_at(programme.points.expiry, paid_at, tz)
+        drafts.append(
+            LotDraft(
+                order.member_id,
+                points,
+                f"order:{order.order_id}",
+                "order",
+                paid_at,
+                paid_at + timedelta(days=programme.points.frozen_days),
+                expiry[day_key],
+                order_id=order.order_id,
+                lines=[
+                    {"line_no": x.line_no, "amount_fen": x.amount_fen, "points": x.points}
+                    for x in earned
+                ],
+            )
         )
-        draft.order_id = order.order_id
-        draft.lines = [
-            {"line_no": x.line_no, "amount_fen": x.amount_fen, "points": x.points} for x in earned
-        ]
-        drafts.append(draft)
     _add_lots(session, drafts)
     return sum(d.points for d in drafts)
 
@@ -737,7 +755,7 @@ def reverse_refund(
                     note=f"{note}: {missing} points already spent; {what}",
                 )
             )
-    session.execute(insert(PointsEntry.__table__), entries)
+    insert_rows(session, PointsEntry.__table__, entries)
     _save(session, {member_id: account})
     return points
 
@@ -1451,19 +1469,24 @@ BATCH = 5_000
 
 
 def release_frozen_batch(
-    session: Session, cutoff: datetime, *, batch: int = BATCH
-) -> tuple[int, int]:
-    """Release up to ``batch`` frozen lots whose return window ended by ``cutoff``: they
-    leave the cached frozen points, and a ``release`` entry (0 points) says so. Returns
-    (lots, points)."""
+    session: Session, cutoff: datetime, *, batch: int = BATCH, after_id: int = 0
+) -> tuple[int, int, int]:
+    """Release up to ``batch`` frozen lots (ids above ``after_id``) whose return window
+    ended by ``cutoff``: they leave the cached frozen points, and a ``release`` entry
+    (0 points) says so. Returns (lots, points, the last lot id looked at).
+
+    The caller passes the last id back: without it, each batch would read again, in id
+    order, every lot the batches before it released."""
     found = session.execute(
         select(PointsLot.id, PointsLot.member_id)
-        .where(PointsLot.frozen.is_(True), PointsLot.available_at <= cutoff)
+        .where(
+            PointsLot.frozen.is_(True), PointsLot.available_at <= cutoff, PointsLot.id > after_id
+        )
         .order_by(PointsLot.id)
         .limit(batch)
     ).all()
     if not found:
-        return 0, 0
+        return 0, 0, after_id
     accounts = _lock(session, {m for _, m in found})
     rows = session.execute(
         select(PointsLot.id, PointsLot.member_id, PointsLot.remaining)
@@ -1491,24 +1514,29 @@ def release_frozen_batch(
             )
         )
     if rows:
-        session.execute(update(PointsLot), [{"id": i, "frozen": False} for i, _, _ in rows])
-        session.execute(insert(PointsEntry.__table__), entries)
+        _set_lots(session, [i for i, _, _ in rows], frozen=False)
+        insert_rows(session, PointsEntry.__table__, entries)
         _expire_lots(session, [i for i, _, _ in rows])
     _save(session, accounts)
-    return len(rows), points
+    return len(rows), points, found[-1][0]
 
 
-def expire_batch(session: Session, cutoff: datetime, *, batch: int = BATCH) -> tuple[int, int]:
-    """Expire up to ``batch`` lots due by ``cutoff`` (entries ``expire:<lot id>``). Returns
-    (lots, points)."""
+def expire_batch(
+    session: Session, cutoff: datetime, *, batch: int = BATCH, after_id: int = 0
+) -> tuple[int, int, int]:
+    """Expire up to ``batch`` lots (ids above ``after_id``) due by ``cutoff`` (entries
+    ``expire:<lot id>``). Returns (lots, points, the last lot id looked at), to pass back
+    as ``after_id``: each batch then starts where the previous one stopped instead of
+    reading again, in id order, every lot already expired (which made a night with 358,333
+    lots due quadratic: 26.7 s at 100,000 members)."""
     found = session.execute(
         select(PointsLot.id, PointsLot.member_id)
-        .where(PointsLot.expires_at <= cutoff, PointsLot.remaining > 0)
+        .where(PointsLot.expires_at <= cutoff, PointsLot.remaining > 0, PointsLot.id > after_id)
         .order_by(PointsLot.id)
         .limit(batch)
     ).all()
     if not found:
-        return 0, 0
+        return 0, 0, after_id
     accounts = _lock(session, {m for _, m in found})
     # Read again under the lock: a spend may have taken from these lots meanwhile.
     rows = session.execute(
@@ -1537,11 +1565,11 @@ def expire_batch(session: Session, cutoff: datetime, *, batch: int = BATCH) -> t
             )
         )
     if rows:
-        session.execute(update(PointsLot), [{"id": i, "remaining": 0} for i, *_ in rows])
-        session.execute(insert(PointsEntry.__table__), entries)
+        _set_lots(session, [i for i, *_ in rows], remaining=0)
+        insert_rows(session, PointsEntry.__table__, entries)
         _expire_lots(session, [i for i, *_ in rows])
     _save(session, accounts)
-    return len(rows), points
+    return len(rows), points, found[-1][0]
 
 
 def birthday_batch(

@@ -28,10 +28,12 @@ at the end of the *next* period.
 from __future__ import annotations
 
 import calendar
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from siyu.core.clock import UTC, as_utc
@@ -79,31 +81,57 @@ def mark(tiers: Tiers, value: Decimal) -> int:
     return fen(value) if tiers.basis == "spend" else int(value)
 
 
+class _Ladder(NamedTuple):
+    """A programme's ladder as lookups: rank by code and the thresholds in counting units."""
+
+    tiers: Tiers
+    ranks: dict[str | None, int]
+    thresholds: list[int]
+
+
+# Programmes are frozen (validated documents), so their ladder is worked out once. Keyed
+# by id, holding the ``Tiers`` itself so an id is never reused while cached; a handful of
+# programme versions live in a process.
+_ladders: dict[int, _Ladder] = {}
+
+
+def _ladder(programme: Programme) -> _Ladder:
+    tiers = programme.tiers
+    found = _ladders.get(id(tiers))
+    if found is not None and found.tiers is tiers:
+        return found
+    if len(_ladders) > 256:
+        _ladders.clear()
+    ranks: dict[str | None, int] = {}
+    for i, level in enumerate(tiers.levels):
+        ranks.setdefault(level.code, i)
+    found = _Ladder(tiers, ranks, [mark(tiers, level.threshold) for level in tiers.levels])
+    _ladders[id(tiers)] = found
+    return found
+
+
 def rank(programme: Programme, code: str | None) -> int:
     """The position of a level on the ladder; -1 for none or a code the ladder lacks."""
-    for i, level in enumerate(programme.tiers.levels):
-        if level.code == code:
-            return i
-    return -1
+    return _ladder(programme).ranks.get(code, -1)
 
 
 def qualifying_level(programme: Programme, value: int) -> TierLevel:
     """The highest level whose threshold the value reaches (the first level at worst)."""
     levels = programme.tiers.levels
-    best = levels[0]
-    for level in levels:
-        if value >= mark(programme.tiers, level.threshold):
-            best = level
-    return best
+    best = 0
+    for i, threshold in enumerate(_ladder(programme).thresholds):
+        if value >= threshold:
+            best = i
+    return levels[best]
 
 
 def higher(programme: Programme, a: str | None, b: str | None) -> str | None:
     return a if rank(programme, a) >= rank(programme, b) else b
 
 
-@dataclass(frozen=True)
-class Movement:
-    """A ledger movement as the ladder counts it."""
+class Movement(NamedTuple):
+    """A ledger movement as the ladder counts it (a named tuple: the tier climb reads
+    thousands per import chunk)."""
 
     at: datetime
     growth: int = 0
@@ -218,7 +246,11 @@ def climb(
     from ``prior`` and the orders before it, so splitting a sorted stream of orders into
     chunks gives the same answer as one pass."""
     result = Climb(final_code=current)
-    counted: list[Movement] = list(prior)
+    # Window values by prefix sums and binary search, not by adding up the window at each
+    # order: a super user's year holds hundreds of movements, and summing the window anew
+    # after each of their orders made a chunk quadratic in their orders.
+    before = _Timeline(sorted(prior, key=lambda m: m.at))
+    counted = _Timeline([])
     held = current
     for order in sorted(orders, key=lambda o: (as_utc(o.paid_at), o.order_id)):
         result.tier_at_order[order.order_id] = held
@@ -230,7 +262,9 @@ def climb(
         if held is not None and rank(programme, held) == len(programme.tiers.levels) - 1:
             continue  # already at the top: nothing to climb to, no window to add up
         start = window_start(programme.tiers.review, at, tz)
-        value = measure(programme.tiers.basis, (m for m in counted if start <= m.at <= at))
+        basis = programme.tiers.basis
+        # The orders counted so far are all at or before ``at`` (they come sorted).
+        value = before.total(basis, start, at) + counted.total(basis, start, None)
         target = qualifying_level(programme, value).code
         if rank(programme, target) > rank(programme, held):
             reason = "join" if held is None else "upgrade"
@@ -238,6 +272,37 @@ def climb(
             held = target
     result.final_code = held
     return result
+
+
+_FIELD_OF_BASIS = {"growth": "growth", "spend": "spend_fen", "order_count": "orders"}
+
+
+class _Timeline:
+    """Movements sorted by time, with running totals per basis: the value of any window
+    [start, end] is two binary searches and a subtraction."""
+
+    def __init__(self, movements: list[Movement]) -> None:
+        self.movements = movements
+        self.ats = [m.at for m in movements]
+        self.sums: dict[str, list[int]] = {}
+
+    def append(self, movement: Movement) -> None:
+        self.movements.append(movement)
+        self.ats.append(movement.at)
+        for basis, sums in self.sums.items():
+            sums.append(sums[-1] + getattr(movement, _FIELD_OF_BASIS[basis]))
+
+    def total(self, basis: str, start: datetime, end: datetime | None) -> int:
+        sums = self.sums.get(basis)
+        if sums is None:
+            name = _FIELD_OF_BASIS[basis]
+            sums = [0]
+            for m in self.movements:
+                sums.append(sums[-1] + getattr(m, name))
+            self.sums[basis] = sums
+        low = bisect_left(self.ats, start)
+        high = len(self.ats) if end is None else bisect_right(self.ats, end)
+        return sums[high] - sums[low] if high > low else 0
 
 
 # --- review (保级) ---------------------------------------------------------------------------

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock
 from siyu.core.auth import Principal
+from siyu.core.bulk import insert_rows
 from siyu.core.db import expire_stale, in_chunks, upsert_insert
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.events import publish
@@ -220,7 +221,7 @@ def _insert_entries(session: Session, rows: list[dict[str, Any]]) -> None:
             row.setdefault("order_id", None)
             row.setdefault("note", None)
             row["created_at"] = now
-        session.execute(insert(GrowthEntry.__table__), rows)
+        insert_rows(session, GrowthEntry.__table__, rows)
 
 
 def _add_growth(session: Session, deltas: dict[int, int]) -> None:
@@ -253,8 +254,9 @@ def _record_changes(
     constant number of statements. The last change of a member decides their tier."""
     if not items:
         return []
-    session.execute(
-        insert(TierHistory.__table__),
+    insert_rows(
+        session,
+        TierHistory.__table__,
         [
             {
                 "member_id": m,
@@ -455,14 +457,31 @@ def _apply_orders(
             )
         deltas[o.member_id] += growth + bonus
 
+    # The ledger of the windows these orders look at, for the members who can still climb
+    # (a member at the top of the ladder has no window to add up). Where the earliest
+    # window starts: a window's start moves with its end, so the earliest order of each
+    # programme tells, less a day for a daylight-saving shift (reading a little more of
+    # the ledger changes no sum).
+    earliest: dict[int, tuple[Programme, datetime]] = {}
+    climbing: set[int] = set()
+    for o in earning:
+        programme = programme_of[o.order_id]
+        assert programme is not None
+        held = states.get(o.member_id, (None, ""))[0]
+        if held is not None and rules.rank(programme, held) == len(programme.tiers.levels) - 1:
+            continue
+        climbing.add(o.member_id)
+        seen = earliest.get(id(programme))
+        if seen is None or o.paid_at < seen[1]:
+            earliest[id(programme)] = (programme, o.paid_at)
     since = min(
         (
-            rules.window_start(programme_of[o.order_id].tiers.review, o.paid_at, tz)  # type: ignore[union-attr]
-            for o in earning
+            rules.window_start(p.tiers.review, at, tz) - timedelta(days=1)
+            for p, at in earliest.values()
         ),
         default=None,
     )
-    prior = _movements(session, {o.member_id for o in earning}, since) if since else {}
+    prior = _movements(session, climbing, since) if since else {}
     changes: list[tuple[int, Change, Programme]] = []
     for member_id, its_orders in counted.items():
         current = states.get(member_id, (None, ""))[0]
