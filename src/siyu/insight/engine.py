@@ -8,22 +8,38 @@ to DuckDB's version (no download at run time, so it works offline).
 
 Queries are Ibis expressions over ``Analytics.table(name)``: the same expression runs on
 DuckDB here, on PostgreSQL directly, or on Spark/ClickHouse for brands beyond one machine
-(``Analytics.for_backend``). Results the API serves are written back into tables of the
-live database with their computation time; nothing loads all members into Python.
+(the functions in ``insight.facts``, ``rfm``, ``lifecycle``, ``superusers`` take tables of
+any Ibis backend; the tests run the RFM summary on PySpark). Results the API serves are
+written back into tables of the live database with their computation time; nothing loads
+all members into Python.
+
+SQLite and DuckDB in one process: DuckDB bundles its own copy of the SQLite library, and
+two copies in one process do not see each other's POSIX locks. A DuckDB attachment of
+the live file therefore believes it is alone: read-write, it deletes the WAL on closing
+(the application's next commits are lost); even read-only, it may reset the shared-memory
+index while the application has it mapped (the process dies with SIGBUS). Work that
+reads a large SQLite database for long, such as the nightly refresh, runs its DuckDB part
+in a child process (``insight.refresh``); in-process reads are for short queries only.
+PostgreSQL has no such trap.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import ibis
+import ibis.expr.datatypes as dt
 from ibis.backends import BaseBackend
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
+from siyu.core.clock import as_utc
 from siyu.core.db import Database
 from siyu.core.errors import SiyuError
 
@@ -79,37 +95,301 @@ def attach_live(con: duckdb.DuckDBPyConnection, url: str, *, read_only: bool = T
         raise AnalyticsUnavailable(f"no analytics reader for the database {url.split(':')[0]}")
 
 
+class Publisher:
+    """The writes of one ``publish`` transaction: through DuckDB (PostgreSQL), or through
+    the application's SQLite with the staging file attached as ``stage``."""
+
+    def __init__(
+        self, *, duck: duckdb.DuckDBPyConnection | None = None, live: Connection | None = None
+    ) -> None:
+        self.duck = duck
+        self.live = live
+
+    def insert(self, target: str, columns: list[str], staged: str) -> int:
+        """Copy every row of a staged result into a live table; returns how many."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        if self.duck is not None:
+            self.duck.execute(
+                f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM stage_{staged}"
+            )
+            row = self.duck.fetchone()
+            return int(row[0]) if row else 0
+        assert self.live is not None
+        result = self.live.exec_driver_sql(
+            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged}"
+        )
+        return int(result.rowcount)
+
+    def delete(self, target: str, where: str) -> None:
+        if self.duck is not None:
+            self.duck.execute(f"DELETE FROM {LIVE}.{target} WHERE {where}")
+        else:
+            assert self.live is not None
+            self.live.exec_driver_sql(f"DELETE FROM {target} WHERE {where}")
+
+
+@contextmanager
+def publish_staged(db: Database, staging_path: str) -> Iterator[Publisher]:
+    """One transaction of the application's SQLite over a staging file (see ``Analytics``).
+    The file must be closed by DuckDB before: two SQLite libraries never hold it at once."""
+    with db.engine.connect() as live:
+        raw = live.connection.driver_connection
+        assert raw is not None
+        raw.execute("ATTACH DATABASE ? AS stage", (staging_path,))  # outside a transaction
+        try:
+            with live.begin():  # BEGIN IMMEDIATE (see core.db): the one writer
+                yield Publisher(live=live)
+        finally:
+            raw.execute("DETACH DATABASE stage")
+
+
+def _sqlite_value(column: str, duck_type: str) -> str:
+    """A column as the SQLite driver takes it: instants as text the way SQLAlchemy spells
+    them (with microseconds, so they sort and compare with the application's rows), and
+    DuckDB's wide sums (HUGEINT, DECIMAL) as plain integers or floats."""
+    name = f'"{column}"'
+    if duck_type.startswith("TIMESTAMP"):
+        return f"strftime({name}, '%Y-%m-%d %H:%M:%S.%f') AS {name}"
+    if duck_type == "HUGEINT" or (duck_type.startswith("DECIMAL") and duck_type.endswith(",0)")):
+        return f"CAST({name} AS BIGINT) AS {name}"
+    if duck_type.startswith("DECIMAL"):
+        return f"CAST({name} AS DOUBLE) AS {name}"
+    return name
+
+
 class Analytics:
     """One DuckDB connection with the live database attached, and its Ibis backend.
 
-    ``table(name)`` is a live table as an Ibis expression. ``sql`` runs DuckDB SQL (for
-    the few statements Ibis does not express, such as writing results back).
+    ``table(name)`` is a live table as an Ibis expression. ``sql`` runs DuckDB SQL.
+    Large results go back in two moves: ``stage`` each result (a DuckDB query) while no
+    live transaction is open, then ``publish()`` opens one live transaction in which
+    ``insert`` copies staged rows into live tables and ``delete`` removes rows, set-based
+    inside the database. Small results may use ``write``/``delete`` in ``transaction()``.
+
+    SQLite is attached read-only, always, and written through the application's own
+    SQLite (``executemany`` of Arrow batches). DuckDB bundles a second copy of the SQLite
+    library, and two copies in one process do not see each other's POSIX locks: a
+    read-write DuckDB attachment, on closing, takes itself for the last connection,
+    checkpoints and deletes the WAL under the application's open connections, and their
+    later commits are lost. A read-only attachment never checkpoints. So on SQLite a staged
+    result is a table in a separate staging file that DuckDB's SQLite writes and closes;
+    the application's SQLite then attaches that file and copies it with ``INSERT … SELECT``
+    (a few times faster than ``executemany``: no row becomes a Python object). The two
+    libraries never have one file open at once. PostgreSQL has no such trap: a staged
+    result is a DuckDB temporary table and DuckDB writes it through its COPY.
     """
 
-    def __init__(self, db: Database, *, read_only: bool = True, threads: int | None = None):
+    WRITE_BATCH = 50_000  # rows per executemany on SQLite
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        read_only: bool = True,
+        threads: int | None = None,
+        staging_path: str | None = None,
+    ):
         self.db = db
+        self.read_only = read_only
+        self.sqlite = db.dialect == "sqlite"
         self.con = duckdb.connect()
+        # Instants are UTC everywhere (DESIGN: time is explicit): PostgreSQL's timestamptz
+        # is read in the session zone, so the session zone is UTC, not the machine's.
+        self.con.execute("SET TimeZone = 'UTC'")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         attach_live(
-            self.con, str(db.engine.url.render_as_string(hide_password=False)), read_only=read_only
+            self.con,
+            str(db.engine.url.render_as_string(hide_password=False)),
+            read_only=read_only or self.sqlite,
         )
         self.backend: BaseBackend = ibis.duckdb.from_connection(self.con)
+        self._live: Connection | None = None  # the SQLite transaction of ``transaction()``
+        self._staging: tempfile.TemporaryDirectory[str] | None = None
+        self._staging_attached = False
+        self._staging_given = staging_path
 
     def table(self, name: str) -> ibis.Table:
-        return self.backend.table(name, database=LIVE)
+        """A live table as Ibis. Instants are naive UTC timestamps on both databases (SQLite
+        stores them naive, PostgreSQL as timestamptz), so one expression fits both and
+        compares with ``instant(...)``."""
+        table = self.backend.table(name, database=LIVE)
+        aware = {
+            column: table[column].cast(dt.Timestamp(scale=dtype.scale))  # type: ignore[attr-defined]
+            for column, dtype in table.schema().items()
+            if dtype.is_timestamp() and dtype.timezone is not None  # type: ignore[attr-defined]
+        }
+        return table.mutate(**aware) if aware else table
 
     def sql(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
         return self.con.execute(query, params or [])
 
+    def _writable(self) -> None:
+        if self.read_only:
+            raise AnalyticsUnavailable("this analytics connection is read-only")
+
+    def write(self, target: str, columns: list[str], query: str | ibis.Table) -> int:
+        """Insert the rows of a query (DuckDB SQL or an Ibis expression) into a live table,
+        set-based: on PostgreSQL inside DuckDB, on SQLite in Arrow batches through the
+        application's driver. Returns the rows written."""
+        self._writable()
+        source = query if isinstance(query, str) else str(self.backend.compile(query))
+        names = ", ".join(f'"{c}"' for c in columns)
+        if not self.sqlite:
+            with self._in_transaction():
+                self.con.execute(
+                    f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM ({source}) AS r_"
+                )
+                row = self.con.fetchone()
+            return int(row[0]) if row else 0
+        relation = self.con.sql(f"SELECT {names} FROM ({source}) AS r_")
+        spelled = [
+            _sqlite_value(c, str(t)) for c, t in zip(relation.columns, relation.types, strict=True)
+        ]
+        reader = self.con.execute(
+            f"SELECT {', '.join(spelled)} FROM ({source}) AS r_"
+        ).fetch_record_batch(self.WRITE_BATCH)
+        insert = f"INSERT INTO {target} ({names}) VALUES ({', '.join('?' * len(columns))})"
+        written = 0
+        with self._in_transaction() as live:
+            assert live is not None
+            cursor = live.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            for batch in reader:
+                rows = list(zip(*(column.to_pylist() for column in batch.columns), strict=True))
+                cursor.executemany(insert, rows)
+                written += len(rows)
+        return written
+
+    def delete(self, target: str, where: str) -> None:
+        """``DELETE FROM target WHERE …`` on the live database (plain SQL both dialects read)."""
+        self._writable()
+        with self._in_transaction() as live:
+            if live is not None:
+                live.exec_driver_sql(f"DELETE FROM {target} WHERE {where}")
+            else:
+                self.con.execute(f"DELETE FROM {LIVE}.{target} WHERE {where}")
+
+    def materialize(self, name: str, expr: ibis.Table) -> ibis.Table:
+        """Compute an expression once into a DuckDB temporary table and return it, so the
+        steps after it read columns in memory instead of recomputing (or rescanning)."""
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {self.backend.compile(expr)}")
+        return self.backend.table(name)
+
+    def scalar(self, query: str, params: list[Any] | None = None) -> Any:
+        row = self.con.execute(query, params or []).fetchone()
+        return row[0] if row else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction on the live database for the writes inside it, committed at the
+        end and rolled back if the block raises."""
+        self._writable()
+        if self.sqlite:
+            with self.db.engine.connect() as live:  # BEGIN IMMEDIATE: see core.db
+                self._live = live
+                try:
+                    with live.begin():
+                        yield
+                finally:
+                    self._live = None
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    @contextmanager
+    def _in_transaction(self) -> Iterator[Connection | None]:
+        """The SQLite connection of the open transaction (or a new one for this statement),
+        or None on PostgreSQL where DuckDB runs the statement."""
+        if not self.sqlite:
+            yield None
+            return
+        if self._live is not None:
+            yield self._live
+            return
+        with self.transaction():
+            yield self._live
+
+    # --- staged writes ---------------------------------------------------------------------
+
+    def staging_path(self) -> str:
+        """The SQLite staging file: given to the constructor, or in a temporary directory
+        removed on ``close``."""
+        if self._staging_given is not None:
+            return self._staging_given
+        if self._staging is None:
+            self._staging = tempfile.TemporaryDirectory(prefix="siyu-stage-")
+        return str(Path(self._staging.name) / "stage.db")
+
+    def stage(self, name: str, query: str) -> None:
+        """Keep the rows of a DuckDB query as staged table ``name`` for ``publish``. Call it
+        with no live transaction open."""
+        self._writable()
+        if not self.sqlite:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{name} AS {query}")
+        else:
+            if not self._staging_attached:
+                path = self.staging_path().replace("'", "''")
+                self.con.execute(f"ATTACH '{path}' AS stage (TYPE sqlite)")
+                self._staging_attached = True
+            relation = self.con.sql(f"SELECT * FROM ({query}) AS r_")
+            spelled = ", ".join(
+                _sqlite_value(c, str(t))
+                for c, t in zip(relation.columns, relation.types, strict=True)
+            )
+            self.con.execute(f"DROP TABLE IF EXISTS stage.{name}")
+            self.con.execute(f"CREATE TABLE stage.{name} AS SELECT {spelled} FROM ({query}) AS r_")
+
+    @contextmanager
+    def publish(self) -> Iterator[Publisher]:
+        """One live transaction over the staged results: committed when the block ends,
+        rolled back (nothing published) if it raises."""
+        self._writable()
+        if not self.sqlite:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield Publisher(duck=self.con)
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+            return
+        self.release_staging()
+        with publish_staged(self.db, self.staging_path()) as publisher:
+            yield publisher
+
+    def release_staging(self) -> None:
+        """DuckDB's SQLite lets go of the staging file (before the application opens it)."""
+        if self._staging_attached:
+            self.con.execute("DETACH stage")
+            self._staging_attached = False
+
     def close(self) -> None:
         self.con.close()
+        if self._staging is not None:
+            self._staging.cleanup()
 
 
 @contextmanager
-def analytics(db: Database, *, read_only: bool = True) -> Iterator[Analytics]:
-    engine = Analytics(db, read_only=read_only)
+def analytics(
+    db: Database, *, read_only: bool = True, threads: int | None = None
+) -> Iterator[Analytics]:
+    engine = Analytics(db, read_only=read_only, threads=threads)
     try:
         yield engine
     finally:
         engine.close()
+
+
+def instant(at: datetime) -> ibis.Scalar:
+    """An instant as a literal that compares with live timestamps (naive UTC)."""
+    return ibis.literal(as_utc(at).replace(tzinfo=None), type=dt.Timestamp(scale=6))
+
+
+def epoch(at: datetime) -> int:
+    """Whole seconds since 1970 of an instant, for day arithmetic that every engine shares."""
+    return int(as_utc(at).timestamp())

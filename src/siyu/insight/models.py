@@ -43,7 +43,8 @@ class MemberInsight(Base):
 
     __table_args__ = (
         Index("ix_member_insight_stage", "stage"),
-        Index("ix_member_insight_rfm_group", "rfm_group"),
+        # the members of one RFM group, paged by member id
+        Index("ix_member_insight_rfm_group_member", "rfm_group", "member_id"),
         {"info": {"merge": "derived"}},
     )
 
@@ -60,9 +61,83 @@ class InsightRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     detail: Mapped[str] = mapped_column(String(2000), default="")
+    # running | done | failed: a failed run is finished too, so it never blocks the next
+    status: Mapped[str] = mapped_column(String(10), default="done", server_default="done")
 
 
 # --- lifecycle, RFM, super users (the refresh) -----------------------------------------
+
+
+class LifecycleTransition(Base):
+    """A member's lifecycle stage changed (or was first placed: ``from_stage`` is null).
+
+    The record of stages over time: a member's stage at any instant is the ``to_stage`` of
+    their last transition before it, which is how the month-over-month matrix is built.
+    Derived like ``member_insight``: a merge leaves the absorbed member's history with it.
+    """
+
+    __tablename__ = "lifecycle_transitions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    from_stage: Mapped[str | None] = mapped_column(String(10))
+    to_stage: Mapped[str] = mapped_column(String(10))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    run_id: Mapped[int] = mapped_column(ForeignKey("insight_runs.id"))
+
+    __table_args__ = (
+        Index("ix_lifecycle_transitions_member_at", "member_id", "at"),
+        Index("ix_lifecycle_transitions_at", "at"),
+        Index("ix_lifecycle_transitions_run", "run_id"),
+        {"info": {"merge": "derived"}},
+    )
+
+
+class LifecycleMatrix(Base):
+    """Members by (stage at the end of the previous month, stage at the end of ``month``);
+    the current month is counted up to the refresh (month to date)."""
+
+    __tablename__ = "lifecycle_matrix"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM, brand-local
+    from_stage: Mapped[str] = mapped_column(String(10), primary_key=True)  # "none": not placed
+    to_stage: Mapped[str] = mapped_column(String(10), primary_key=True)
+    members: Mapped[int] = mapped_column(BigInteger)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InsightGroup(Base):
+    """One group of one refresh: members and value per lifecycle stage, RFM group, or
+    super/ordinary members. Small, so the API answers without scanning members."""
+
+    __tablename__ = "insight_groups"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("insight_runs.id"), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(20), primary_key=True)  # stage | rfm | super
+    key: Mapped[str] = mapped_column(String(20), primary_key=True)
+    members: Mapped[int] = mapped_column(BigInteger)
+    # net spend and orders over the last 12 months (RFM: over the RFM window)
+    spend_fen: Mapped[int] = mapped_column(BigInteger)
+    orders: Mapped[int] = mapped_column(BigInteger)
+
+
+class EarlySignal(Base):
+    """Per join cohort (brand-local month): how many bought within 7 days, bought again
+    within 30 days, and how often those early buyers are super users now against the rest."""
+
+    __tablename__ = "insight_early_signals"
+
+    cohort: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM
+    members: Mapped[int] = mapped_column(BigInteger)
+    first_within_7d: Mapped[int] = mapped_column(BigInteger)
+    second_within_30d: Mapped[int] = mapped_column(BigInteger)
+    early: Mapped[int] = mapped_column(BigInteger)  # both of the above
+    early_super: Mapped[int] = mapped_column(BigInteger)
+    other_super: Mapped[int] = mapped_column(BigInteger)
+    # a year has passed since the cohort's last day: its super-user rates are comparable
+    mature: Mapped[bool] = mapped_column(Boolean)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
 
 # --- CLV ---------------------------------------------------------------------------------
 

@@ -1,0 +1,284 @@
+"""Insight refresh benchmark: the full nightly refresh next to a bare DuckDB group-by over
+the same orders, and next to the pandas RFM summary as lifetimes computes it.
+
+    python bench/insight.py --members 20000 --orders 200000      # a quick look
+    python bench/insight.py                                       # 1M members, 10M orders
+
+One run:
+
+1. builds (once; cached under ``--data-dir``, by default ``bench/out/insight/``) a live
+   SQLite database of ``--members`` members and about ``--orders`` orders, migrated like
+   any siyu database and with the example programme in force. The rows are generated in
+   DuckDB and written by bulk ``INSERT … SELECT`` into the SQLite file, **not** through the
+   services: enrolling a million members and ingesting ten million orders one business
+   fact at a time would take hours and measure the loyalty engine, not insight (that is
+   ``bench/ingest.py``). Orders skew towards a few heavy buyers (member ids drawn from a
+   squared uniform), fall between the member's joining and now, 2% are refunded in full;
+   5% of members hold a paid membership, 3% were referred by another member;
+2. (a) times a bare DuckDB group-by over the same orders read from the same SQLite file:
+   orders, spend and last purchase per member, materialized (the floor: one scan and one
+   aggregation, nothing written back);
+3. (b) times the full refresh (``siyu.insight.refresh``) twice: the first places every
+   member (a transition each), the second, a day later, is the steady nightly run;
+4. (c) loads the orders into pandas (timed apart) and times
+   ``lifetimes.utils.summary_data_from_transaction_data``, the pandas RFM summary;
+5. prints the times and the ratios to the bare group-by. Goal: refresh within 2x.
+
+Nothing is asserted: this is a benchmark, not a test. ``--threads`` caps DuckDB's threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+from siyu.core import clock
+from siyu.core.db import Database
+from siyu.core.migrate import upgrade
+from siyu.insight.engine import LIVE, _extension
+from siyu.insight.refresh import refresh
+
+console = Console()
+NOW = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+YEARS = 3  # members joined over the last three years
+
+
+def _naive(at: datetime) -> str:
+    return at.replace(tzinfo=None).isoformat(sep=" ")
+
+
+def build(path: Path, *, members: int, orders: int) -> None:
+    """The bench brand, bulk-inserted (see the module's docstring). The SQLAlchemy engine is
+    gone before DuckDB writes, and DuckDB is closed before it comes back: two SQLite
+    libraries in one process must never have the file open together."""
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    from siyu.demo.generator import apply_example_programme
+
+    with db.unit_of_work() as session:
+        apply_example_programme(session, effective_from=NOW - timedelta(days=365 * YEARS + 30))
+    # Indexes are dropped for the bulk load and built once after it: maintaining them row
+    # by row through ten million random keys is most of the load time.
+    with db.engine.begin() as conn:
+        indexes = [
+            (name, ddl)
+            for name, ddl in conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                "AND tbl_name IN ('orders', 'members')"
+            )
+        ]
+        for name, _ in indexes:
+            conn.exec_driver_sql(f"DROP INDEX {name}")
+    db.dispose()
+
+    con = duckdb.connect()
+    con.execute(f"LOAD '{_extension('sqlite_scanner')}'")
+    con.execute(f"ATTACH '{path}' AS {LIVE} (TYPE sqlite)")
+    start = f"TIMESTAMP '{_naive(NOW - timedelta(days=365 * YEARS))}'"
+    now = f"TIMESTAMP '{_naive(NOW)}'"
+    span = 365 * YEARS * 86400
+    con.execute(
+        f"""
+        CREATE TEMP TABLE m AS
+        SELECT i AS id,
+               {start} + to_seconds(CAST(floor(random() * {span}) AS BIGINT)) AS joined_at,
+               CASE WHEN random() < 0.03 AND i > 100
+                    THEN CAST(floor(random() * (i - 1)) + 1 AS BIGINT) END AS referrer_id,
+               ['V1', 'V1', 'V1', 'V2', 'V2', 'V3', 'V4', 'V5', 'V6']
+                 [CAST(floor(random() * 9) AS INT) + 1] AS tier_code
+        FROM range(1, {members} + 1) t(i)
+        """
+    )
+    steps = [
+        (
+            "members",
+            f"""
+            INSERT INTO {LIVE}.members (id, joined_at, join_channel, referrer_id, status,
+                consent_sms, consent_wechat, consent_email, tier_code, points_balance,
+                points_frozen, points_debt, growth_balance, created_at, updated_at)
+            SELECT id, strftime(joined_at, '%Y-%m-%d %H:%M:%S.%f'), 'store', referrer_id,
+                'active', false, false, false, tier_code, 0, 0, 0, 0,
+                strftime(joined_at, '%Y-%m-%d %H:%M:%S.%f'),
+                strftime(joined_at, '%Y-%m-%d %H:%M:%S.%f')
+            FROM m ORDER BY id
+            """,
+        ),
+        (
+            "orders",
+            f"""
+            INSERT INTO {LIVE}.orders (id, channel, external_id, member_id, paid_at,
+                amount_fen, freight_fen, discount_fen, refunded_fen, status, content_hash,
+                created_at)
+            WITH o AS (
+                SELECT i AS id, CAST(floor(pow(random(), 2) * {members}) AS BIGINT) + 1
+                         AS member_id,
+                       random() AS r, CAST(5000 + floor(random() * 60000) AS BIGINT) AS amount
+                FROM range(1, {orders} + 1) t(i)
+            )
+            SELECT o.id, 'store', 'B' || o.id, o.member_id,
+                   strftime(m.joined_at + to_seconds(
+                                CAST(floor(o.r * epoch({now} - m.joined_at)) AS BIGINT)),
+                            '%Y-%m-%d %H:%M:%S.%f'),
+                   o.amount, 0, 0, CASE WHEN o.id % 50 = 0 THEN o.amount ELSE 0 END,
+                   CASE WHEN o.id % 50 = 0 THEN 'refunded' ELSE 'paid' END, 'bench',
+                   strftime({now}, '%Y-%m-%d %H:%M:%S.%f')
+            FROM o JOIN m ON m.id = o.member_id ORDER BY o.id
+            """,
+        ),
+        (
+            "paid members",
+            f"""
+            INSERT INTO {LIVE}.paid_subscriptions (member_id, plan_code, terms, state,
+                auto_renew, periods_paid, current_period_start, current_period_end,
+                grace_days, created_at, updated_at)
+            SELECT id, 'super', '{{}}', 'active', true, 1,
+                   strftime({now} - INTERVAL 100 DAY, '%Y-%m-%d %H:%M:%S.%f'),
+                   strftime({now} + INTERVAL 265 DAY, '%Y-%m-%d %H:%M:%S.%f'), 7,
+                   strftime({now} - INTERVAL 100 DAY, '%Y-%m-%d %H:%M:%S.%f'),
+                   strftime({now} - INTERVAL 100 DAY, '%Y-%m-%d %H:%M:%S.%f')
+            FROM m WHERE id % 20 = 0
+            """,
+        ),
+    ]
+    for name, statement in steps:
+        began = time.perf_counter()
+        with console.status(f"building the bench brand: {name}"):
+            con.execute(statement)
+        console.print(f"built {name} in {time.perf_counter() - began:.1f} s")
+    con.close()
+    db = Database(f"sqlite:///{path}")
+    began = time.perf_counter()
+    with db.engine.begin() as conn, console.status("building the indexes"):
+        for _, ddl in indexes:
+            conn.exec_driver_sql(ddl)
+        conn.exec_driver_sql("ANALYZE")
+    console.print(f"built the indexes in {time.perf_counter() - began:.1f} s")
+    db.dispose()
+
+
+def bare_group_by(path: Path, threads: int | None) -> tuple[float, int]:
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {threads}")
+    con.execute(f"LOAD '{_extension('sqlite_scanner')}'")
+    con.execute(f"ATTACH '{path}' AS {LIVE} (TYPE sqlite, READ_ONLY)")
+    began = time.perf_counter()
+    con.execute(
+        f"CREATE TEMP TABLE per_member AS SELECT member_id, count(*) AS orders, "
+        f"sum(amount_fen) AS spend, max(paid_at) AS last_at FROM {LIVE}.orders "
+        "WHERE member_id IS NOT NULL GROUP BY member_id"
+    )
+    took = time.perf_counter() - began
+    row = con.execute("SELECT count(*) FROM per_member").fetchone()
+    con.close()
+    return took, int(row[0]) if row else 0
+
+
+def lifetimes_summary(path: Path) -> tuple[float, float, int]:
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    con = duckdb.connect()
+    con.execute(f"LOAD '{_extension('sqlite_scanner')}'")
+    con.execute(f"ATTACH '{path}' AS {LIVE} (TYPE sqlite, READ_ONLY)")
+    began = time.perf_counter()
+    frame = con.execute(
+        f"SELECT member_id, paid_at, amount_fen / 100.0 AS amount FROM {LIVE}.orders "
+        "WHERE member_id IS NOT NULL AND status <> 'refunded'"
+    ).df()
+    loaded = time.perf_counter() - began
+    con.close()
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = summary_data_from_transaction_data(
+            frame,
+            "member_id",
+            "paid_at",
+            monetary_value_col="amount",
+            observation_period_end=NOW.replace(tzinfo=None),
+        )
+    return loaded, time.perf_counter() - began, len(summary)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--orders", type=int, default=10_000_000)
+    parser.add_argument("--data-dir", type=Path, default=Path("bench/out/insight"))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-lifetimes", action="store_true", help="skip the pandas summary")
+    args = parser.parse_args(argv)
+
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    path = (args.data_dir / f"live-{args.members}-{args.orders}.db").resolve()
+    done = path.with_suffix(".built")
+    if not done.exists():
+        path.unlink(missing_ok=True)
+        build(path, members=args.members, orders=args.orders)
+        done.touch()
+    else:
+        console.print(f"using the bench brand built before: {path}")
+
+    import ibis.backends.duckdb  # noqa: F401  (imports are not the refresh's cost)
+    import pandas  # noqa: F401
+
+    bare, buyers = bare_group_by(path, args.threads)
+    console.print(f"bare group-by: {bare:.2f} s ({buyers:,} buyers)")
+
+    db = Database(f"sqlite:///{path}")
+    with db.engine.begin() as conn:  # a rerun starts from an empty refresh again
+        for table in (
+            "lifecycle_transitions",
+            "insight_groups",
+            "lifecycle_matrix",
+            "insight_early_signals",
+            "member_insight",
+            "insight_runs",
+        ):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+        conn.exec_driver_sql("DELETE FROM outbox WHERE topic = 'insight.stage_changed'")
+    runs: list[tuple[str, float, Any]] = []
+    for label, at in (("first refresh", NOW), ("next day", NOW + timedelta(days=1))):
+        previous = clock.set_clock(clock.FixedClock(at))
+        try:
+            began = time.perf_counter()
+            result = refresh(db, threads=args.threads)
+            runs.append((label, time.perf_counter() - began, result))
+        finally:
+            clock.set_clock(previous)
+        console.print(f"{label}: {runs[-1][1]:.2f} s {result.seconds}")
+    db.dispose()
+
+    table = Table(title=f"insight refresh, {args.members:,} members / {args.orders:,} orders")
+    for column in ("run", "seconds", "x bare group-by", "what it did"):
+        table.add_column(column)
+    table.add_row("bare DuckDB group-by", f"{bare:.2f}", "1.00", f"{buyers:,} buyers")
+    for label, took, result in runs:
+        table.add_row(
+            f"refresh ({label})",
+            f"{took:.2f}",
+            f"{took / bare:.2f}",
+            f"{result.members:,} members, {result.transitions:,} transitions, "
+            f"{result.super_users:,} super users",
+        )
+    if not args.no_lifetimes:
+        loaded, took, rows = lifetimes_summary(path)
+        table.add_row(
+            "pandas RFM summary (lifetimes)",
+            f"{took:.2f}",
+            f"{took / bare:.2f}",
+            f"{rows:,} customers; loading the orders into pandas took {loaded:.2f} s more",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Per-member purchase facts: the one pass over orders every part of the refresh reads.
+
+Each function takes Ibis tables and parameters and returns an Ibis table, so the same
+expression runs on DuckDB (here), PostgreSQL, Spark or ClickHouse. Instants are naive
+UTC timestamps (see ``engine.Analytics.table``); day arithmetic is on epoch seconds,
+which every engine agrees on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import ibis
+
+from siyu.insight.engine import epoch, instant
+from siyu.insight.rules import DAY_SECONDS
+
+YEAR_DAYS = 365
+# Members the refresh leaves out: merged into another (their orders moved with them) and
+# closed accounts.
+EXCLUDED_STATUSES = ("merged", "closed")
+
+
+def purchases(orders: ibis.Table, members: ibis.Table, *, as_of: datetime) -> ibis.Table:
+    """Members' orders up to ``as_of`` that still count: fully refunded orders are not
+    purchases; a partial refund lowers the order's net amount. Each row carries the
+    buyer's join time, for the early signals."""
+    counted = orders.filter(
+        orders.member_id.notnull(),
+        orders.paid_at <= instant(as_of),
+        orders.status != "refunded",
+    )
+    joined = counted.join(members.select("id", "joined_at"), counted.member_id == members.id)
+    return joined.select(
+        member_id=joined.member_id,
+        paid_s=joined.paid_at.epoch_seconds(),
+        net_fen=(joined.amount_fen - joined.refunded_fen).cast("int64"),
+        joined_s=joined.joined_at.epoch_seconds(),
+    )
+
+
+def buyer_stats(purchases: ibis.Table, *, as_of: datetime, window_days: int) -> ibis.Table:
+    """One row per member who bought: first and last purchase, orders and net spend over
+    the RFM window and over 12 months, and the early-signal counts since joining."""
+    now_s = epoch(as_of)
+    window_from = now_s - window_days * DAY_SECONDS
+    year_from = now_s - YEAR_DAYS * DAY_SECONDS
+    p = purchases
+    in_window = p.paid_s > window_from
+    in_year = p.paid_s > year_from
+    return p.group_by("member_id").aggregate(
+        first_s=p.paid_s.min(),
+        last_s=p.paid_s.max(),
+        orders_all=p.count(),
+        orders_window=in_window.ifelse(1, 0).sum(),
+        spend_window_fen=in_window.ifelse(p.net_fen, 0).sum(),
+        orders_12m=in_year.ifelse(1, 0).sum(),
+        spend_12m_fen=in_year.ifelse(p.net_fen, 0).sum(),
+        orders_by_join_7d=(p.paid_s <= p.joined_s + 7 * DAY_SECONDS).ifelse(1, 0).sum(),
+        orders_by_join_30d=(p.paid_s <= p.joined_s + 30 * DAY_SECONDS).ifelse(1, 0).sum(),
+    )
+
+
+def member_facts(members: ibis.Table, stats: ibis.Table, *, as_of: datetime) -> ibis.Table:
+    """Every member the refresh scores (joined by ``as_of``, not merged or closed), with
+    their buyer stats (nulls and zeros for members who never bought) and whole days since
+    their first and last purchase."""
+    now_s = epoch(as_of)
+    m = members.filter(
+        ~members.status.isin(EXCLUDED_STATUSES), members.joined_at <= instant(as_of)
+    ).select(
+        member_id=members.id,
+        tier_code=members.tier_code,
+        joined_s=members.joined_at.epoch_seconds(),
+    )
+    joined = m.left_join(stats, m.member_id == stats.member_id)
+    zero = ibis.literal(0, type="int64")
+    return joined.select(
+        member_id=joined.member_id,
+        tier_code=joined.tier_code,
+        joined_s=joined.joined_s,
+        first_s=joined.first_s,
+        last_s=joined.last_s,
+        days_since_first=((now_s - joined.first_s) // DAY_SECONDS).cast("int64"),
+        days_since_last=((now_s - joined.last_s) // DAY_SECONDS).cast("int64"),
+        orders_all=joined.orders_all.cast("int64").fill_null(zero),
+        orders_window=joined.orders_window.cast("int64").fill_null(zero),
+        spend_window_fen=joined.spend_window_fen.cast("int64").fill_null(zero),
+        orders_12m=joined.orders_12m.cast("int64").fill_null(zero),
+        spend_12m_fen=joined.spend_12m_fen.cast("int64").fill_null(zero),
+        orders_by_join_7d=joined.orders_by_join_7d.cast("int64").fill_null(zero),
+        orders_by_join_30d=joined.orders_by_join_30d.cast("int64").fill_null(zero),
+    )
+
+
+def average_gap_days(facts: ibis.Table) -> ibis.Table:
+    """Each repeat buyer's average days between orders. One value per buyer, so the
+    brand's rhythm is not set by its few heaviest buyers."""
+    repeat = facts.filter(facts.orders_all >= 2)
+    gap = (repeat.last_s - repeat.first_s) / (repeat.orders_all - 1) / DAY_SECONDS
+    return repeat.select(member_id=repeat.member_id, gap_days=gap)
+
+
+def window_start(as_of: datetime, days: int) -> datetime:
+    return as_of - timedelta(days=days)

@@ -1,0 +1,112 @@
+"""The analytics engine on the live database (SQLite file or PostgreSQL): instants come
+back as UTC, writes are set-based and all-or-nothing, and the SQLite WAL is left alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from insight_brand import SmallBrand
+from sqlalchemy import func, select
+
+from siyu.core.db import Database
+from siyu.core.errors import SiyuError
+from siyu.insight.engine import Analytics, analytics, instant
+from siyu.insight.models import LifecycleMatrix
+from siyu.members.models import Member
+from siyu.orders.models import Order
+
+
+def test_instants_come_back_as_utc(small_brand: SmallBrand) -> None:
+    with small_brand.db.unit_of_work() as s:
+        paid_at = s.scalar(select(func.max(Order.paid_at)))
+    assert paid_at is not None
+    with analytics(small_brand.db) as engine:
+        orders = engine.table("orders")
+        assert orders.schema()["paid_at"].timezone is None  # naive UTC on both databases
+        latest = engine.backend.execute(orders.paid_at.max())
+        recent = engine.backend.execute(
+            orders.filter(orders.paid_at >= instant(paid_at - timedelta(seconds=1))).count()
+        )
+    assert latest.to_pydatetime().replace(tzinfo=UTC) == paid_at
+    assert recent >= 1
+
+
+def test_writes_are_set_based_and_roll_back_together(small_brand: SmallBrand) -> None:
+    db = small_brand.db
+    now = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+    columns = ["month", "from_stage", "to_stage", "members", "computed_at"]
+    with analytics(db, read_only=False) as engine:
+        with engine.transaction():
+            written = engine.write(
+                "lifecycle_matrix",
+                columns,
+                "SELECT '2026-11' AS month, 'none' AS from_stage, stage AS to_stage, "
+                "CAST(n AS HUGEINT) AS members, TIMESTAMP '2026-11-23 04:00:00' AS computed_at "
+                "FROM (VALUES ('new', 3), ('active', 5)) AS v(stage, n)",
+            )
+        assert written == 2
+        with pytest.raises(RuntimeError), engine.transaction():
+            engine.delete("lifecycle_matrix", "1 = 1")
+            raise RuntimeError("half-way")
+    with db.unit_of_work() as s:
+        rows = list(s.scalars(select(LifecycleMatrix).order_by(LifecycleMatrix.to_stage)))
+        assert [(r.to_stage, r.members, r.computed_at) for r in rows] == [
+            ("active", 5, now),
+            ("new", 3, now),
+        ]
+        # what the analytics wrote compares like what the application writes
+        assert s.scalar(select(func.count()).where(LifecycleMatrix.computed_at == now)) == 2
+
+
+def test_a_read_only_connection_refuses_to_write(small_brand: SmallBrand) -> None:
+    with analytics(small_brand.db) as engine, pytest.raises(SiyuError, match="read-only"):
+        engine.delete("lifecycle_matrix", "1 = 1")
+
+
+def test_the_application_keeps_writing_after_analytics_close(small_brand: SmallBrand) -> None:
+    """DuckDB bundles its own SQLite: a read-write attachment in this process would delete
+    the WAL on close and lose the application's next commits. It stays read-only."""
+    db: Database = small_brand.db
+    for _ in range(2):
+        engine = Analytics(db, read_only=False)
+        engine.backend.execute(engine.table("members").count())
+        engine.close()
+        with db.unit_of_work() as s:
+            s.add(
+                Member(
+                    joined_at=small_brand.now,
+                    join_channel="store",
+                    created_at=small_brand.now,
+                    updated_at=small_brand.now,
+                )
+            )
+    with analytics(db) as engine:
+        seen = engine.backend.execute(engine.table("members").count())
+    with db.unit_of_work() as s:
+        assert seen == s.scalar(select(func.count()).select_from(Member)) == 13
+
+
+def test_staged_results_publish_all_or_nothing(small_brand: SmallBrand) -> None:
+    db = small_brand.db
+    columns = ["month", "from_stage", "to_stage", "members", "computed_at"]
+    with analytics(db, read_only=False) as engine:
+        engine.stage(
+            "cells",
+            "SELECT '2026-10' AS month, 'new' AS from_stage, 'active' AS to_stage, "
+            "CAST(7 AS HUGEINT) AS members, TIMESTAMP '2026-11-23 04:00:00' AS computed_at",
+        )
+        with pytest.raises(RuntimeError), engine.publish() as live:
+            live.insert("lifecycle_matrix", columns, "cells")
+            raise RuntimeError("half-way")
+        with db.unit_of_work() as s:
+            assert s.scalar(select(func.count()).select_from(LifecycleMatrix)) == 0
+        with engine.publish() as live:
+            assert live.insert("lifecycle_matrix", columns, "cells") == 1
+    with db.unit_of_work() as s:
+        cell = s.scalars(select(LifecycleMatrix)).one()
+    assert (cell.month, cell.members, cell.computed_at) == (
+        "2026-10",
+        7,
+        datetime(2026, 11, 23, 4, 0, tzinfo=UTC),
+    )
