@@ -19,7 +19,7 @@ from siyu.core import clock
 from siyu.core.auth import Role, create_key
 from siyu.core.db import Database
 from siyu.core.migrate import upgrade
-from siyu.core.settings import Settings
+from siyu.core.settings import Settings, get_settings
 from siyu.schema import metadata
 
 load_handlers()
@@ -32,6 +32,21 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     if url:
         return url
     return f"sqlite:///{tmp_path_factory.mktemp('db') / 'siyu-test.db'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def analytics_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Analytics files that jobs write (the segments profile snapshot) go to a temporary
+    directory, not the working directory."""
+    previous = os.environ.get("SIYU_ANALYTICS_DIR")
+    os.environ["SIYU_ANALYTICS_DIR"] = str(tmp_path_factory.mktemp("analytics"))
+    get_settings.cache_clear()
+    yield
+    if previous is None:
+        os.environ.pop("SIYU_ANALYTICS_DIR", None)
+    else:
+        os.environ["SIYU_ANALYTICS_DIR"] = previous
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
