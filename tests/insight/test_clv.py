@@ -129,6 +129,27 @@ def _tx(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
     )
 
 
+def test_closed_form_scores_equal_pymc_marketings_predictions(
+    bgnbd: clv.ClvFit, cdnow: pd.DataFrame
+) -> None:
+    # Scoring evaluates the BG/NBD and Gamma-Gamma closed forms with NumPy for speed;
+    # pymc-marketing's own predictions are the reference they must match.
+    predictor = bgnbd.predictor()
+    data = cdnow[["customer_id", "frequency", "recency", "T", "monetary_value"]]
+    np.testing.assert_allclose(
+        predictor.p_alive(data), predictor.reference_p_alive(data), rtol=1e-9
+    )
+    for weeks in (90 / 7, 52.0):
+        np.testing.assert_allclose(
+            predictor.expected_purchases(data, weeks),
+            predictor.reference_expected_purchases(data, weeks),
+            rtol=1e-7,
+        )
+    np.testing.assert_allclose(
+        predictor.expected_spend(data), predictor.reference_expected_spend(data), rtol=1e-9
+    )
+
+
 def test_same_day_purchases_count_once_and_the_first_day_is_not_a_repeat() -> None:
     tx = _tx(
         [

@@ -245,9 +245,14 @@ class ClvFit:
         purchase and expected value of the next 365 days, per customer of ``summary``."""
         days_per_unit = UNITS[self.unit]
         predictor = self.predictor()
-        # Purchase predictions depend on (frequency, recency, T) only: compute them once per
-        # distinct summary (on day-level data many customers share theirs).
-        codes, distinct = _distinct(summary)
+        # Purchase predictions depend on (frequency, recency, T) only. BG/NBD's closed forms
+        # cost less than finding the distinct rows; Pareto/NBD's predictions (through
+        # pymc-marketing) run once per distinct summary, spread back by ``codes``.
+        if self.model == "bgnbd":
+            codes = np.arange(len(summary))
+            distinct = summary[["customer_id", "frequency", "recency", "T"]]
+        else:
+            codes, distinct = _distinct(summary)
         out = pd.DataFrame({"customer_id": summary["customer_id"].to_numpy()})
         out["p_alive"] = predictor.p_alive(distinct)[codes]
         for days in HORIZONS:
@@ -291,24 +296,26 @@ class ClvFit:
 
 def _distinct(summary: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """The distinct (frequency, recency, T) of a summary, numbered, and each customer's
-    number: predictions per distinct row, spread back with ``values[codes]``."""
-    keys = pd.MultiIndex.from_arrays(
-        [
+    number: predictions per distinct row, spread back with ``values[codes]``. (NumPy's
+    row-wise unique: a pandas MultiIndex factorize cost more than the predictions.)"""
+    keys = np.stack(
+        (
             summary["frequency"].to_numpy(float),
             summary["recency"].to_numpy(float),
             summary["T"].to_numpy(float),
-        ]
+        ),
+        axis=1,
     )
-    codes, uniques = pd.factorize(keys)
+    uniques, codes = np.unique(keys, axis=0, return_inverse=True)
     distinct = pd.DataFrame(
         {
             "customer_id": np.arange(len(uniques)),
-            "frequency": uniques.get_level_values(0).to_numpy(float),
-            "recency": uniques.get_level_values(1).to_numpy(float),
-            "T": uniques.get_level_values(2).to_numpy(float),
+            "frequency": uniques[:, 0],
+            "recency": uniques[:, 1],
+            "T": uniques[:, 2],
         }
     )
-    return np.asarray(codes), distinct
+    return np.asarray(codes).reshape(-1), distinct
 
 
 def fit(

@@ -249,21 +249,69 @@ class Predictor:
                 self.spend.idata = az.from_dict(
                     posterior={k: np.array([[v]]) for k, v in spend.items()}
                 )
+        self.purchase_params = dict(purchase)
+        self.spend_params = dict(spend) if spend is not None else None
 
     @staticmethod
     def _values(result: Any) -> np.ndarray:
         return np.asarray(result.values).reshape(-1)
 
+    # BG/NBD and Gamma-Gamma predictions are closed forms (Fader, Hardie & Lee 2005,
+    # equations 10 and 11; Fader, Hardie & Lee 2005b for the spend): evaluated with NumPy
+    # they score 100k customers several times faster than pymc-marketing's xarray path,
+    # which stays the reference (``reference_*``; a test holds the two equal). Pareto/NBD
+    # keeps pymc-marketing's own predictions.
+
     def p_alive(self, data: pd.DataFrame) -> np.ndarray:
-        return self._values(self.purchase.expected_probability_alive(data))
+        if self.kind != "bgnbd":
+            return self.reference_p_alive(data)
+        r, alpha, a, b = (self.purchase_params[k] for k in ("r", "alpha", "a", "b"))
+        x, t_x, t = _purchase_arrays(data)
+        log_ratio = (r + x) * np.log((alpha + t) / (alpha + t_x))
+        odds = a / (b + np.maximum(x, 1) - 1) * np.exp(log_ratio)
+        return np.where(x == 0, 1.0, 1.0 / (1.0 + odds))
 
     def expected_purchases(self, data: pd.DataFrame, units: float) -> np.ndarray:
-        return self._values(self.purchase.expected_purchases(data, future_t=units))
+        if self.kind != "bgnbd":
+            return self.reference_expected_purchases(data, units)
+        from scipy.special import hyp2f1
+
+        r, alpha, a, b = (self.purchase_params[k] for k in ("r", "alpha", "a", "b"))
+        x, t_x, t = _purchase_arrays(data)
+        horizon = float(units)
+        ahead = (alpha + t) / (alpha + t + horizon)
+        hyp = hyp2f1(r + x, b + x, a + b + x - 1, horizon / (alpha + t + horizon))
+        numerator = (a + b + x - 1) / (a - 1) * (1 - ahead ** (r + x) * hyp)
+        odds = (x > 0) * a / (b + np.maximum(x, 1) - 1) * ((alpha + t) / (alpha + t_x)) ** (r + x)
+        return numerator / (1 + odds)
 
     def expected_spend(self, data: pd.DataFrame) -> np.ndarray:
+        if self.spend_params is None:
+            return np.full(len(data), np.nan)
+        p, q, v = (self.spend_params[k] for k in ("p", "q", "v"))
+        x = data["frequency"].to_numpy(float)
+        m = data["monetary_value"].to_numpy(float)
+        weight = p * x / (p * x + q - 1)
+        return (1 - weight) * (v * p / (q - 1)) + weight * m
+
+    def reference_p_alive(self, data: pd.DataFrame) -> np.ndarray:
+        return self._values(self.purchase.expected_probability_alive(data))
+
+    def reference_expected_purchases(self, data: pd.DataFrame, units: float) -> np.ndarray:
+        return self._values(self.purchase.expected_purchases(data, future_t=units))
+
+    def reference_expected_spend(self, data: pd.DataFrame) -> np.ndarray:
         if self.spend is None:
             return np.full(len(data), np.nan)
         return self._values(self.spend.expected_customer_spend(data))
+
+
+def _purchase_arrays(data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        data["frequency"].to_numpy(float),
+        data["recency"].to_numpy(float),
+        data["T"].to_numpy(float),
+    )
 
 
 def frame(
