@@ -1,14 +1,20 @@
-"""``siyu paid plans | show MEMBER``: the plans in force and a member's subscription."""
+"""``siyu paid …``: the plans in force, a member's card and savings, the desk's actions
+(trial, cancel, auto-renew) and payments recorded by hand."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from siyu.core.db import Database
+
+if TYPE_CHECKING:
+    from siyu.core.auth import Principal
+    from siyu.paid.models import Subscription
 
 paid_app = typer.Typer(help="Paid membership.", no_args_is_help=True)
 console = Console()
@@ -124,3 +130,188 @@ def kpis(
     ):
         table.add_row(label, str(value))
     console.print(table)
+
+
+# --- the desk and the payment provider from the terminal ---------------------------------------
+#
+# The same services the API calls: a desk operator starts trials, cancels and switches
+# auto-renew; payments and refunds are normally the provider's callbacks, and these commands
+# record one by hand (a provider outage, a reconciliation), idempotent on the transaction id.
+
+
+def _operator() -> Principal:
+    import getpass
+
+    from siyu.core.auth import Principal, Role
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no user name in a container
+        user = "unknown"
+    return Principal(key_id=0, name=f"cli:{user}", role=Role.admin)
+
+
+def _when(text: str | None) -> datetime:
+    from siyu.core import clock
+
+    if not text:
+        return clock.now()
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not a time; write 2026-11-23T10:00+08:00") from None
+    if at.tzinfo is None:
+        raise typer.BadParameter(f"'{text}' has no UTC offset; add one, e.g. +08:00")
+    return clock.as_utc(at)
+
+
+def _print_subscription(sub: Subscription, note: str = "") -> None:
+    console.print(
+        f"member {sub.member_id}: {sub.plan_code} [bold]{sub.state}[/], "
+        f"{sub.current_period_start:%Y-%m-%d} → {sub.current_period_end:%Y-%m-%d} UTC, "
+        f"auto-renew {'on' if sub.auto_renew else 'off'}{note}"
+    )
+
+
+def _print_callback(result: Any) -> None:
+    note = "" if result.created else " (already recorded: nothing changed)"
+    console.print(
+        f"payment {result.payment.txn_id}: {result.payment.kind} {result.payment.amount_fen} fen"
+    )
+    _print_subscription(result.subscription, note)
+
+
+Member = Annotated[str, typer.Argument(help="member id, member no. or phone")]
+
+
+@paid_app.command("trial")
+def trial(
+    member: Member,
+    plan: Annotated[str, typer.Option(help="plan code")] = "super",
+) -> None:
+    """Start a plan's free trial (once per person, ever)."""
+    from siyu.members import service as members
+    from siyu.paid import service
+
+    with _database().unit_of_work() as session:
+        found = members.find(session, member)
+        sub = service.start_trial(session, found.id, plan, principal=_operator())
+        _print_subscription(sub)
+
+
+@paid_app.command("purchase")
+def purchase(
+    member: Member,
+    txn: Annotated[str, typer.Option("--txn", help="the provider's transaction id")],
+    amount_fen: Annotated[int, typer.Option(help="amount paid, in fen (19900 = ¥199)")],
+    plan: Annotated[str, typer.Option(help="plan code")] = "super",
+    paid_at: Annotated[str | None, typer.Option(help="ISO time with offset; default now")] = None,
+) -> None:
+    """Record a purchase paid at the provider (a trial turns paid)."""
+    from siyu.core.settings import get_settings
+    from siyu.members import service as members
+    from siyu.paid import service
+
+    with _database().unit_of_work() as session:
+        found = members.find(session, member)
+        result = service.purchase_callback(
+            session, txn, found.id, plan, amount_fen, _when(paid_at), tz=get_settings().timezone
+        )
+        _print_callback(result)
+
+
+@paid_app.command("renew")
+def renew(
+    member: Member,
+    txn: Annotated[str, typer.Option("--txn", help="the provider's transaction id")],
+    amount_fen: Annotated[int, typer.Option(help="amount charged, in fen")],
+    paid_at: Annotated[str | None, typer.Option(help="ISO time with offset; default now")] = None,
+) -> None:
+    """Record a renewal charge: the period extends without gap or overlap."""
+    from siyu.core.settings import get_settings
+    from siyu.members import service as members
+    from siyu.paid import service
+
+    with _database().unit_of_work() as session:
+        found = members.find(session, member)
+        result = service.renewal_callback(
+            session, txn, found.id, amount_fen, _when(paid_at), tz=get_settings().timezone
+        )
+        _print_callback(result)
+
+
+@paid_app.command("refund")
+def refund(
+    txn: Annotated[str, typer.Option("--txn", help="the refund's own transaction id")],
+    payment_txn: Annotated[str, typer.Option(help="the transaction id of the payment refunded")],
+    amount_fen: Annotated[int, typer.Option(help="amount refunded, in fen")],
+    used_benefits_fen: Annotated[int, typer.Option(help="benefits used, deducted")] = 0,
+    refunded_at: Annotated[str | None, typer.Option(help="ISO time with offset")] = None,
+) -> None:
+    """Record a refund of a payment; the subscription ends."""
+    from siyu.paid import service
+
+    with _database().unit_of_work() as session:
+        result = service.refund_callback(
+            session,
+            txn,
+            payment_txn,
+            amount_fen,
+            _when(refunded_at),
+            used_benefits_fen=used_benefits_fen,
+        )
+        _print_callback(result)
+
+
+@paid_app.command("cancel")
+def cancel(
+    member: Member,
+    reason: Annotated[str, typer.Option(help="why, for the audit log")],
+) -> None:
+    """Stop renewals; benefits last to the end of the period."""
+    from siyu.members import service as members
+    from siyu.paid import service
+
+    with _database().unit_of_work() as session:
+        found = members.find(session, member)
+        _print_subscription(service.cancel(session, found.id, reason=reason, principal=_operator()))
+
+
+@paid_app.command("auto-renew")
+def auto_renew(
+    member: Member,
+    on: Annotated[bool, typer.Option("--on/--off", help="renew automatically")] = True,
+) -> None:
+    """Switch auto-renew on or off."""
+    from siyu.members import service as members
+    from siyu.paid import service
+
+    with _database().unit_of_work() as session:
+        found = members.find(session, member)
+        _print_subscription(service.set_auto_renew(session, found.id, on, principal=_operator()))
+
+
+@paid_app.command("savings")
+def savings_of(member: Member) -> None:
+    """What the card saved the member, month by month, against the fee paid."""
+    from siyu.core.settings import get_settings
+    from siyu.members import service as members
+    from siyu.paid import savings
+
+    with _database().unit_of_work() as session:
+        found = members.find(session, member)
+        result = savings.summary(session, found.id, tz=get_settings().timezone)
+    console.print(result.zh)
+    console.print(result.en)
+    table = Table(title=f"member {found.id}: saved by month (fen)")
+    table.add_column("month")
+    table.add_column("saved", justify="right")
+    for month, saved in result.months.items():
+        table.add_row(month, str(saved))
+    console.print(table)
+    kinds = Table(title="saved by benefit (fen)")
+    kinds.add_column("benefit")
+    kinds.add_column("saved", justify="right")
+    for kind, saved in result.by_kind.items():
+        kinds.add_row(kind, str(saved))
+    console.print(kinds)
