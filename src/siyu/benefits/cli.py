@@ -3,7 +3,6 @@ services as the API, each command in its own units of work."""
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from siyu.core.auth import Principal, Role
+from siyu.core.auth import terminal_principal
 from siyu.core.db import Database
 from siyu.core.errors import InvalidInput
 
@@ -25,15 +24,6 @@ def _database() -> Database:
     from siyu.bootstrap import bootstrap
 
     return bootstrap()
-
-
-def _operator() -> Principal:
-    """The person at the terminal, as the audit log names them."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover - no user name in a container
-        user = "unknown"
-    return Principal(key_id=0, name=f"cli:{user}", role=Role.admin)
 
 
 def _member_ids(value: str) -> list[int]:
@@ -126,7 +116,7 @@ def issue(
 
     ids = _member_ids(members)
     db = _database()
-    operator = _operator()
+    operator = terminal_principal()
     created = replayed = 0
     skipped: dict[int, str] = {}
     with db.unit_of_work() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -65,6 +66,16 @@ class Principal:
 
 
 SYSTEM = Principal(key_id=0, name="system", role=Role.admin)
+
+
+def terminal_principal() -> Principal:
+    """The person at the terminal running ``siyu …``, as the audit log names them: the
+    commands act as an admin, in the operating system user's name."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no user name in a container
+        user = "unknown"
+    return Principal(key_id=0, name=f"cli:{user}", role=Role.admin)
 
 
 def hash_key(secret: str) -> str:

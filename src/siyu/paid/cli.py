@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from siyu.core.auth import terminal_principal
 from siyu.core.db import Database
 
 if TYPE_CHECKING:
-    from siyu.core.auth import Principal
     from siyu.paid.models import Subscription
 
 paid_app = typer.Typer(help="Paid membership.", no_args_is_help=True)
@@ -139,18 +139,6 @@ def kpis(
 # record one by hand (a provider outage, a reconciliation), idempotent on the transaction id.
 
 
-def _operator() -> Principal:
-    import getpass
-
-    from siyu.core.auth import Principal, Role
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover - no user name in a container
-        user = "unknown"
-    return Principal(key_id=0, name=f"cli:{user}", role=Role.admin)
-
-
 def _when(text: str | None) -> datetime:
     from siyu.core import clock
 
@@ -195,7 +183,7 @@ def trial(
 
     with _database().unit_of_work() as session:
         found = members.find(session, member)
-        sub = service.start_trial(session, found.id, plan, principal=_operator())
+        sub = service.start_trial(session, found.id, plan, principal=terminal_principal())
         _print_subscription(sub)
 
 
@@ -274,7 +262,9 @@ def cancel(
 
     with _database().unit_of_work() as session:
         found = members.find(session, member)
-        _print_subscription(service.cancel(session, found.id, reason=reason, principal=_operator()))
+        _print_subscription(
+            service.cancel(session, found.id, reason=reason, principal=terminal_principal())
+        )
 
 
 @paid_app.command("auto-renew")
@@ -288,7 +278,9 @@ def auto_renew(
 
     with _database().unit_of_work() as session:
         found = members.find(session, member)
-        _print_subscription(service.set_auto_renew(session, found.id, on, principal=_operator()))
+        _print_subscription(
+            service.set_auto_renew(session, found.id, on, principal=terminal_principal())
+        )
 
 
 @paid_app.command("savings")

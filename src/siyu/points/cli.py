@@ -3,14 +3,13 @@ its own unit of work."""
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from siyu.core.auth import Principal, Role
+from siyu.core.auth import terminal_principal
 from siyu.core.db import Database
 
 points_app = typer.Typer(help="Points: balances, ledger, adjustments.", no_args_is_help=True)
@@ -21,15 +20,6 @@ def _database() -> Database:
     from siyu.bootstrap import bootstrap
 
     return bootstrap()
-
-
-def _operator() -> Principal:
-    """The person at the terminal, as the audit log names them."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover - no user name in a container
-        user = "unknown"
-    return Principal(key_id=0, name=f"cli:{user}", role=Role.admin)
 
 
 @points_app.command("show")
@@ -96,7 +86,7 @@ def adjust(
             found.id,
             points,
             reason=reason,
-            principal=_operator(),
+            principal=terminal_principal(),
             key=key or f"cli:{uuid.uuid4().hex}",
         )
     verb = "adjusted" if done.created else "already adjusted (nothing changed)"

@@ -4,7 +4,6 @@ command in its own unit of work. A segment is named by id or name, or given as a
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +15,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from siyu.core.auth import Principal, Role
+from siyu.core.auth import terminal_principal
 from siyu.core.db import Database
 from siyu.core.errors import InvalidInput
 from siyu.core.settings import get_settings
@@ -38,15 +37,6 @@ def _database() -> Database:
     from siyu.bootstrap import bootstrap
 
     return bootstrap()
-
-
-def _operator() -> Principal:
-    """The person at the terminal, as the audit log names them."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover - no user name in a container
-        user = "unknown"
-    return Principal(key_id=0, name=f"cli:{user}", role=Role.admin)
 
 
 def _where(db: Database, live: bool) -> Any:
@@ -137,7 +127,7 @@ def create(
             name=chosen,
             tree=tree,
             description=description if description is not None else file_description,
-            principal=_operator(),
+            principal=terminal_principal(),
         )
         console.print(f"[green]segment #{segment.id}[/] {escape(segment.name)} saved")
 
@@ -149,7 +139,7 @@ def delete(ref: Annotated[str, typer.Argument(help="segment id or name")]) -> No
 
     with _database().unit_of_work() as session:
         segment = service.find(session, ref)
-        service.remove(session, segment.id, principal=_operator())
+        service.remove(session, segment.id, principal=terminal_principal())
         console.print(f"segment #{segment.id} deleted")
 
 
@@ -183,7 +173,9 @@ def sample(
     db = _database()
     with db.unit_of_work() as session:
         node, title = _tree_of(session, ref)
-        found = service.sample(session, _where(db, live), node, size=size, principal=_operator())
+        found = service.sample(
+            session, _where(db, live), node, size=size, principal=terminal_principal()
+        )
     table = Table(title=f"{title}: {found.counted.members:,} members, {_as_of(found.counted)}")
     columns = ("member_no", "name", "phone", "tier", "stage", "rfm_group", "order_count")
     for column in (*columns, "spend (yuan)"):
@@ -226,7 +218,9 @@ def snapshot(
     db = _database()
     with db.unit_of_work() as session:
         segment = service.find(session, ref)
-        taken = service.take_snapshot(session, _where(db, live), segment.id, principal=_operator())
+        taken = service.take_snapshot(
+            session, _where(db, live), segment.id, principal=terminal_principal()
+        )
         console.print(
             f"[green]snapshot #{taken.id}[/] of segment #{segment.id}: "
             f"{taken.member_count:,} members, data as of {taken.data_as_of:%Y-%m-%d %H:%M} UTC"
@@ -319,7 +313,7 @@ def tags_create(
         raise InvalidInput("name the tag with --name or a 'name' in the file", field="name")
     with _database().unit_of_work() as session:
         rule = tags.create_rule(
-            session, name=chosen, tree=tree, description=description, principal=_operator()
+            session, name=chosen, tree=tree, description=description, principal=terminal_principal()
         )
         console.print(f"[green]tag rule #{rule.id}[/] {escape(rule.name)} saved")
 
@@ -331,5 +325,5 @@ def tags_delete(ref: Annotated[str, typer.Argument(help="tag rule id or name")])
 
     with _database().unit_of_work() as session:
         rule = tags.find_rule(session, ref)
-        tags.remove_rule(session, rule.id, principal=_operator())
+        tags.remove_rule(session, rule.id, principal=terminal_principal())
         console.print(f"tag rule #{rule.id} {escape(rule.name)} deleted")

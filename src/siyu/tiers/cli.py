@@ -4,7 +4,6 @@ Each command opens its own unit of work and calls the same services as the API."
 
 from __future__ import annotations
 
-import getpass
 from datetime import date
 from typing import Annotated
 
@@ -75,7 +74,7 @@ def grant(
     """Grant a tier until a brand-local day (inclusive): a floor that reviews respect."""
     from datetime import timedelta
 
-    from siyu.core.auth import Principal, Role
+    from siyu.core.auth import terminal_principal
     from siyu.members import service as members
     from siyu.tiers import rules, service
 
@@ -86,7 +85,7 @@ def grant(
             f"--until {until!r} is not a date like 2027-06-30", field="until"
         ) from None
     tz = _tz()
-    actor = Principal(key_id=0, name=f"cli:{getpass.getuser()}", role=Role.admin)
+    actor = terminal_principal()
     with _database().unit_of_work() as session:
         m = members.find(session, member)
         made = service.grant_tier(
