@@ -19,11 +19,17 @@ STATIC = Path(__file__).resolve().parent / "static"
 def mount(app: FastAPI) -> None:
     """Add the console, the member pages, their static files and the link-minting route."""
     from siyu.web.console import router as console_router
+    from siyu.web.console_insight import router as insight_router
+    from siyu.web.console_programme import router as programme_router
+    from siyu.web.console_segments import router as segments_router
     from siyu.web.links import api as links_api
     from siyu.web.member_pages import router as member_router
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(console_router)
+    app.include_router(segments_router)
+    app.include_router(insight_router)
+    app.include_router(programme_router)
     app.include_router(member_router)
     app.include_router(links_api)
 

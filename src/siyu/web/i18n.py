@@ -35,13 +35,33 @@ def normalize(value: str | None) -> str:
 
 @lru_cache(maxsize=len(LOCALES))
 def translations(locale: str) -> NullTranslations:
-    """The compiled catalogue of a locale (read and compiled once per process)."""
+    """The compiled catalogue of a locale (read and compiled once per process).
+
+    ``messages.po`` is the catalogue ``python -m siyu.web.catalog`` keeps; any other
+    ``*.po`` beside it (an area's messages not yet folded in) is read too, and
+    ``messages.po`` wins where both translate a message.
+    """
     locale = normalize(locale)
-    path = resources.files("siyu.web").joinpath(f"locales/{locale}/LC_MESSAGES/messages.po")
-    if not path.is_file():
+    folder = resources.files("siyu.web").joinpath(f"locales/{locale}/LC_MESSAGES")
+    if not folder.is_dir():
         return NullTranslations()
-    with path.open("rb") as fp:
-        catalog = pofile.read_po(fp, locale=locale)
+    files = sorted(
+        (f for f in folder.iterdir() if f.name.endswith(".po")),
+        key=lambda f: (f.name == "messages.po", f.name),
+    )
+    if not files:
+        return NullTranslations()
+    catalog = None
+    for path in files:
+        with path.open("rb") as fp:
+            part = pofile.read_po(fp, locale=locale)
+        if catalog is None:
+            catalog = part
+            continue
+        for message in part:
+            if message.id and message.string:
+                catalog[message.id] = message
+    assert catalog is not None
     buffer = io.BytesIO()
     mofile.write_mo(buffer, catalog)
     buffer.seek(0)
