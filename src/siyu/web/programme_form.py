@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from siyu.core.errors import Problem
+from siyu.programme import rules
 
 # The choices of the document's enumerations (programme.rules' Literal types).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -22,8 +23,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tiers.downgrade": ("one_level", "to_qualifying"),
     "points.earn.rounding": ("down", "half_up"),
     "points.expiry.policy": ("never", "rolling_months", "end_of_month_after", "year_end"),
+    "points.negative_balance": ("debt", "allow_negative"),
     "plan.period": ("month", "quarter", "year"),
+    "plan.refund.after": ("pro_rata", "none"),
+    "lifecycle.basis": ("days", "percentiles"),
+    "rfm.scoring": ("quintiles", "thresholds"),
+    "super_users.match": ("any", "all"),
 }
+FLAG = ("true", "false")
 INTEGER_FIELDS = frozenset(
     {
         "signup_bonus",
@@ -37,8 +44,23 @@ INTEGER_FIELDS = frozenset(
         "grace_days",
         "points",
         "days",
+        "full_within_days",
+        "min_growth",
+        "new_within_days",
+        "silent_after_days",
+        "sleeping_after_days",
+        "churned_after_days",
+        "silent_percentile",
+        "sleeping_percentile",
+        "min_repeat_buyers",
+        "window_days",
+        "high_from",
+        "min_referrals",
     }
 )
+# Sections a document may leave out. Their forms are shown anyway, the model's defaults as
+# placeholders: filling in any field adds the section (the rest take their defaults).
+OPTIONAL_SECTIONS = ("lifecycle", "rfm", "super_users")
 
 
 def N_(message: str) -> str:
@@ -46,13 +68,42 @@ def N_(message: str) -> str:
     return message
 
 
+# Words for the choices the shared ``choice`` macro does not name (msgids).
+CHOICE_LABELS: dict[str, str] = {
+    "": N_("Not set"),
+    "true": N_("Yes"),
+    "false": N_("No"),
+    "debt": N_("Record a debt"),
+    "allow_negative": N_("Allow a negative balance"),
+    "pro_rata": N_("By unused days"),
+    "none": N_("No refund"),
+    "days": N_("Days since the last purchase"),
+    "percentiles": N_("Percentiles of the purchase gap"),
+    "quintiles": N_("Quintiles"),
+    "thresholds": N_("Fixed cut points"),
+    "any": N_("Any condition"),
+    "all": N_("All conditions"),
+}
+
+
 @dataclass(frozen=True)
 class Field:
     path: str
     label: str  # an English msgid; the template translates it
-    kind: str = "number"  # number | text | choice
+    kind: str = "number"  # number | text | choice | flag (yes/no) | list (comma-separated)
     choices: tuple[str, ...] = ()
     step: str = "any"
+    optional: bool = False  # a choice that may be left unset (an empty option)
+    placeholder: str = ""  # the default the document takes when the field is empty
+
+    def choice_label(self, value: str) -> str | None:
+        """The msgid naming a choice, or None when the shared ``choice`` macro names it."""
+        return CHOICE_LABELS.get(value)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        values = FLAG if self.kind == "flag" else self.choices
+        return ("", *values) if self.optional else values
 
 
 @dataclass(frozen=True)
@@ -62,6 +113,9 @@ class Section:
     fields: list[Field]
     rows: list[list[Field]] | None = None  # table sections (tier levels, paid plans)
     columns: list[str] | None = None  # msgids of the table's columns
+    path: str | None = None  # the document part, for problems about the section as a whole
+    layout: str = "table"  # table: one row per item | cards: one block per item (paid plans)
+    note: str = ""  # msgid: how to read the section
 
 
 def _get(doc: Any, path: str) -> Any:
@@ -86,13 +140,54 @@ def _parts(path: str) -> list[str | int]:
 
 
 def value_of(doc: Mapping[str, Any], path: str) -> str:
-    """A field's current value as form text ('' when absent)."""
+    """A field's current value as form text ('' when absent): yes/no as ``true``/``false``,
+    a list of values comma-separated."""
     value = _get(doc, path)
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _defaults(model: type[rules.BaseModel]) -> dict[str, Any]:
+    return model().model_dump(mode="json")
+
+
+def _optional_fields(
+    doc: Mapping[str, Any], section: str, model: type[rules.BaseModel], spec: list[tuple[Any, ...]]
+) -> list[Field]:
+    """Fields of an optional section: when the document leaves it out, choices get an empty
+    option and numbers show the default as a placeholder, so an untouched form adds nothing."""
+    absent = _get(doc, section) is None
+    defaults = _defaults(model)
+    out = []
+    for name, label, kind, *rest in spec:
+        choices = rest[0] if rest else ()
+        unset_allowed = rest[1] if len(rest) > 1 else False  # None is a meaning (no condition)
+        value = defaults.get(name)
+        placeholder = "" if value is None or not absent else value_of(defaults, name)
+        out.append(
+            Field(
+                f"{section}.{name}",
+                label,
+                kind,
+                choices,
+                step="1" if name in INTEGER_FIELDS else "any",
+                optional=unset_allowed or (absent and kind in ("choice", "flag")),
+                placeholder=placeholder,
+            )
+        )
+    return out
 
 
 def sections(doc: Mapping[str, Any]) -> list[Section]:
     """The editable sections of a document, as many rows as it has levels and plans."""
+    codes = tuple(
+        value_of(doc, f"tiers.levels[{i}].code") for i in range(_count(doc, "tiers.levels"))
+    )
     out = [
         Section(
             "tiers",
@@ -105,7 +200,13 @@ def sections(doc: Mapping[str, Any]) -> list[Section]:
                     "choice",
                     CHOICES["tiers.review.window"],
                 ),
+                Field("tiers.review.days", N_("Review after days (days since change)"), step="1"),
                 Field("tiers.downgrade", N_("Downgrade"), "choice", CHOICES["tiers.downgrade"]),
+                Field(
+                    "tiers.hold_through_next_period",
+                    N_("A level reached lasts through the next period"),
+                    "flag",
+                ),
             ],
             rows=[
                 [
@@ -116,7 +217,7 @@ def sections(doc: Mapping[str, Any]) -> list[Section]:
                     Field(f"tiers.levels[{i}].benefits.points_multiplier", N_("Points multiplier")),
                     Field(f"tiers.levels[{i}].benefits.discount_rate", N_("Discount rate")),
                 ]
-                for i in range(len(_get(doc, "tiers.levels") or []))
+                for i in range(len(codes))
             ],
             columns=[
                 N_("Code"),
@@ -126,6 +227,7 @@ def sections(doc: Mapping[str, Any]) -> list[Section]:
                 N_("Points multiplier"),
                 N_("Discount rate"),
             ],
+            path="tiers",
         ),
         Section(
             "growth",
@@ -134,6 +236,7 @@ def sections(doc: Mapping[str, Any]) -> list[Section]:
                 Field("growth.per_yuan", N_("Growth per yuan")),
                 Field("growth.signup_bonus", N_("Signup bonus"), step="1"),
             ],
+            path="growth",
         ),
         Section(
             "points",
@@ -148,6 +251,12 @@ def sections(doc: Mapping[str, Any]) -> list[Section]:
                 ),
                 Field("points.earn.minimum_order_amount", N_("Minimum order amount (yuan)")),
                 Field("points.frozen_days", N_("Frozen days (return window)"), step="1"),
+                Field(
+                    "points.negative_balance",
+                    N_("A refund after spending"),
+                    "choice",
+                    CHOICES["points.negative_balance"],
+                ),
             ]
             + (
                 [Field("points.events.check_in.points", N_("Check-in points"), step="1")]
@@ -165,6 +274,7 @@ def sections(doc: Mapping[str, Any]) -> list[Section]:
                 if _get(doc, "points.cash_off") is not None
                 else []
             ),
+            path="points",
         ),
         Section(
             "expiry",
@@ -177,63 +287,171 @@ def sections(doc: Mapping[str, Any]) -> list[Section]:
                 Field("points.expiry.month", N_("Month (year end)"), step="1"),
                 Field("points.expiry.day", N_("Day (year end)"), step="1"),
             ],
+            path="points.expiry",
+        ),
+        Section(
+            "lifecycle",
+            N_("Lifecycle"),
+            _optional_fields(
+                doc,
+                "lifecycle",
+                rules.Lifecycle,
+                [
+                    ("basis", N_("Basis"), "choice", CHOICES["lifecycle.basis"]),
+                    ("new_within_days", N_("New within days of the first purchase"), "number"),
+                    ("silent_after_days", N_("Silent after days"), "number"),
+                    ("sleeping_after_days", N_("Sleeping after days"), "number"),
+                    ("churned_after_days", N_("Churned after days"), "number"),
+                    ("silent_percentile", N_("Silent from percentile of the gap"), "number"),
+                    ("sleeping_percentile", N_("Sleeping from percentile of the gap"), "number"),
+                    (
+                        "churned_multiple",
+                        N_("Churned at a multiple of the sleeping mark"),
+                        "number",
+                    ),
+                    ("min_repeat_buyers", N_("Repeat buyers needed for percentiles"), "number"),
+                ],
+            ),
+            path="lifecycle",
+            note=N_(
+                "By days: the marks as written. By percentiles: silent and sleeping from the "
+                "brand's own gap between orders; the day marks apply while too few members "
+                "bought twice."
+            ),
+        ),
+        Section(
+            "rfm",
+            N_("RFM"),
+            _optional_fields(
+                doc,
+                "rfm",
+                rules.Rfm,
+                [
+                    ("window_days", N_("Window (days)"), "number"),
+                    ("scoring", N_("Scoring"), "choice", CHOICES["rfm.scoring"]),
+                    ("recency_days", N_("Recency cut points (days)"), "list"),
+                    ("frequency", N_("Frequency cut points (orders)"), "list"),
+                    ("monetary", N_("Monetary cut points (yuan)"), "list"),
+                    ("high_from", N_("High from score"), "number"),
+                ],
+            ),
+            path="rfm",
+            note=N_(
+                "Fixed cut points: four rising values each, separated by commas "
+                "(30, 90, 180, 365); quintiles need none."
+            ),
+        ),
+        Section(
+            "super_users",
+            N_("Super users"),
+            [
+                *_optional_fields(
+                    doc,
+                    "super_users",
+                    rules.SuperUsers,
+                    [
+                        ("match", N_("A super user meets"), "choice", CHOICES["super_users.match"]),
+                        ("paid_member", N_("Holds a paid membership"), "flag"),
+                        ("min_tier", N_("At least the tier"), "choice", codes, True),
+                        ("min_spend_12m", N_("Spend in 12 months at least (yuan)"), "number"),
+                        ("min_orders_per_month", N_("Orders per month at least"), "number"),
+                        ("min_spend_multiple", N_("Spend at least times the average"), "number"),
+                        ("min_referrals", N_("Referrals at least"), "number"),
+                    ],
+                )
+            ],
+            path="super_users",
+            note=N_("Set the conditions that count; leave the others empty."),
         ),
     ]
-    plans = _get(doc, "paid.plans") or []
+    plans = _count(doc, "paid.plans")
     if plans:
         out.append(
             Section(
                 "paid",
                 N_("Paid plans"),
                 [],
-                rows=[
-                    [
-                        Field(f"paid.plans[{i}].code", N_("Code"), "text"),
-                        Field(f"paid.plans[{i}].name", N_("Name"), "text"),
-                        Field(
-                            f"paid.plans[{i}].period",
-                            N_("Period"),
-                            "choice",
-                            CHOICES["plan.period"],
-                        ),
-                        Field(f"paid.plans[{i}].price", N_("Price (yuan)")),
-                        Field(f"paid.plans[{i}].trial_days", N_("Trial days"), step="1"),
-                        Field(f"paid.plans[{i}].grace_days", N_("Grace days"), step="1"),
-                    ]
-                    for i in range(len(plans))
-                ],
-                columns=[
-                    N_("Code"),
-                    N_("Name"),
-                    N_("Period"),
-                    N_("Price (yuan)"),
-                    N_("Trial days"),
-                    N_("Grace days"),
-                ],
+                rows=[_plan_fields(i, codes) for i in range(plans)],
+                path="paid",
+                layout="cards",
             )
         )
     return out
 
 
-def field_paths(doc: Mapping[str, Any]) -> list[str]:
-    paths = []
+def _count(doc: Mapping[str, Any], path: str) -> int:
+    items = _get(doc, path)
+    return len(items) if isinstance(items, list) else 0
+
+
+def _plan_fields(i: int, codes: tuple[str, ...]) -> list[Field]:
+    """A paid plan's fields; the first is its code (``label_of`` names the row by it)."""
+    at = f"paid.plans[{i}]"
+    return [
+        Field(f"{at}.code", N_("Code"), "text"),
+        Field(f"{at}.name", N_("Name"), "text"),
+        Field(f"{at}.period", N_("Period"), "choice", CHOICES["plan.period"]),
+        Field(f"{at}.price", N_("Price (yuan)")),
+        Field(f"{at}.trial_days", N_("Trial days"), step="1"),
+        Field(f"{at}.grace_days", N_("Grace days"), step="1"),
+        Field(
+            f"{at}.benefits.member_price_discount",
+            N_("Member price (share of list price)"),
+        ),
+        Field(f"{at}.benefits.points_multiplier", N_("Points multiplier")),
+        Field(f"{at}.eligibility.min_tier", N_("Open from tier"), "choice", codes, optional=True),
+        Field(f"{at}.eligibility.min_growth", N_("Open from growth"), step="1"),
+        Field(f"{at}.refund.full_within_days", N_("Full refund within days"), step="1"),
+        Field(
+            f"{at}.refund.after", N_("Refund after that"), "choice", CHOICES["plan.refund.after"]
+        ),
+        Field(
+            f"{at}.refund.deduct_used_benefits",
+            N_("Deduct benefits used from a refund"),
+            "flag",
+        ),
+    ]
+
+
+def fields(doc: Mapping[str, Any]) -> dict[str, Field]:
+    """Every field of the forms by its path."""
+    out: dict[str, Field] = {}
     for section in sections(doc):
-        paths += [f.path for f in section.fields]
+        for f in section.fields:
+            out[f.path] = f
         for row in section.rows or []:
-            paths += [f.path for f in row]
-    return paths
+            for f in row:
+                out[f.path] = f
+    return out
 
 
-def _typed(path: str, text: str) -> Any:
-    """Form text as a document value: empty is absent, integer fields as ints when they
-    read as one, everything else as text for the validation to judge (decimals stay exact)."""
-    text = text.strip()
-    if text == "":
-        return None
-    last = path.rsplit(".", 1)[-1]
+def field_paths(doc: Mapping[str, Any]) -> list[str]:
+    return list(fields(doc))
+
+
+_LIST_SEPARATOR = re.compile(r"[,，、\s]+")
+
+
+def _number(path: str, text: str) -> Any:
+    last = re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1]
     if last in INTEGER_FIELDS and re.fullmatch(r"-?\d+", text):
         return int(text)
     return text
+
+
+def _typed(field: Field, text: str) -> Any:
+    """Form text as a document value: empty is absent, yes/no as a bool, a list split at
+    commas, integer fields as ints when they read as one, everything else as text for the
+    validation to judge (decimals stay exact)."""
+    text = text.strip()
+    if text == "":
+        return None
+    if field.kind == "flag":
+        return {"true": True, "false": False}.get(text, text)
+    if field.kind == "list":
+        items = [t for t in _LIST_SEPARATOR.split(text) if t]
+        return [int(t) if re.fullmatch(r"-?\d+", t) else t for t in items]
+    return _number(field.path, text)
 
 
 def _set(doc: Any, path: str, value: Any) -> None:
@@ -249,24 +467,44 @@ def _set(doc: Any, path: str, value: Any) -> None:
 
 
 def apply_form(doc: Mapping[str, Any], form: Mapping[str, str]) -> dict[str, Any]:
-    """A copy of ``doc`` with every editable field the form carries set to its value."""
+    """A copy of ``doc`` with every editable field the form carries set to its value.
+
+    A field whose part of the document is missing is skipped, except in an optional
+    section (lifecycle, RFM, super users): a value there adds the section."""
     out = copy.deepcopy(dict(doc))
-    for path in field_paths(doc):
-        if path in form and _get(out, path.rsplit(".", 1)[0] if "." in path else "") is not None:
-            _set(out, path, _typed(path, form[path]))
+    for path, field in fields(doc).items():
+        if path not in form:
+            continue
+        parent = path.rsplit(".", 1)[0] if "." in path else ""
+        value = _typed(field, form[path])
+        if _get(out, parent) is None:
+            if parent not in OPTIONAL_SECTIONS or value is None:
+                continue
+            out[parent] = {}
+        _set(out, path, value)
     return out
+
+
+_LAST_PART = re.compile(r"(\[\d+\]|\.[^.\[\]]+)$")
 
 
 def by_field(
     problems: list[Problem], doc: Mapping[str, Any]
 ) -> tuple[dict[str, str], list[Problem]]:
-    """Problems beside their fields, and those no field on the forms shows (listed on top)."""
+    """Problems beside their fields, and those no field on the forms shows (listed on top).
+
+    A problem inside a field's value (``rfm.recency_days[2]``) goes beside that field; a
+    problem about a whole section (``super_users``) beside the section's title."""
     shown = set(field_paths(doc))
+    anchors = {s.path for s in sections(doc) if s.path}
     beside: dict[str, str] = {}
     other: list[Problem] = []
     for problem in problems:
-        if problem.field in shown:
-            beside.setdefault(problem.field, problem.reason)
+        path = problem.field
+        while path not in shown and _LAST_PART.search(path):
+            path = _LAST_PART.sub("", path)
+        if path in shown or problem.field in anchors:
+            beside.setdefault(path, problem.reason)
         else:
             other.append(problem)
     return beside, other
