@@ -23,6 +23,7 @@ def load_handlers() -> None:
     import siyu.paid.jobs
     import siyu.insight.jobs
     import siyu.insight.clv_jobs
+    import siyu.insight.kpis
     import siyu.segments.jobs  # noqa: F401
 
 

@@ -3,6 +3,7 @@
 from siyu.benefits import models as benefits_models  # noqa: F401
 from siyu.core import audit, auth, idempotency, outbox  # noqa: F401
 from siyu.core.db import Base
+from siyu.insight import kpi_models  # noqa: F401
 from siyu.insight import models as insight_models  # noqa: F401
 from siyu.jobs import models as jobs_models  # noqa: F401
 from siyu.members import models as members_models  # noqa: F401

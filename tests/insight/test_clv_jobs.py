@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from clv_brand import build_brand
 from sqlalchemy import func, select
 
 from siyu.core import clock
 from siyu.core.db import Database
-from siyu.insight import clv_jobs
+from siyu.insight import clv, clv_jobs, clv_models
+from siyu.insight.isolation import run_isolated
 from siyu.insight.models import InsightRun, MemberInsight
 from siyu.jobs import service as jobs
 from siyu.orders import service as orders
@@ -99,3 +103,44 @@ def test_without_orders_the_nightly_job_skips_and_the_night_goes_on(clean_db: Da
     outcome = jobs.run(clean_db, "insight.clv", date(2026, 11, 23), tz="Asia/Shanghai")
     assert outcome.status == "done"
     assert outcome.result["members"] == 0 and "order history" in outcome.result["skipped"]
+
+
+def _reference_scores(engine: Any, as_of: datetime, tz: str) -> pd.DataFrame:
+    """Each buyer's scores computed step by step in memory, the way the job scored before
+    it staged and published (work for ``run_isolated``)."""
+    offset = ZoneInfo(tz).utcoffset(as_of.replace(tzinfo=None))
+    offset_s = int(offset.total_seconds()) if offset is not None else 0
+    daily = clv_jobs.daily_purchases(engine, until=as_of, offset_s=offset_s)
+    table = engine.materialize(
+        "reference", clv_jobs.summary(daily, last_day=clv_jobs.local_day(as_of, offset_s))
+    )
+    purchase, spend = clv_jobs._fit_data(engine, table)
+    fitted = clv.fit(purchase, model="bgnbd", unit=clv_jobs.UNIT, spend_summary=spend)
+    frame = table.to_pandas()
+    return fitted.score(
+        clv_models.frame(
+            frame["member_id"],
+            frame["frequency"].to_numpy(float),
+            frame["recency_days"].to_numpy(float) / 7.0,
+            frame["t_days"].to_numpy(float) / 7.0,
+            frame["monetary"].to_numpy(float),
+        )
+    )
+
+
+def test_published_scores_equal_the_models_predictions(
+    clean_db: Database, brand: dict[str, int]
+) -> None:
+    detail = clv_jobs.run_clv(clean_db, tz="Asia/Shanghai")
+    expected = run_isolated(clean_db, _reference_scores, clock.now(), "Asia/Shanghai")
+    with clean_db.unit_of_work() as session:
+        rows = {r.member_id: r for r in session.scalars(select(MemberInsight))}
+    assert len(expected) == detail["customers"] == len(rows) == 150
+    # the fits sum their rows in the order DuckDB groups them: equal to ~1e-6, not to the bit
+    for score in expected.itertuples():
+        row = rows[int(score.customer_id)]
+        assert row.p_alive == pytest.approx(score.p_alive, rel=1e-6)
+        assert row.expected_purchases_90 == pytest.approx(score.expected_purchases_90, rel=1e-6)
+        assert row.expected_purchases_365 == pytest.approx(score.expected_purchases_365, rel=1e-6)
+        assert row.expected_value_fen == pytest.approx(score.expected_value, rel=1e-5, abs=1)
+        assert row.clv_computed_at == clock.now() and row.stage is None

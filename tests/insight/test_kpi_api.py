@@ -61,7 +61,9 @@ def test_bad_periods_and_roles_are_refused(app_client: TestClient, make_key) -> 
 
 @pytest.mark.usefixtures("brand")
 def test_cohorts_route(app_client: TestClient, admin: dict[str, str]) -> None:
-    rows = app_client.get("/insight/cohorts", params={"months": 3}, headers=admin).json()
+    body = app_client.get("/insight/cohorts", params={"months": 3}, headers=admin).json()
+    assert body["computed_at"] == "2026-11-23T04:00:00+00:00"
+    rows = body["cohorts"]
     assert [r["month"] for r in rows] == ["2026-09", "2026-10", "2026-11"]
     assert rows[-1]["members"] == 2 and rows[-1]["retention"] == [0.5, None, None]
 

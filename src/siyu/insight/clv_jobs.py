@@ -10,9 +10,16 @@ through Python but what the fit needs: the purchase models only see the distinct
 (frequency, recency, T) with their counts, a few thousand rows whatever the number of
 members; the spend model sees repeat buyers' (frequency, mean spend), sampled down to
 ``SPEND_SAMPLE`` on very large bases. Scoring then streams the summary in batches of
-``BATCH`` members, calls pymc-marketing's predictions and upserts the batch (one
-transaction each); members whose CLV was not recomputed (they no longer have a counted
-purchase) have it cleared.
+``BATCH`` members through the predictions (NumPy) into a DuckDB table; the scores are
+staged and published in one transaction, set-based inside the database
+(``engine.Analytics.stage``/``publish``): ``UPDATE … FROM`` the staged scores, an insert of
+the buyers who have no ``member_insight`` row yet, and CLV cleared where this run did not
+recompute it (the member no longer has a counted purchase). No score becomes a Python
+object on the way to the live database, and readers see the whole run or none of it.
+
+On SQLite the DuckDB part (summary, fit, scoring, staging) runs in a spawned child
+process (``isolation``): DuckDB's SQLite must not read the live file where the
+application's SQLite has it open.
 
 Each run also fits the same model on the history up to ``HOLDOUT_DAYS`` before, and
 compares its prediction for those last days with what members bought: the calibration
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,6 +52,7 @@ BATCH = 100_000  # members scored and written per transaction
 SPEND_SAMPLE = 1_000_000  # repeat buyers the spend model is fitted on, at most
 DAY_SECONDS = 86_400
 UNIT = "week"
+SCORES = ("p_alive", "expected_purchases_90", "expected_purchases_365", "expected_value_fen")
 
 
 class NotEnoughHistory(InvalidInput):
@@ -75,7 +84,7 @@ def run_clv(
     tz: str | None = None,
 ) -> dict[str, Any]:
     """Fit, score every buyer, record the run; returns the run's detail."""
-    from siyu.insight.engine import analytics
+    from siyu.insight.isolation import isolated
     from siyu.insight.models import InsightRun
 
     as_of = clock.as_utc(as_of) if as_of is not None else clock.now()
@@ -93,17 +102,32 @@ def run_clv(
         session.add(run)
         session.flush()
         run_id = run.id
+    work = _ClvJob(as_of=as_of, model=model, holdout_days=holdout_days, tz=tz, computed_at=started)
     try:
-        with analytics(db) as engine:
-            detail = _compute(
-                db, engine, as_of=as_of, model=model, holdout_days=holdout_days, tz=tz
-            )
+        with isolated(db, writes=True) as place:
+            detail = place.run(_compute, work)
+            began = time.perf_counter()
+            with place.publish() as live:
+                _publish(live, computed_at=started)
+            detail["seconds"]["publish"] = round(time.perf_counter() - began, 3)
     except BaseException as exc:
         _finish(db, run_id, status="failed", rows=0, detail=f"failed: {exc}")
         raise
     detail["run_id"] = run_id
     _finish(db, run_id, status="done", rows=detail["customers"], detail=_compact(detail))
     return detail
+
+
+@dataclass(frozen=True)
+class _ClvJob:
+    """What the DuckDB part needs, picklable for the child process that runs it on SQLite
+    (which must not read the clock: the instants are the caller's)."""
+
+    as_of: datetime
+    model: str
+    holdout_days: int
+    tz: str
+    computed_at: datetime  # stamped on every score
 
 
 def _finish(db: Database, run_id: int, *, status: str, rows: int, detail: str) -> None:
@@ -272,9 +296,9 @@ def _r(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def _compute(
-    db: Database, engine: Any, *, as_of: datetime, model: str, holdout_days: int, tz: str
-) -> dict[str, Any]:
+def _compute(engine: Any, work: _ClvJob) -> dict[str, Any]:
+    """Summary, fit, calibration and scores in DuckDB, the scores staged for publishing;
+    nothing live is written here."""
     from siyu.insight import clv
 
     timings: dict[str, float] = {}
@@ -286,7 +310,8 @@ def _compute(
         timings[name] = round(now - lap, 3)
         lap = now
 
-    offset = ZoneInfo(tz).utcoffset(as_of.replace(tzinfo=None))
+    as_of, model = work.as_of, work.model
+    offset = ZoneInfo(work.tz).utcoffset(as_of.replace(tzinfo=None))
     offset_s = int(offset.total_seconds()) if offset is not None else 0
     as_of_day = local_day(as_of, offset_s)
     daily = engine.materialize("clv_daily", daily_purchases(engine, until=as_of, offset_s=offset_s))
@@ -305,23 +330,24 @@ def _compute(
     fitted = clv.fit(purchase, model=model, unit=UNIT, spend_summary=spend)
     tick("fit")
     calibration = _calibration(
-        engine, daily, as_of_day=as_of_day, holdout_days=holdout_days, model=model
+        engine, daily, as_of_day=as_of_day, holdout_days=work.holdout_days, model=model
     )
     if calibration is None:
         fitted.notes.append(
-            f"no calibration report: too few repeat buyers before the last {holdout_days} days"
+            f"no calibration report: too few repeat buyers before the last {work.holdout_days} days"
         )
     tick("calibration")
-    computed_at = clock.now()
-    scored = _score_and_write(db, engine, fitted, computed_at)
-    tick("score_and_write")
+    scored = _score(engine, fitted)
+    tick("score")
+    _stage_scores(engine, work.computed_at)
+    tick("stage")
     distribution = _distribution(engine)
     tick("distribution")
     return {
         "model": model,
         "unit": UNIT,
         "as_of": as_of.isoformat(),
-        "computed_at": computed_at.isoformat(),
+        "computed_at": work.computed_at.isoformat(),
         "params": {k: _r(v) for k, v in fitted.purchase.items()},
         "spend_params": {k: _r(v) for k, v in fitted.spend.items()} if fitted.spend else None,
         "customers": scored,
@@ -334,21 +360,15 @@ def _compute(
     }
 
 
-def _score_and_write(db: Database, engine: Any, fitted: Any, computed_at: datetime) -> int:
-    """Score the summary batch by batch with pymc-marketing's predictions; upsert each
-    batch into ``member_insight``; clear CLV not recomputed by this run."""
+def _score(engine: Any, fitted: Any) -> int:
+    """Score the summary batch by batch with the fitted model's predictions into the
+    DuckDB table ``clv_scores``; returns the members scored."""
     import numpy as np
     import pandas as pd
-    from sqlalchemy import update
 
-    from siyu.core.db import upsert_insert
-    from siyu.insight.models import MemberInsight
-
-    table = MemberInsight.__table__
-    columns = ("p_alive", "expected_purchases_90", "expected_purchases_365", "expected_value_fen")
     engine.sql(
-        "CREATE OR REPLACE TEMP TABLE clv_scores "
-        "(member_id BIGINT, value_fen BIGINT, p_alive DOUBLE)"
+        "CREATE OR REPLACE TEMP TABLE clv_scores (member_id BIGINT, p_alive DOUBLE, "
+        "expected_purchases_90 DOUBLE, expected_purchases_365 DOUBLE, value_fen BIGINT)"
     )
     reader = engine.sql(
         "SELECT member_id, frequency, recency_days, t_days, monetary "
@@ -368,45 +388,79 @@ def _score_and_write(db: Database, engine: Any, fitted: Any, computed_at: dateti
         )
         scores = fitted.score(data)
         value = scores["expected_value"].to_numpy(float)
-        value_fen = [None if not np.isfinite(v) else round(v) for v in value]
-        rows = [
-            {
-                "member_id": int(m),
-                "p_alive": float(p),
-                "expected_purchases_90": float(e90),
-                "expected_purchases_365": float(e365),
-                "expected_value_fen": v,
-                "clv_computed_at": computed_at,
-            }
-            for m, p, e90, e365, v in zip(
-                scores["customer_id"].to_numpy(),
-                scores["p_alive"].to_numpy(float),
-                scores["expected_purchases_90"].to_numpy(float),
-                scores["expected_purchases_365"].to_numpy(float),
-                value_fen,
-                strict=True,
-            )
-        ]
-        with db.unit_of_work() as session:
-            stmt = upsert_insert(session, table)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["member_id"],
-                set_={c: stmt.excluded[c] for c in (*columns, "clv_computed_at")},
-            )
-            session.execute(stmt, rows)
+        finite = np.isfinite(value)
+        # rounded half to even, as Python's round() did when rows were written one by one
+        value_fen = pd.array(np.where(finite, np.round(value), 0).astype("int64"), dtype="Int64")
+        value_fen[~finite] = pd.NA
         engine.con.register(
-            "clv_batch", scores.assign(value_fen=value_fen)[["customer_id", "value_fen", "p_alive"]]
+            "clv_batch",
+            pd.DataFrame(
+                {
+                    "member_id": scores["customer_id"].to_numpy().astype("int64"),
+                    "p_alive": scores["p_alive"].to_numpy(float),
+                    "expected_purchases_90": scores["expected_purchases_90"].to_numpy(float),
+                    "expected_purchases_365": scores["expected_purchases_365"].to_numpy(float),
+                    "value_fen": value_fen,
+                }
+            ),
         )
-        engine.sql("INSERT INTO clv_scores SELECT customer_id, value_fen, p_alive FROM clv_batch")
+        engine.sql("INSERT INTO clv_scores SELECT * FROM clv_batch")
         engine.con.unregister("clv_batch")
-        total += len(rows)
-    with db.unit_of_work() as session:
-        session.execute(
-            update(table)
-            .where(table.c.clv_computed_at < computed_at)
-            .values({c: None for c in (*columns, "clv_computed_at")})
-        )
+        total += len(frame)
     return total
+
+
+def _stage_scores(engine: Any, computed_at: datetime) -> None:
+    at = clock.as_utc(computed_at).replace(tzinfo=None).isoformat(sep=" ")
+    engine.stage(
+        "clv_scores",
+        "SELECT member_id, p_alive, expected_purchases_90, expected_purchases_365, "
+        f"value_fen AS expected_value_fen, TIMESTAMP '{at}' AS clv_computed_at FROM clv_scores",
+    )
+
+
+def _publish(live: Any, *, computed_at: datetime) -> None:
+    """The staged scores into ``member_insight`` in the one publishing transaction: update
+    the buyers' rows, insert those who have none yet, and clear CLV this run did not
+    recompute. On PostgreSQL DuckDB runs it over the attached database; on SQLite the
+    application's SQLite does, with the staging file attached as ``stage``."""
+    columns = (*SCORES, "clv_computed_at")
+    assign = ", ".join(f"{c} = s.{c}" for c in columns)
+    names = ", ".join(columns)
+    cleared = ", ".join(f"{c} = NULL" for c in columns)
+    at = clock.as_utc(computed_at).replace(tzinfo=None)
+    if live.duck is not None:
+        duck = live.duck
+        duck.execute(
+            f"UPDATE live.member_insight SET {assign} FROM stage_clv_scores AS s "
+            "WHERE member_insight.member_id = s.member_id"
+        )
+        duck.execute(
+            f"INSERT INTO live.member_insight (member_id, super_user, {names}) "
+            f"SELECT s.member_id, false, {', '.join(f's.{c}' for c in columns)} "
+            "FROM stage_clv_scores AS s ANTI JOIN live.member_insight AS m USING (member_id)"
+        )
+        duck.execute(
+            f"UPDATE live.member_insight SET {cleared} "
+            f"WHERE clv_computed_at < TIMESTAMPTZ '{at.isoformat(sep=' ')}+00'"
+        )
+        return
+    sql = live.live.exec_driver_sql
+    sql(
+        f"UPDATE member_insight SET {assign} FROM stage.clv_scores AS s "
+        "WHERE member_insight.member_id = s.member_id"
+    )
+    sql(
+        f"INSERT INTO member_insight (member_id, super_user, {names}) "
+        f"SELECT s.member_id, 0, {', '.join(f's.{c}' for c in columns)} "
+        "FROM stage.clv_scores AS s WHERE NOT EXISTS "
+        "(SELECT 1 FROM member_insight AS m WHERE m.member_id = s.member_id)"
+    )
+    # instants are stored as text in SQLAlchemy's spelling, which sorts as time does
+    sql(
+        f"UPDATE member_insight SET {cleared} WHERE clv_computed_at < ?",
+        (at.strftime("%Y-%m-%d %H:%M:%S.%f"),),
+    )
 
 
 def _distribution(engine: Any) -> dict[str, Any]:

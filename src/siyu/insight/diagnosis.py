@@ -20,7 +20,7 @@ from siyu.benefits.models import BenefitPack, Reward
 from siyu.core import clock
 from siyu.core.db import Database
 from siyu.insight import diagnosis_rules as rules
-from siyu.insight.kpis import HEADLINE, RATES, Figures, KpiReport, Period, kpi_report, show
+from siyu.insight.kpis import HEADLINE, RATES, Figures, KpiReport, Period, report_for, show
 from siyu.programme import service as programme_service
 from siyu.programme.rules import Programme, TierBenefits
 
@@ -134,9 +134,11 @@ def diagnose(
     *,
     tz: str,
     thresholds: rules.Thresholds | None = None,
+    fresh: bool = False,
 ) -> Diagnosis:
-    """Run every check over the period (against the same period last year)."""
-    report = kpi_report(db, period, tz=tz)
+    """Run every check over the period (against the same period last year), on the
+    period's stored KPI report when there is one (``fresh`` recomputes it)."""
+    report = report_for(db, period, tz=tz, fresh=fresh)
     with db.unit_of_work() as session:
         programme = programme_service.programme_at(session, clock.now())
         facts = programme_facts(session, programme, period=period.bounds(tz))

@@ -4,6 +4,10 @@
 period's figures beside the previous period and the same period last year;
 ``GET /insight/cohorts`` the join-month retention table; ``GET /insight/diagnosis`` the
 health diagnosis as data, or as the HTML report with ``format=html``.
+
+Each answers the stored report (``computed_at`` says when it was computed; the nightly job
+stores the standard periods), computing and storing it when there is none; ``fresh=true``
+recomputes.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ FromDate = Annotated[
     date | None, Query(alias="from", description="first brand-local day, YYYY-MM-DD")
 ]
 ToDate = Annotated[date | None, Query(alias="to", description="last brand-local day, included")]
+Fresh = Annotated[bool, Query(description="recompute now instead of answering the stored report")]
 
 
 def _tz(request: Request) -> str:
@@ -50,12 +55,18 @@ def _change(change: kpis.Change) -> dict[str, float | None]:
 
 @router.get("/insight/kpis")
 def period_kpis(
-    request: Request, who: Reader, start: FromDate = None, end: ToDate = None
+    request: Request,
+    who: Reader,
+    start: FromDate = None,
+    end: ToDate = None,
+    fresh: Fresh = False,
 ) -> dict[str, Any]:
     """The period's KPIs, the previous period's, last year's, and the changes (Δ and %)."""
-    report = kpis.kpi_report(_db(request), _period(request, start, end, 30), tz=_tz(request))
+    period = _period(request, start, end, 30)
+    report = kpis.report_for(_db(request), period, tz=_tz(request), fresh=fresh)
     return {
         "computed_at": report.computed_at.isoformat(),
+        "seconds": report.seconds,
         "timezone": report.tz,
         "current": asdict(report.current),
         "previous": asdict(report.previous),
@@ -75,9 +86,15 @@ def cohort_table(
     request: Request,
     who: Reader,
     months: Annotated[int, Query(ge=1, le=36, description="join months, up to this one")] = 12,
-) -> list[dict[str, Any]]:
+    fresh: Fresh = False,
+) -> dict[str, Any]:
     """Members by join month and the share who bought in each month since joining."""
-    return [asdict(c) for c in kpis.cohorts(_db(request), tz=_tz(request), months=months)]
+    table = kpis.cohorts_for(_db(request), tz=_tz(request), months=months, fresh=fresh)
+    return {
+        "computed_at": table.computed_at.isoformat(),
+        "seconds": table.seconds,
+        "cohorts": [asdict(c) for c in table.cohorts],
+    }
 
 
 @router.get("/insight/diagnosis", response_model=None)
@@ -87,10 +104,11 @@ def health_diagnosis(
     start: FromDate = None,
     end: ToDate = None,
     format: Annotated[Literal["json", "html"], Query()] = "json",
+    fresh: Fresh = False,
 ) -> dict[str, Any] | HTMLResponse:
     """Every check over the period (default: the last twelve months) against last year."""
     period = _period(request, start, end, diagnosis_service.DEFAULT_DAYS)
-    found = diagnosis_service.diagnose(_db(request), period, tz=_tz(request))
+    found = diagnosis_service.diagnose(_db(request), period, tz=_tz(request), fresh=fresh)
     if format == "html":
         return HTMLResponse(diagnosis_service.render_html(found))
     return diagnosis_service.as_dict(found)

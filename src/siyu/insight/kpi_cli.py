@@ -1,11 +1,14 @@
 """``siyu insight kpis | cohorts`` and ``siyu report diagnosis``: Rich tables with the
-comparisons (Δ and %), and the diagnosis as a table or an HTML file."""
+comparisons (Δ and %), and the diagnosis as a table or an HTML file. Each shows the stored
+report with the time it was computed (computing and storing it if there is none);
+``--fresh`` recomputes."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -22,6 +25,9 @@ FromOption = Annotated[
 ToOption = Annotated[
     datetime | None,
     typer.Option("--to", formats=["%Y-%m-%d"], help="last brand-local day, included"),
+]
+FreshOption = Annotated[
+    bool, typer.Option("--fresh", help="recompute now instead of showing the stored report")
 ]
 
 
@@ -47,6 +53,17 @@ def _period(start: datetime | None, end: datetime | None, days: int):  # type: i
     return period_of(first, last, today=today, days=days)
 
 
+def _computed(at: datetime, seconds: float) -> str:
+    from siyu.core import clock
+
+    local = at.astimezone(ZoneInfo(_tz()))
+    age = clock.now() - at
+    return (
+        f"[dim]computed at {local:%Y-%m-%d %H:%M:%S %Z} ({seconds:.1f}s, "
+        f"{int(age.total_seconds() // 60)} min ago); --fresh recomputes[/]"
+    )
+
+
 def _delta(name: str, value: float, against: float) -> str:
     from siyu.insight.kpis import RATES
 
@@ -66,13 +83,15 @@ def register(insight_app: typer.Typer, report_app: typer.Typer) -> None:
     """Add this module's commands to ``siyu insight`` and ``siyu report``."""
 
     @insight_app.command("kpis")
-    def kpis_command(start: FromOption = None, end: ToOption = None) -> None:
+    def kpis_command(
+        start: FromOption = None, end: ToOption = None, fresh: FreshOption = False
+    ) -> None:
         """KPIs of a period (default: the last 30 days) against the previous period and the
         same period last year."""
         from siyu.insight import kpis
 
         period = _period(start, end, 30)
-        report = kpis.kpi_report(_database(), period, tz=_tz())
+        report = kpis.report_for(_database(), period, tz=_tz(), fresh=fresh)
         table = Table(title=f"会员经营指标 KPIs {period.label()} ({report.tz})")
         table.add_column("指标 figure")
         table.add_column("本期 now", justify="right")
@@ -110,15 +129,18 @@ def register(insight_app: typer.Typer, report_app: typer.Typer) -> None:
                 f"{paid.penetration:.2%}, renewal {paid.renewed}/{paid.renewals_due} "
                 f"({paid.renewal_rate:.2%}), GMV multiple {paid.gmv_multiple}x"
             )
+        console.print(_computed(report.computed_at, report.seconds))
 
     @insight_app.command("cohorts")
     def cohorts_command(
         months: Annotated[int, typer.Option(min=1, max=36, help="join months shown")] = 12,
+        fresh: FreshOption = False,
     ) -> None:
         """Cohort retention: join month × months since joining (share who bought)."""
         from siyu.insight import kpis
 
-        rows = kpis.cohorts(_database(), tz=_tz(), months=months)
+        stored = kpis.cohorts_for(_database(), tz=_tz(), months=months, fresh=fresh)
+        rows = stored.cohorts
         table = Table(title="同期群留存 cohort retention (share of the join month who bought)")
         table.add_column("joined")
         table.add_column("members", justify="right")
@@ -128,6 +150,7 @@ def register(insight_app: typer.Typer, report_app: typer.Typer) -> None:
             cells = ["" if r is None else f"{r:.0%}" for r in row.retention]
             table.add_row(row.month, f"{row.members:,}", *cells)
         console.print(table)
+        console.print(_computed(stored.computed_at, stored.seconds))
 
     @report_app.command("diagnosis")
     def diagnosis_command(
@@ -136,13 +159,14 @@ def register(insight_app: typer.Typer, report_app: typer.Typer) -> None:
         html: Annotated[
             Path | None, typer.Option("--html", help="also write the HTML report to this file")
         ] = None,
+        fresh: FreshOption = False,
     ) -> None:
         """The health diagnosis of the programme (default: the last twelve months)."""
         from siyu.insight import diagnosis
         from siyu.insight.diagnosis_rules import OUTCOME_NAMES, SEVERITY_NAMES
 
         period = _period(start, end, diagnosis.DEFAULT_DAYS)
-        found = diagnosis.diagnose(_database(), period, tz=_tz())
+        found = diagnosis.diagnose(_database(), period, tz=_tz(), fresh=fresh)
         table = Table(
             title=f"会员体系诊断 health diagnosis {period.label()}", show_lines=True, expand=True
         )

@@ -12,23 +12,36 @@ joining; 1st → 2nd conversion: a second purchase) count only what happened by 
 end, so a period and the same period last year are measured alike.
 
 Paid membership figures reuse ``siyu.paid.kpis`` month by month over the period.
+
+Reports are materialized (``kpi_models``): ``report_for`` and ``cohorts_for`` serve the
+stored report of a period with the time it was computed, and compute and store it when
+there is none (or when asked ``fresh``); the nightly ``insight.kpis`` job stores the
+standard periods. ``kpi_report`` and ``cohorts`` always compute. On SQLite the DuckDB part
+runs in a child process (``isolation``); the programme and the paid figures, read through
+SQLAlchemy, are read here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import time as timer
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import ibis
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.core import clock
-from siyu.core.db import Database
+from siyu.core.db import Database, upsert_insert
 from siyu.core.errors import Problem, invalid
-from siyu.insight.engine import Analytics, analytics, instant
+from siyu.insight.engine import Analytics, instant
 from siyu.insight.facts import EXCLUDED_STATUSES
+from siyu.insight.isolation import run_isolated
+from siyu.insight.kpi_models import KpiReportRow
+from siyu.jobs.service import job
 from siyu.paid import kpis as paid_kpis
 from siyu.programme import service as programme_service
 from siyu.programme.rules import Programme
@@ -223,6 +236,7 @@ class KpiReport:
     computed_at: datetime
     tz: str
     tier_order: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # how long the computation took
 
     def change(self, name: str, against: str = "last_year") -> Change:
         now = float(getattr(self.current, name))
@@ -281,15 +295,14 @@ def _one(expr: ibis.Table) -> dict[str, object]:
 
 def _figures(
     engine: Analytics,
-    session: Session,
     period: Period,
     *,
     tz: str,
     programme: Programme,
     purchases: ibis.Table,
     firsts: ibis.Table,
-    paid_cache: dict[date, paid_kpis.PaidKpis],
 ) -> Figures:
+    """The period's figures but the paid ones (read through SQLAlchemy by the caller)."""
     start_at, end_at = period.bounds(tz)
     start, end = instant(start_at), instant(end_at)
 
@@ -411,7 +424,6 @@ def _figures(
         tier_moves=moves,
         tier_upgrades=sum(x.members for x in moves if x.direction == "up"),
         tier_downgrades=sum(x.members for x in moves if x.direction == "down"),
-        paid=_paid(session, period, tz=tz, cache=paid_cache) if programme.paid else None,
     )
 
 
@@ -504,38 +516,67 @@ def _paid(
     )
 
 
-def kpi_report(db: Database, period: Period, *, tz: str) -> KpiReport:
-    """The period's KPIs beside the previous period and the same period last year."""
+@dataclass(frozen=True)
+class _FiguresJob:
+    """What the DuckDB part of reports needs, picklable for the child process (SQLite)."""
+
+    periods: tuple[Period, ...]
+    tz: str
+    programme: Programme
+
+
+def _figures_of(engine: Analytics, work: _FiguresJob) -> list[Figures]:
+    """Every period's figures (paid aside), over one ranking of purchases."""
+    latest_end = max(p.bounds(work.tz)[1] for p in work.periods)
+    purchases = _purchases(engine, latest_end)
+    firsts = _firsts(engine, purchases)
+    return [
+        _figures(
+            engine,
+            p,
+            tz=work.tz,
+            programme=work.programme,
+            purchases=purchases,
+            firsts=firsts,
+        )
+        for p in work.periods
+    ]
+
+
+def kpi_reports(db: Database, periods: Sequence[Period], *, tz: str) -> list[KpiReport]:
+    """Each period's KPIs beside its previous period and the same period last year,
+    computed together (one ranking of purchases, one DuckDB process)."""
+    began = timer.perf_counter()
     now = clock.now()
-    periods = (period, period.previous(), period.last_year())
-    latest_end = max(p.bounds(tz)[1] for p in periods)
+    triples = [(p, p.previous(), p.last_year()) for p in periods]
+    flat = tuple(p for triple in triples for p in triple)
     with db.unit_of_work() as session:
         programme = programme_service.programme_at(session, now)
-        with analytics(db) as engine:
-            purchases = _purchases(engine, latest_end)
-            firsts = _firsts(engine, purchases)
-            paid_cache: dict[date, paid_kpis.PaidKpis] = {}
-            current, previous, last_year = (
-                _figures(
-                    engine,
-                    session,
-                    p,
-                    tz=tz,
-                    programme=programme,
-                    purchases=purchases,
-                    firsts=firsts,
-                    paid_cache=paid_cache,
-                )
-                for p in periods
-            )
-    return KpiReport(
-        current=current,
-        previous=previous,
-        last_year=last_year,
-        computed_at=now,
-        tz=tz,
-        tier_order=[level.code for level in programme.tiers.levels],
-    )
+        paid_cache: dict[date, paid_kpis.PaidKpis] = {}
+        paid = [
+            _paid(session, p, tz=tz, cache=paid_cache) if programme.paid else None for p in flat
+        ]
+    figures = run_isolated(db, _figures_of, _FiguresJob(flat, tz, programme))
+    figures = [replace(f, paid=x) for f, x in zip(figures, paid, strict=True)]
+    seconds = round(timer.perf_counter() - began, 3)
+    return [
+        KpiReport(
+            current=figures[3 * i],
+            previous=figures[3 * i + 1],
+            last_year=figures[3 * i + 2],
+            computed_at=now,
+            tz=tz,
+            tier_order=[level.code for level in programme.tiers.levels],
+            seconds=seconds,
+        )
+        for i in range(len(periods))
+    ]
+
+
+def kpi_report(db: Database, period: Period, *, tz: str) -> KpiReport:
+    """The period's KPIs beside the previous period and the same period last year,
+    computed now (``report_for`` serves the stored report when there is one)."""
+    return kpi_reports(db, [period], tz=tz)[0]
 
 
 # --- cohorts -------------------------------------------------------------------------------
@@ -550,6 +591,52 @@ class Cohort:
     members: int
     buyers: list[int]
     retention: list[float | None]
+
+
+@dataclass(frozen=True)
+class _CohortJob:
+    offset: int  # the zone's UTC offset now, seconds
+    since_at: datetime  # the first moment of the first join month
+    now: datetime
+
+
+def _cohort_counts(
+    engine: Analytics, work: _CohortJob
+) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
+    """Members per join month, and buyers per (join month, months since joining); months
+    are counted from year 0 (``year * 12 + month - 1``)."""
+
+    def month_index(column: ibis.Value) -> ibis.Value:
+        local = column + ibis.interval(seconds=work.offset)
+        return local.year() * 12 + local.month() - 1  # type: ignore[attr-defined]
+
+    since, now = instant(work.since_at), instant(work.now)
+    members = engine.table("members")
+    joined = members.filter(
+        ~members.status.isin(EXCLUDED_STATUSES),
+        members.joined_at >= since,
+        members.joined_at <= now,
+    ).select(id=members.id, cohort=month_index(members.joined_at))
+    sizes = joined.group_by("cohort").aggregate(n=joined.count())
+    orders = engine.table("orders")
+    counted = orders.filter(
+        orders.member_id.notnull(),
+        orders.status != "refunded",
+        orders.paid_at >= since,
+        orders.paid_at <= now,
+    )
+    active = counted.join(joined, counted.member_id == joined.id)
+    active = active.select(
+        member_id=active.member_id,
+        cohort=active.cohort,
+        since=month_index(active.paid_at) - active.cohort,
+    ).distinct()
+    bought = active.group_by(["cohort", "since"]).aggregate(n=active.count())
+    size_rows = {int(r["cohort"]): int(r["n"]) for r in sizes.to_pyarrow().to_pylist()}
+    buyer_rows = {
+        (int(r["cohort"]), int(r["since"])): int(r["n"]) for r in bought.to_pyarrow().to_pylist()
+    }
+    return size_rows, buyer_rows
 
 
 def cohorts(db: Database, *, tz: str, months: int = COHORT_MONTHS) -> list[Cohort]:
@@ -567,36 +654,9 @@ def cohorts(db: Database, *, tz: str, months: int = COHORT_MONTHS) -> list[Cohor
     first_month = date(first_index // 12, first_index % 12 + 1, 1)
     since_at = clock.as_utc(datetime.combine(first_month, time(), ZoneInfo(tz)))
 
-    def month_index(column: ibis.Value) -> ibis.Value:
-        local = column + ibis.interval(seconds=offset)
-        return local.year() * 12 + local.month() - 1  # type: ignore[attr-defined]
-
-    with analytics(db) as engine:
-        members = engine.table("members")
-        joined = members.filter(
-            ~members.status.isin(EXCLUDED_STATUSES),
-            members.joined_at >= instant(since_at),
-            members.joined_at <= instant(now),
-        ).select(id=members.id, cohort=month_index(members.joined_at))
-        sizes = joined.group_by("cohort").aggregate(n=joined.count())
-        orders = engine.table("orders")
-        counted = orders.filter(
-            orders.member_id.notnull(),
-            orders.status != "refunded",
-            orders.paid_at >= instant(since_at),
-            orders.paid_at <= instant(now),
-        )
-        active = counted.join(joined, counted.member_id == joined.id)
-        active = active.select(
-            member_id=active.member_id,
-            cohort=active.cohort,
-            since=month_index(active.paid_at) - active.cohort,
-        ).distinct()
-        bought = active.group_by(["cohort", "since"]).aggregate(n=active.count())
-        size_rows = {r["cohort"]: int(r["n"]) for r in sizes.to_pyarrow().to_pylist()}
-        buyer_rows = {
-            (r["cohort"], r["since"]): int(r["n"]) for r in bought.to_pyarrow().to_pylist()
-        }
+    size_rows, buyer_rows = run_isolated(
+        db, _cohort_counts, _CohortJob(offset=offset, since_at=since_at, now=now)
+    )
     out: list[Cohort] = []
     for index in range(first_index, this_index + 1):
         size = size_rows.get(index, 0)
@@ -629,3 +689,208 @@ def figures_rows(report: KpiReport) -> Iterable[tuple[str, str, str, Change, Cha
     """(name, 中文, English, against the previous period, against last year) for tables."""
     for name, zh, en in HEADLINE:
         yield name, zh, en, report.change(name, "previous"), report.change(name, "last_year")
+
+
+# --- materialized reports ------------------------------------------------------------------
+
+PERIOD_KIND = "period"
+COHORTS_KIND = "cohorts"
+
+
+def _plain(value: Any) -> Any:
+    """A report's value as JSON: dates and instants as ISO text, the rest as is."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def report_as_json(report: KpiReport) -> dict[str, Any]:
+    """A report as JSON-ready data (what ``insight_kpi_reports.report`` holds)."""
+    return _plain(asdict(report))  # type: ignore[no-any-return]
+
+
+def _figures_of_json(data: dict[str, Any]) -> Figures:
+    values = dict(data)
+    values["period"] = Period(
+        date.fromisoformat(data["period"]["start"]), date.fromisoformat(data["period"]["end"])
+    )
+    values["tier_moves"] = [TierMove(**m) for m in data["tier_moves"]]
+    values["paid"] = PaidFigures(**data["paid"]) if data.get("paid") else None
+    return Figures(**values)
+
+
+def report_of_json(data: dict[str, Any]) -> KpiReport:
+    """The report that ``report_as_json`` wrote, equal to the one it was written from."""
+    return KpiReport(
+        current=_figures_of_json(data["current"]),
+        previous=_figures_of_json(data["previous"]),
+        last_year=_figures_of_json(data["last_year"]),
+        computed_at=clock.as_utc(datetime.fromisoformat(data["computed_at"])),
+        tz=data["tz"],
+        tier_order=list(data["tier_order"]),
+        seconds=float(data.get("seconds", 0.0)),
+    )
+
+
+def _store(
+    session: Session,
+    *,
+    kind: str,
+    start: date,
+    end: date,
+    tz: str,
+    report: dict[str, Any],
+    computed_at: datetime,
+    seconds: float,
+) -> None:
+    """Keep a report, replacing the one of the same key (two requests computing the same
+    period at once both succeed; the later one stays)."""
+    table = KpiReportRow.__table__
+    stmt = upsert_insert(session, table).values(
+        kind=kind,
+        period_start=start,
+        period_end=end,
+        timezone=tz,
+        report=report,
+        computed_at=computed_at,
+        seconds=seconds,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "period_start", "period_end", "timezone"],
+        set_={c: stmt.excluded[c] for c in ("report", "computed_at", "seconds")},
+    )
+    session.execute(stmt)
+
+
+def _stored(session: Session, *, kind: str, start: date, end: date, tz: str) -> KpiReportRow | None:
+    return session.scalar(
+        select(KpiReportRow).where(
+            KpiReportRow.kind == kind,
+            KpiReportRow.period_start == start,
+            KpiReportRow.period_end == end,
+            KpiReportRow.timezone == tz,
+        )
+    )
+
+
+def store_reports(db: Database, reports: Sequence[KpiReport]) -> None:
+    """Keep computed reports in ``insight_kpi_reports``, one transaction."""
+    with db.unit_of_work() as session:
+        for report in reports:
+            period = report.current.period
+            _store(
+                session,
+                kind=PERIOD_KIND,
+                start=period.start,
+                end=period.end,
+                tz=report.tz,
+                report=report_as_json(report),
+                computed_at=report.computed_at,
+                seconds=report.seconds,
+            )
+
+
+def stored_report(db: Database, period: Period, *, tz: str) -> KpiReport | None:
+    """The stored report of exactly this period in this zone, if one was computed."""
+    with db.unit_of_work() as session:
+        row = _stored(session, kind=PERIOD_KIND, start=period.start, end=period.end, tz=tz)
+        return report_of_json(row.report) if row is not None else None
+
+
+def report_for(db: Database, period: Period, *, tz: str, fresh: bool = False) -> KpiReport:
+    """The period's report: the stored one (its ``computed_at`` says when), or computed and
+    stored now when there is none or ``fresh`` is asked."""
+    if not fresh:
+        found = stored_report(db, period, tz=tz)
+        if found is not None:
+            return found
+    report = kpi_report(db, period, tz=tz)
+    store_reports(db, [report])
+    return report
+
+
+@dataclass(frozen=True)
+class CohortTable:
+    """A cohort retention table with the time it was computed."""
+
+    cohorts: list[Cohort]
+    computed_at: datetime
+    seconds: float
+
+
+def _cohort_key(tz: str, months: int) -> tuple[date, date]:
+    """The first join month's first day and the current month's last day: a table is kept
+    per window of join months, replaced each time it is recomputed within its month."""
+    today = clock.local_date(clock.now(), tz)
+    index = today.year * 12 + today.month - 1 - months + 1
+    first = date(index // 12, index % 12 + 1, 1)
+    month_end = date(today.year + today.month // 12, today.month % 12 + 1, 1) - timedelta(days=1)
+    return first, month_end
+
+
+def cohorts_for(
+    db: Database, *, tz: str, months: int = COHORT_MONTHS, fresh: bool = False
+) -> CohortTable:
+    """The cohort table of the current window of join months: stored, or computed and
+    stored now (as ``report_for``)."""
+    if not 1 <= months <= 36:
+        raise invalid([Problem("months", "between 1 and 36")])
+    start, end = _cohort_key(tz, months)
+    if not fresh:
+        with db.unit_of_work() as session:
+            row = _stored(session, kind=COHORTS_KIND, start=start, end=end, tz=tz)
+            if row is not None:
+                return CohortTable(
+                    [Cohort(**c) for c in row.report["cohorts"]],
+                    clock.as_utc(row.computed_at),
+                    row.seconds,
+                )
+    began = timer.perf_counter()
+    now = clock.now()
+    table = CohortTable(
+        cohorts(db, tz=tz, months=months), now, round(timer.perf_counter() - began, 3)
+    )
+    with db.unit_of_work() as session:
+        _store(
+            session,
+            kind=COHORTS_KIND,
+            start=start,
+            end=end,
+            tz=tz,
+            report={"cohorts": [asdict(c) for c in table.cohorts]},
+            computed_at=now,
+            seconds=table.seconds,
+        )
+    return table
+
+
+def standard_periods(day: date) -> list[Period]:
+    """What the nightly job stores for the night of ``day``: the last 7, 30 and 90 days
+    ending the day before, and the last full month."""
+    yesterday = day - timedelta(days=1)
+    month_end = day.replace(day=1) - timedelta(days=1)
+    return [
+        *(Period(yesterday - timedelta(days=n - 1), yesterday) for n in (7, 30, 90)),
+        Period(month_end.replace(day=1), month_end),
+    ]
+
+
+@job("insight.kpis", "KPIs: the standard periods and the cohort table, stored", order=65)
+def kpis_job(db: Database, day: date) -> dict[str, Any]:
+    """After the insight refresh: recompute and store the standard periods' reports (one
+    computation) and the cohort table, so the API and the console answer from them."""
+    from siyu.core.settings import get_settings
+
+    tz = get_settings().timezone
+    reports = kpi_reports(db, standard_periods(day), tz=tz)
+    store_reports(db, reports)
+    table = cohorts_for(db, tz=tz, fresh=True)
+    return {
+        "periods": [r.current.period.label() for r in reports],
+        "cohort_months": len(table.cohorts),
+        "seconds": reports[0].seconds if reports else 0.0,
+    }

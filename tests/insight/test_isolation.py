@@ -1,0 +1,85 @@
+"""DuckDB work where it is safe: in a spawned child on SQLite (DuckDB's own SQLite never
+opens the live file in the application's process), in process on PostgreSQL; what it
+staged is published in one live transaction."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from siyu.core import clock
+from siyu.core.db import Database
+from siyu.insight.engine import LIVE, Analytics, AnalyticsUnavailable
+from siyu.insight.isolation import isolated, run_isolated
+from siyu.insight.models import LifecycleMatrix
+from siyu.members import service as members
+from siyu.members.service import EnrolDraft
+
+MATRIX = ["month", "from_stage", "to_stage", "members", "computed_at"]
+
+
+def _members_where(engine: Analytics, status: str) -> tuple[int, int]:
+    """Work for the tests: the process it ran in and a count over the live database."""
+    count = engine.scalar(f"SELECT count(*) FROM {LIVE}.members WHERE status = ?", [status])
+    return os.getpid(), int(count)
+
+
+def _stage_counts(engine: Analytics, month: str) -> int:
+    """Work that stages a small summary for publishing and says how many rows."""
+    engine.stage(
+        "counts",
+        f"SELECT '{month}' AS month, 'new' AS from_stage, status AS to_stage, "
+        f"count(*) AS members, TIMESTAMP '2026-11-23 04:00:00' AS computed_at "
+        f"FROM {LIVE}.members GROUP BY status",
+    )
+    return int(engine.scalar("SELECT count(DISTINCT status) FROM live.members"))
+
+
+@pytest.fixture
+def three_members(clean_db: Database) -> None:
+    with clean_db.unit_of_work() as session:
+        for i in range(3):
+            members.enrol(
+                session,
+                EnrolDraft(
+                    phone=f"1390000000{i}",
+                    joined_at=clock.now() - timedelta(days=i),
+                    join_channel="store",
+                ),
+            )
+
+
+@pytest.mark.usefixtures("three_members")
+def test_work_runs_in_a_child_on_sqlite_and_here_on_postgresql(clean_db: Database) -> None:
+    pid, count = run_isolated(clean_db, _members_where, "active")
+    assert count == 3
+    assert (pid != os.getpid()) == (clean_db.dialect == "sqlite")
+
+
+@pytest.mark.usefixtures("three_members")
+def test_staged_results_are_published_in_one_transaction(clean_db: Database) -> None:
+    with isolated(clean_db, writes=True) as place:
+        assert place.run(_stage_counts, "2026-11") == 1
+        with place.publish() as live:
+            assert live.insert("lifecycle_matrix", MATRIX, "counts") == 1
+    with clean_db.unit_of_work() as session:
+        row = session.scalars(select(LifecycleMatrix)).one()
+        assert (row.month, row.to_stage, row.members) == ("2026-11", "active", 3)
+        assert row.computed_at == clock.now()
+
+    # a publish that raises leaves nothing behind
+    with isolated(clean_db, writes=True) as place:
+        place.run(_stage_counts, "2026-12")
+        with pytest.raises(RuntimeError), place.publish() as live:
+            live.insert("lifecycle_matrix", MATRIX, "counts")
+            raise RuntimeError("stop")
+    with clean_db.unit_of_work() as session:
+        assert [r.month for r in session.scalars(select(LifecycleMatrix))] == ["2026-11"]
+
+
+def test_a_read_only_place_cannot_publish(clean_db: Database) -> None:
+    with isolated(clean_db) as place, pytest.raises(AnalyticsUnavailable, match="read-only"):
+        place.publish()
