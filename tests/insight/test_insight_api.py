@@ -20,6 +20,7 @@ def test_refresh_and_read_everything_through_the_api(
     ran = app_client.post("/insight/refresh", headers=analyst)
     assert ran.status_code == 201, ran.text
     assert ran.json()["members"] == 11 and ran.json()["marks"]["silent_after_days"] == 90
+    assert ran.json()["mode"] == "full" and ran.json()["written"] == 11
 
     stages = app_client.get("/insight/lifecycle", headers=analyst).json()
     by_stage = {s["key"]: s for s in stages["stages"]}
@@ -51,11 +52,18 @@ def test_refresh_and_read_everything_through_the_api(
     one = app_client.get(f"/insight/members/{heavy}", headers=analyst).json()
     assert one["stage"] == "active" and one["super_user"] is True
     assert one["rfm_group_name"] == "重要价值"
+    # recency is computed when read, from the stored last purchase (30 days ago)
+    assert one["recency_days"] == 30 and one["last_order_at"] is not None
     missing = app_client.get("/insight/members/999999", headers=analyst)
     assert missing.status_code == 404
 
     runs = app_client.get("/insight/runs", headers=analyst).json()
     assert runs[0]["status"] == "done" and runs[0]["detail"]["members"] == 11
+
+    nightly = app_client.post("/insight/refresh", headers=analyst).json()
+    assert (nightly["mode"], nightly["written"]) == ("incremental", 0)
+    full = app_client.post("/insight/refresh?full=true", headers=analyst).json()
+    assert (full["mode"], full["recomputed"], full["written"]) == ("full", 11, 0)
 
 
 def test_only_admins_operators_and_analysts(

@@ -42,6 +42,11 @@ def test_refresh_and_read_from_the_command_line(runner: CliRunner) -> None:
     runs = runner.invoke(cli.app, ["insight", "runs"])
     assert runs.exit_code == 0 and "done" in runs.output
 
+    nightly = runner.invoke(cli.app, ["insight", "refresh"])
+    assert nightly.exit_code == 0 and "incremental" in nightly.output, nightly.output
+    full = runner.invoke(cli.app, ["insight", "refresh", "--full"])
+    assert full.exit_code == 0 and "full" in full.output, full.output
+
 
 def test_the_nightly_job_refreshes_once_a_day(small_brand: SmallBrand) -> None:
     day = small_brand.now.date()

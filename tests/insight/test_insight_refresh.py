@@ -70,7 +70,10 @@ def test_rfm_scores_and_groups_for_buyers_only(small_brand: SmallBrand) -> None:
     rows = insight_rows(small_brand)
 
     heavy = rows["super"]
-    assert (heavy.recency_days, heavy.frequency, heavy.monetary_fen) == (30, 12, 12 * 150_000)
+    recency = views.recency_days(heavy.last_order_at, small_brand.now)
+    assert (recency, heavy.frequency, heavy.monetary_fen) == (30, 12, 12 * 150_000)
+    assert (heavy.order_count, heavy.orders_12m, heavy.orders_by_join_7d) == (14, 12, 1)
+    assert heavy.spend_12m_fen == 12 * 150_000 and heavy.orders_by_join_30d == 2
     assert heavy.f_score == 5 and heavy.m_score == 5
     assert heavy.rfm_group == "important_value"
     assert rows["churned"].rfm_group == "general_retain"

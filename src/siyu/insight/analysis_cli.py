@@ -35,8 +35,17 @@ def refresh_command(
         datetime | None,
         typer.Option(help="evaluate as of this instant (UTC unless an offset is given)"),
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="recompute every member from every order, not only what changed since the "
+            "last refresh",
+        ),
+    ] = False,
 ) -> None:
-    """Recompute lifecycle stages, RFM, super users and early signals now."""
+    """Recompute lifecycle stages, RFM, super users and early signals now: incrementally
+    from the last refresh's watermark, or in full."""
     from siyu.core.settings import get_settings
     from siyu.insight.refresh import refresh
 
@@ -57,12 +66,15 @@ def refresh_command(
             else:
                 bar.update(task, description=what, completed=done, total=total)
 
-        result = refresh(db, as_of=as_of, tz=get_settings().timezone, progress=report)
+        result = refresh(db, as_of=as_of, tz=get_settings().timezone, progress=report, full=full)
     table = Table(title=f"insight refresh {result.run_id} as of {result.as_of:%Y-%m-%d %H:%M} UTC")
     table.add_column("what")
     table.add_column("value", justify="right")
     marks = result.marks
     for label, value in (
+        ("mode", "full" if result.full else "incremental"),
+        ("members updated from orders", f"{result.recomputed:,}"),
+        ("rows written", f"{result.written:,}"),
         ("members", f"{result.members:,}"),
         ("buyers", f"{result.buyers:,}"),
         ("super users", f"{result.super_users:,}"),
@@ -134,7 +146,7 @@ def rfm_command(
             for m in page.items:
                 table.add_row(
                     str(m.member_id),
-                    str(m.recency_days),
+                    str(m.recency_days if m.recency_days is not None else "-"),
                     str(m.frequency),
                     _yuan(m.monetary_fen or 0),
                     str(m.r_score),

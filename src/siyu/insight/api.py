@@ -27,10 +27,14 @@ def run_refresh(
     as_of: Annotated[
         datetime | None, Query(description="evaluate as of this instant (default now)")
     ] = None,
+    full: Annotated[
+        bool,
+        Query(description="recompute every member from every order, not only what changed"),
+    ] = False,
 ) -> schemas.RefreshRead:
     """Run the refresh now (the nightly job does the same). Answers when it is done; on a
     large brand that takes a while, so the nightly job is the usual way."""
-    result = refresh(db, as_of=as_of, tz=request.app.state.settings.timezone)
+    result = refresh(db, as_of=as_of, tz=request.app.state.settings.timezone, full=full)
     return schemas.RefreshRead(
         run_id=result.run_id,
         as_of=result.as_of,
@@ -39,6 +43,9 @@ def run_refresh(
         super_users=result.super_users,
         transitions=result.transitions,
         events=result.events,
+        mode="full" if result.full else "incremental",
+        recomputed=result.recomputed,
+        written=result.written,
         marks=schemas.MarksRead(**result.marks.__dict__),
         seconds={k: round(v, 3) for k, v in result.seconds.items()},
     )

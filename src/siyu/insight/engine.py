@@ -120,6 +120,14 @@ class Publisher:
         )
         return int(result.rowcount)
 
+    def delete_keyed(self, target: str, where: str, key: str, staged: str) -> None:
+        """Delete the rows of a live table matching ``where`` whose ``key`` is in a staged
+        result: the rows about to be replaced, not the whole range."""
+        if self.duck is not None:
+            self.delete(target, f"{where} AND {key} IN (SELECT {key} FROM stage_{staged})")
+        else:
+            self.delete(target, f"{where} AND {key} IN (SELECT {key} FROM stage.{staged})")
+
     def delete(self, target: str, where: str) -> None:
         if self.duck is not None:
             self.duck.execute(f"DELETE FROM {LIVE}.{target} WHERE {where}")
@@ -220,6 +228,19 @@ class Analytics:
             if dtype.is_timestamp() and dtype.timezone is not None  # type: ignore[attr-defined]
         }
         return table.mutate(**aware) if aware else table
+
+    def live_query(self, query: str) -> str:
+        """A DuckDB table function that runs ``query`` inside the live database, so its
+        indexes answer it (an attached table is scanned whole): for the few rows a nightly
+        run needs out of a large table. Write the query in SQL both databases read."""
+        function = "sqlite_query" if self.sqlite else "postgres_query"
+        return f"{function}('{LIVE}', '{query.replace(chr(39), chr(39) * 2)}')"
+
+    def live_instant(self, at: datetime) -> str:
+        """An instant as a literal of the live database's own SQL (see ``live_query``):
+        SQLite compares the text instants SQLAlchemy writes, PostgreSQL a timestamptz."""
+        text = as_utc(at).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        return f"'{text}'" if self.sqlite else f"'{text}+00:00'"
 
     def sql(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
         return self.con.execute(query, params or [])

@@ -33,6 +33,7 @@ def purchases(orders: ibis.Table, members: ibis.Table, *, as_of: datetime) -> ib
     joined = counted.join(members.select("id", "joined_at"), counted.member_id == members.id)
     return joined.select(
         member_id=joined.member_id,
+        paid_at=joined.paid_at,
         paid_s=joined.paid_at.epoch_seconds(),
         net_fen=(joined.amount_fen - joined.refunded_fen).cast("int64"),
         joined_s=joined.joined_at.epoch_seconds(),
@@ -49,6 +50,8 @@ def buyer_stats(purchases: ibis.Table, *, as_of: datetime, window_days: int) -> 
     in_window = p.paid_s > window_from
     in_year = p.paid_s > year_from
     return p.group_by("member_id").aggregate(
+        first_at=p.paid_at.min(),
+        last_at=p.paid_at.max(),
         first_s=p.paid_s.min(),
         last_s=p.paid_s.max(),
         orders_all=p.count(),
@@ -79,6 +82,8 @@ def member_facts(members: ibis.Table, stats: ibis.Table, *, as_of: datetime) -> 
         member_id=joined.member_id,
         tier_code=joined.tier_code,
         joined_s=joined.joined_s,
+        first_order_at=joined.first_at,
+        last_order_at=joined.last_at,
         first_s=joined.first_s,
         last_s=joined.last_s,
         days_since_first=((now_s - joined.first_s) // DAY_SECONDS).cast("int64"),
@@ -91,6 +96,66 @@ def member_facts(members: ibis.Table, stats: ibis.Table, *, as_of: datetime) -> 
         orders_by_join_7d=joined.orders_by_join_7d.cast("int64").fill_null(zero),
         orders_by_join_30d=joined.orders_by_join_30d.cast("int64").fill_null(zero),
     )
+
+
+def stored_stats(insight: ibis.Table) -> ibis.Table:
+    """``buyer_stats`` as kept on ``member_insight`` by the last refresh, for the members
+    nothing happened to since: their rows hold the same aggregates a scan of their orders
+    would give now (see ``refresh``: every member whose aggregates could differ is
+    recomputed from their orders instead)."""
+    kept = insight.filter(insight.first_order_at.notnull())
+    return kept.select(
+        member_id=kept.member_id,
+        first_at=kept.first_order_at,
+        last_at=kept.last_order_at,
+        first_s=kept.first_order_at.epoch_seconds(),
+        last_s=kept.last_order_at.epoch_seconds(),
+        orders_all=kept.order_count,
+        orders_window=kept.frequency,
+        spend_window_fen=kept.monetary_fen,
+        orders_12m=kept.orders_12m,
+        spend_12m_fen=kept.spend_12m_fen,
+        orders_by_join_7d=kept.orders_by_join_7d,
+        orders_by_join_30d=kept.orders_by_join_30d,
+    )
+
+
+def expired_stats(
+    purchases: ibis.Table, *, since: datetime, as_of: datetime, window_days: int
+) -> ibis.Table:
+    """Per member, the orders and net spend that were inside the RFM window and the 12
+    months ``since`` (the last refresh) and are outside them ``as_of``: what the nightly
+    run takes off the stored aggregates as time passes. The same edges as ``buyer_stats``
+    (epoch seconds), so the stored and the recomputed windows agree to the second."""
+    was_s, now_s = epoch(since), epoch(as_of)
+    p = purchases
+
+    def left(days: int) -> ibis.Value:
+        return (p.paid_s > was_s - days * DAY_SECONDS) & (p.paid_s <= now_s - days * DAY_SECONDS)
+
+    window, year = left(window_days), left(YEAR_DAYS)
+    return p.group_by("member_id").aggregate(
+        orders_window=window.ifelse(1, 0).sum(),
+        spend_window_fen=window.ifelse(p.net_fen, 0).sum(),
+        orders_12m=year.ifelse(1, 0).sum(),
+        spend_12m_fen=year.ifelse(p.net_fen, 0).sum(),
+    )
+
+
+STATS_COLUMNS = (
+    "member_id",
+    "first_at",
+    "last_at",
+    "first_s",
+    "last_s",
+    "orders_all",
+    "orders_window",
+    "spend_window_fen",
+    "orders_12m",
+    "spend_12m_fen",
+    "orders_by_join_7d",
+    "orders_by_join_30d",
+)
 
 
 def average_gap_days(facts: ibis.Table) -> ibis.Table:

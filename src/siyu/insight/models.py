@@ -4,6 +4,13 @@
 read: lifecycle stage, RFM scores and group, super-user flag, CLV. Each part of the
 nightly refresh fills its own columns and stamps its own ``*_at``; the table is derived
 (rebuilt from orders by the refresh), so a member merge leaves it to the next refresh.
+
+The refresh keeps each member's running purchase aggregates here too (first and last
+order, order counts and net spend over the RFM window and 12 months, early orders after
+joining), so the nightly run reads only the orders and refunds since its watermark (kept
+on ``insight_runs``) instead of every order. Dates are stored, not values that change
+every day: recency is days since ``last_order_at``, computed when read, so the row of a
+member nothing happened to is not rewritten.
 """
 
 from __future__ import annotations
@@ -23,8 +30,15 @@ class MemberInsight(Base):
     # lifecycle (生命周期): prospect | new | active | silent | sleeping | churned
     stage: Mapped[str | None] = mapped_column(String(10))
     stage_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # RFM: days since the last purchase, orders and net spend over the RFM window
-    recency_days: Mapped[int | None] = mapped_column(Integer)
+    # purchase aggregates the nightly refresh merges new orders into (null/0: never bought)
+    first_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    order_count: Mapped[int | None] = mapped_column(Integer)
+    orders_12m: Mapped[int | None] = mapped_column(Integer)
+    spend_12m_fen: Mapped[int | None] = mapped_column(BigInteger)
+    orders_by_join_7d: Mapped[int | None] = mapped_column(Integer)
+    orders_by_join_30d: Mapped[int | None] = mapped_column(Integer)
+    # RFM: orders and net spend over the RFM window (recency: days since last_order_at)
     frequency: Mapped[int | None] = mapped_column(Integer)
     monetary_fen: Mapped[int | None] = mapped_column(BigInteger)
     r_score: Mapped[int | None] = mapped_column(Integer)
@@ -63,6 +77,12 @@ class InsightRun(Base):
     detail: Mapped[str] = mapped_column(String(2000), default="")
     # running | done | failed: a failed run is finished too, so it never blocks the next
     status: Mapped[str] = mapped_column(String(10), default="done", server_default="done")
+    # the refresh's watermark: the highest order, refund and member-merge ids it had read,
+    # and a digest of the settings its aggregates depend on (another digest: recompute all)
+    order_watermark: Mapped[int | None] = mapped_column(BigInteger)
+    refund_watermark: Mapped[int | None] = mapped_column(BigInteger)
+    merge_watermark: Mapped[int | None] = mapped_column(BigInteger)
+    settings_key: Mapped[str | None] = mapped_column(String(64))
 
 
 # --- lifecycle, RFM, super users (the refresh) -----------------------------------------

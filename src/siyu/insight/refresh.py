@@ -1,13 +1,32 @@
 """The insight refresh: every member's lifecycle stage, RFM scores and group, super-user
 flag, and the summaries the API serves, computed in DuckDB and written back set-based.
 
-One pass over orders gives the per-member facts (``facts.member_facts``), kept in DuckDB
-memory; everything after it reads that. Results are staged, then published into the
-live database by ``INSERT … SELECT`` inside the database (``engine.Analytics.stage`` and
-``publish``), so no member row passes through Python:
+Incremental. Each member's purchase aggregates (first and last order, orders and net
+spend over the RFM window and 12 months, early orders after joining) are kept on
+``member_insight``; each run records a watermark (the highest order, refund and merge ids
+it read) and a digest of the settings the aggregates depend on. The nightly run recomputes
+from their orders only the members whose aggregates can differ since the last run, found
+set-based through the live database's indexes (``_merge_stats``): the orders since the
+watermark are added to the stored aggregates, the orders that crossed the edge of the RFM
+window or of the 12 months since the last run are taken off them; the few members with a
+refund, a merge or an unmerge since, or who joined since, are recomputed from all their
+orders. Every other member's aggregates are read back from ``member_insight``. So a day
+of orders costs a day of orders, plus one pass over ``member_insight`` (one row per
+member) for what is global: lifecycle stages move as time passes, percentile marks, RFM
+quintiles, super users, the summaries. A full
+recompute from every order runs on ``full=True`` (``siyu insight refresh --full``), on
+the first run, and whenever the settings digest differs; both give the same rows.
 
-- ``member_insight``: rewritten in member-id ranges, one transaction each, so the live
-  database is never locked for long; columns other steps own (CLV) are carried over;
+The per-member facts (``facts.member_facts``) are kept in DuckDB memory; everything after
+them reads that. Results are staged, then published into the live database by
+``INSERT … SELECT`` inside the database (``engine.Analytics.stage`` and ``publish``), so
+no member row passes through Python:
+
+- ``member_insight``: only the rows that changed (compared in DuckDB with the rows read
+  at the start), in member-id ranges, one transaction each, so the live database is never
+  locked for long; columns other steps own (CLV) are carried over. Recency is not stored
+  (it changes every day for everyone): it is days since ``last_order_at``, computed when
+  read; ``computed_at`` is when the row last changed;
 - ``lifecycle_transitions``: one row per member whose stage changed (or was first placed),
   and an ``insight.stage_changed`` outbox event for each change after the first refresh
   (the first only places everyone: nothing happened to them);
@@ -20,6 +39,7 @@ the last refresh, which would record transitions out of order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import tempfile
@@ -32,10 +52,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import ibis
 from sqlalchemy import select
 
 from siyu.core import clock
-from siyu.core.db import Database
+from siyu.core.db import Database, UTCDateTime
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.settings import get_settings
 from siyu.insight import facts, lifecycle, rfm, superusers
@@ -49,13 +70,29 @@ STEP = "refresh"
 TOPIC = "insight.stage_changed"
 WRITE_BATCH = 100_000  # member ids per write transaction
 STALE_RUN = timedelta(hours=2)  # a running refresh older than this is taken as dead
+# On PostgreSQL, ids below a watermark may still commit after it was read (a sequence
+# hands out ids before their transactions commit), so the nightly run looks again this
+# far back; recomputing a member twice is harmless, missing one is not. SQLite has one
+# writer at a time: its ids commit in order, and the watermark is exact.
+ID_OVERLAP = 10_000
+# orders near an edge in time are read with this much room (the exact edge is applied in
+# DuckDB, to the second, the way a full recompute applies it)
+TIME_OVERLAP = timedelta(minutes=1)
+# bump when the stored aggregates change meaning: the next refresh recomputes everything
+AGGREGATES_VERSION = 1
 
 # member_insight columns the refresh computes; every other column is carried over
 COMPUTED = (
     "member_id",
     "stage",
     "stage_since",
-    "recency_days",
+    "first_order_at",
+    "last_order_at",
+    "order_count",
+    "orders_12m",
+    "spend_12m_fen",
+    "orders_by_join_7d",
+    "orders_by_join_30d",
     "frequency",
     "monetary_fen",
     "r_score",
@@ -80,9 +117,17 @@ class RefreshResult:
     events: int
     marks: Marks
     seconds: dict[str, float] = field(default_factory=dict)
+    full: bool = True  # every order read (else: the members touched since the watermark)
+    # members whose aggregates this run updated from orders: recomputed from all their
+    # orders, or the stored ones plus new orders and minus those that left a window
+    recomputed: int = 0
+    written: int = 0  # member_insight rows written (changed, new or removed)
 
     def detail(self) -> dict[str, Any]:
         return {
+            "mode": "full" if self.full else "incremental",
+            "recomputed": self.recomputed,
+            "written": self.written,
             "members": self.members,
             "buyers": self.buyers,
             "super_users": self.super_users,
@@ -97,8 +142,47 @@ def _quiet(_what: str, _done: int, _total: int) -> None:
     return None
 
 
-def _start(db: Database, as_of: datetime) -> tuple[int, datetime | None, Programme | None]:
-    """Claim the refresh: one at a time, never before the last one's ``as_of``."""
+@dataclass(frozen=True)
+class Watermark:
+    """What the last finished refresh had read: the highest order, refund and merge ids,
+    when it started (merges and unmerges since are looked at again) and its ``as_of``."""
+
+    order_id: int
+    refund_id: int
+    merge_id: int
+    started_at: datetime
+    as_of: datetime
+
+
+def settings_key(programme: Programme | None, tz: str) -> str:
+    """A digest of what the stored aggregates and stages depend on: the lifecycle, RFM and
+    super-user settings and the brand's time zone. Another digest means recompute all."""
+    sections = {
+        "version": AGGREGATES_VERSION,
+        "tz": tz,
+        "lifecycle": programme.lifecycle.model_dump(mode="json")
+        if programme and programme.lifecycle
+        else None,
+        "rfm": programme.rfm.model_dump(mode="json") if programme and programme.rfm else None,
+        "super_users": programme.super_users.model_dump(mode="json")
+        if programme and programme.super_users
+        else None,
+    }
+    return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Claim:
+    run_id: int
+    last_as_of: datetime | None
+    programme: Programme | None
+    settings: str
+    watermark: Watermark | None  # None: recompute every member from every order
+
+
+def _start(db: Database, as_of: datetime, *, tz: str, full: bool) -> _Claim:
+    """Claim the refresh: one at a time, never before the last one's ``as_of``; and decide
+    whether it can be incremental (a finished run with a watermark, the same settings)."""
     now = clock.now()
     with db.unit_of_work() as session:
         running = session.scalar(
@@ -133,12 +217,29 @@ def _start(db: Database, as_of: datetime) -> tuple[int, datetime | None, Program
             )
         version = programme_service.in_force(session, as_of)
         programme = programme_service.programme_of(version) if version is not None else None
+        key = settings_key(programme, tz)
+        watermark = None
+        if (
+            not full
+            and last is not None
+            and last.settings_key == key
+            and last.order_watermark is not None
+            and last.refund_watermark is not None
+            and last.merge_watermark is not None
+        ):
+            watermark = Watermark(
+                order_id=last.order_watermark,
+                refund_id=last.refund_watermark,
+                merge_id=last.merge_watermark,
+                started_at=clock.as_utc(last.started_at),
+                as_of=clock.as_utc(last.as_of),
+            )
         run = InsightRun(
             step=STEP, as_of=as_of, started_at=now, rows=0, detail="", status="running"
         )
         session.add(run)
         session.flush()
-        return run.id, last_as_of, programme
+        return _Claim(run.id, last_as_of, programme, key, watermark)
 
 
 def last_as_of(db: Database) -> datetime | None:
@@ -153,12 +254,24 @@ def last_as_of(db: Database) -> datetime | None:
     return clock.as_utc(at) if at is not None else None
 
 
-def _finish(db: Database, run_id: int, *, status: str, rows: int, detail: str) -> None:
+def _finish(
+    db: Database,
+    run_id: int,
+    *,
+    status: str,
+    rows: int,
+    detail: str,
+    marks: tuple[int, int, int] | None = None,
+    settings: str | None = None,
+) -> None:
     with db.unit_of_work() as session:
         run = session.get(InsightRun, run_id)
         assert run is not None
         run.status, run.rows, run.detail = status, rows, detail[:2000]
         run.finished_at = clock.now()
+        if marks is not None:
+            run.order_watermark, run.refund_watermark, run.merge_watermark = marks
+            run.settings_key = settings
 
 
 @dataclass(frozen=True)
@@ -173,6 +286,8 @@ class _Job:
     tz: str
     computed_at: datetime
     threads: int | None
+    watermark: Watermark | None  # None: full recompute
+    id_overlap: int  # see ID_OVERLAP
 
 
 @dataclass
@@ -188,6 +303,9 @@ class _Plan:
     super_users: int
     marks: Marks
     seconds: dict[str, float]
+    watermark: tuple[int, int, int]  # the highest order, refund, merge ids read
+    recomputed: int
+    written: int
 
 
 def refresh(
@@ -197,8 +315,10 @@ def refresh(
     tz: str | None = None,
     progress: Progress | None = None,
     threads: int | None = None,
+    full: bool = False,
 ) -> RefreshResult:
-    """Run the whole refresh as of an instant; see the module's docstring.
+    """Run the whole refresh as of an instant; see the module's docstring. ``full``
+    recomputes every member from every order even when the last run left a watermark.
 
     On SQLite the DuckDB part runs in a child process: DuckDB's own copy of SQLite must
     not open the live file in a process where the application's SQLite has it open (the
@@ -210,8 +330,20 @@ def refresh(
         raise InvalidInput("as_of is in the future; refresh as of now or earlier", field="as_of")
     tz = tz or get_settings().timezone
     report = progress or _quiet
-    run_id, last_as_of, programme = _start(db, as_of)
-    job = _Job(db.url, run_id, as_of, last_as_of, programme, tz, clock.now(), threads)
+    claim = _start(db, as_of, tz=tz, full=full)
+    run_id = claim.run_id
+    job = _Job(
+        db.url,
+        run_id,
+        as_of,
+        claim.last_as_of,
+        claim.programme,
+        tz,
+        clock.now(),
+        threads,
+        claim.watermark,
+        0 if db.dialect == "sqlite" else ID_OVERLAP,
+    )
     began = timer.perf_counter()
     try:
         report("computing", 0, 1)
@@ -245,8 +377,19 @@ def refresh(
         events=events,
         marks=plan.marks,
         seconds=plan.seconds,
+        full=job.watermark is None,
+        recomputed=plan.recomputed,
+        written=plan.written,
     )
-    _finish(db, run_id, status="done", rows=result.members, detail=json.dumps(result.detail()))
+    _finish(
+        db,
+        run_id,
+        status="done",
+        rows=result.members,
+        detail=json.dumps(result.detail()),
+        marks=plan.watermark,
+        settings=claim.settings,
+    )
     return result
 
 
@@ -293,13 +436,33 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     lifecycle_rules = (programme.lifecycle if programme else None) or Lifecycle()
     rfm_rules = (programme.rfm if programme else None) or Rfm()
     definition = programme.super_users if programme else None
+    watermark = _read_watermark(engine)
     members = engine.materialize(
         "members_now",
         engine.table("members").select("id", "joined_at", "status", "tier_code", "referrer_id"),
     )
-    bought = facts.purchases(engine.table("orders"), members, as_of=as_of)
-    stats = facts.buyer_stats(bought, as_of=as_of, window_days=rfm_rules.window_days)
+    _read_previous(engine)
+    lap("read")
+    # Orders above the new watermark (committed while this run reads) are left to the next
+    # run, which adds every order above it: read now as well, they would count twice.
+    upto = watermark[0]
+    if job.watermark is None:
+        orders = engine.table("orders")
+        orders = orders.filter(orders.id <= upto)
+        bought = facts.purchases(orders, members, as_of=as_of)
+        fresh = facts.buyer_stats(bought, as_of=as_of, window_days=rfm_rules.window_days)
+        engine.sql(f"CREATE OR REPLACE TEMP TABLE stats AS {_stats_sql(engine, fresh)}")
+    else:
+        _merge_stats(engine, job, rfm_rules, members, upto=upto)
+    stats = engine.backend.table("stats")
     member_facts = engine.materialize("facts", facts.member_facts(members, stats, as_of=as_of))
+    recomputed = int(
+        engine.scalar(
+            "SELECT count(*) FROM facts"
+            if job.watermark is None
+            else "SELECT (SELECT count(*) FROM recomputed) + (SELECT count(*) FROM touched)"
+        )
+    )
     lap("orders")
 
     marks = _marks(engine, member_facts, lifecycle_rules)
@@ -323,23 +486,42 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     engine.materialize(
         "insight_new",
         staged.join(supers, "member_id")
+        .join(
+            member_facts.select(
+                "member_id",
+                "first_order_at",
+                "last_order_at",
+                order_count="orders_all",
+                orders_12m="orders_12m",
+                spend_12m_fen="spend_12m_fen",
+                orders_by_join_7d="orders_by_join_7d",
+                orders_by_join_30d="orders_by_join_30d",
+            ),
+            "member_id",
+        )
         .left_join(scored, "member_id")
         .select(
             "member_id",
             "stage",
             "super_user",
-            "recency_days",
+            "first_order_at",
+            "last_order_at",
             "frequency",
             "monetary_fen",
             "r_score",
             "f_score",
             "m_score",
             "rfm_group",
+            "order_count",
+            "orders_12m",
+            "spend_12m_fen",
+            "orders_by_join_7d",
+            "orders_by_join_30d",
         ),
     )
     lap("super_users")
 
-    ranges, columns = _stage_members(engine, job)
+    ranges, columns, written = _stage_members(engine, job)
     lap("stage_members")
 
     offset = ZoneInfo(job.tz).utcoffset(as_of.replace(tzinfo=None))
@@ -362,7 +544,7 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     engine.release_staging()
 
     counts = engine.con.execute(
-        "SELECT count(*), count(recency_days), count(*) FILTER (WHERE super_user) FROM insight_new"
+        "SELECT count(*), count(last_order_at), count(*) FILTER (WHERE super_user) FROM insight_new"
     ).fetchone()
     assert counts is not None
     return _Plan(
@@ -375,7 +557,200 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
         super_users=int(counts[2]),
         marks=marks,
         seconds=seconds,
+        watermark=watermark,
+        recomputed=recomputed,
+        written=written,
     )
+
+
+def _read_watermark(engine: Analytics) -> tuple[int, int, int]:
+    """The highest order, refund and merge ids now, read before any order is: whatever
+    lands while this run reads is looked at again by the next."""
+    query = engine.live_query(
+        "SELECT (SELECT max(id) FROM orders) AS o, (SELECT max(id) FROM refunds) AS r, "
+        "(SELECT max(id) FROM member_merges) AS m"
+    )
+    row = engine.sql(f"SELECT * FROM {query}").fetchone()
+    assert row is not None
+    order_id, refund_id, merge_id = (int(v) if v is not None else 0 for v in row)
+    return order_id, refund_id, merge_id
+
+
+def _read_previous(engine: Analytics) -> None:
+    """``member_insight`` as it is, into DuckDB (``insight_prev``): the aggregates the
+    incremental run starts from, and what the new rows are compared with."""
+    columns = []
+    for column in MemberInsight.__table__.columns:
+        if isinstance(column.type, UTCDateTime):
+            columns.append(f'CAST("{column.name}" AS TIMESTAMP) AS "{column.name}"')
+        elif column.name == "super_user":
+            columns.append('CAST("super_user" AS BOOLEAN) AS "super_user"')
+        else:
+            columns.append(f'"{column.name}"')
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE insight_prev AS "
+        f"SELECT {', '.join(columns)} FROM {LIVE}.member_insight"
+    )
+
+
+def _recompute_set(engine: Analytics, job: _Job) -> str:
+    """SQL for the live database: the members whose stored aggregates cannot simply be
+    added to, recomputed from all their orders. Each part is answered by an index; they
+    are few (a refund or a merge is rarer than an order).
+
+    - refunds since the watermark (an order's net amount changed, or it stopped counting);
+    - both members of a merge or an unmerge since (orders moved between them);
+    - members who joined between the two runs (orders imported from before they joined);
+    - orders below the watermark paid between the two runs' ``as_of`` (they did not count
+      yet), and on PostgreSQL the last ``ID_OVERLAP`` ids below it (they may have
+      committed after it was read, or not)."""
+    mark = job.watermark
+    assert mark is not None
+    at = engine.live_instant
+    since, until = mark.as_of - TIME_OVERLAP, job.as_of + TIME_OVERLAP
+    merged = (
+        f"FROM member_merges WHERE id > {mark.merge_id} "
+        f"OR merged_at > {at(mark.started_at - STALE_RUN)} "
+        f"OR unmerged_at > {at(mark.started_at - STALE_RUN)}"
+    )
+    parts = [
+        "SELECT o.member_id FROM refunds r JOIN orders o ON o.id = r.order_id "
+        f"WHERE r.id > {mark.refund_id - job.id_overlap}",
+        f"SELECT from_member_id {merged}",
+        f"SELECT into_member_id {merged}",
+        f"SELECT id FROM members WHERE joined_at > {at(since)} AND joined_at <= {at(until)}",
+        f"SELECT member_id FROM orders WHERE id <= {mark.order_id} "
+        f"AND paid_at > {at(since)} AND paid_at <= {at(until)}",
+    ]
+    if job.id_overlap:
+        parts.append(
+            f"SELECT member_id FROM orders WHERE id > {mark.order_id - job.id_overlap} "
+            f"AND id <= {mark.order_id}"
+        )
+    return " UNION ".join(parts)
+
+
+ORDER_COLUMNS = "id, member_id, paid_at, amount_fen, refunded_fen, status"
+
+
+def _load_orders(engine: Analytics, name: str, query: str, *, others: bool) -> ibis.Table:
+    """Orders read by the live database (``query`` selects ``ORDER_COLUMNS``) into a
+    DuckDB table shaped like ``orders`` for ``facts.purchases``; ``others``: leave out
+    the members recomputed in full."""
+    but = " AND member_id NOT IN (SELECT member_id FROM recomputed)" if others else ""
+    engine.sql(
+        f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT DISTINCT * FROM (SELECT "
+        "CAST(id AS BIGINT) AS id, CAST(member_id AS BIGINT) AS member_id, "
+        "CAST(paid_at AS TIMESTAMP) AS paid_at, CAST(amount_fen AS BIGINT) AS amount_fen, "
+        "CAST(refunded_fen AS BIGINT) AS refunded_fen, CAST(status AS VARCHAR) AS status "
+        f"FROM {engine.live_query(query)} AS o) AS o WHERE member_id IS NOT NULL{but}"
+    )
+    return engine.backend.table(name)
+
+
+def _merge_stats(
+    engine: Analytics, job: _Job, rfm_rules: Rfm, members: ibis.Table, *, upto: int
+) -> None:
+    """The nightly run's buyer stats (DuckDB table ``stats``), from the stored ones and the
+    orders since the watermark, never every order:
+
+    - members in ``_recompute_set``: from all their orders;
+    - members with orders since the watermark, or with an order leaving the RFM window or
+      the 12 months since the last run: the stored aggregates, plus the new orders, minus
+      what left the windows (``touched``);
+    - everyone else: as stored.
+
+    Orders above ``upto`` (the watermark this run records) are left to the next run."""
+    mark = job.watermark
+    assert mark is not None
+    at = engine.live_instant
+    window = rfm_rules.window_days
+    recompute = _recompute_set(engine, job)
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE recomputed AS SELECT DISTINCT "
+        f"CAST(member_id AS BIGINT) AS member_id FROM {engine.live_query(recompute)} AS d "
+        "WHERE member_id IS NOT NULL"
+    )
+    whole = _load_orders(
+        engine,
+        "recomputed_orders",
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id <= {upto} AND member_id IN ({recompute})",
+        others=False,
+    )
+    new = _load_orders(
+        engine,
+        "new_orders",
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id > {mark.order_id} AND id <= {upto}",
+        others=True,
+    )
+    edges = " UNION ".join(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id <= {mark.order_id} "
+        f"AND paid_at > {at(mark.as_of - timedelta(days=days) - TIME_OVERLAP)} "
+        f"AND paid_at <= {at(job.as_of - timedelta(days=days) + TIME_OVERLAP)}"
+        for days in sorted({window, facts.YEAR_DAYS})
+    )
+    aging = _load_orders(engine, "aging_orders", edges, others=True)
+
+    def stats_of(orders: ibis.Table) -> str:
+        bought = facts.purchases(orders, members, as_of=job.as_of)
+        return _stats_sql(engine, facts.buyer_stats(bought, as_of=job.as_of, window_days=window))
+
+    engine.sql(f"CREATE OR REPLACE TEMP TABLE stats_whole AS {stats_of(whole)}")
+    engine.sql(f"CREATE OR REPLACE TEMP TABLE stats_added AS {stats_of(new)}")
+    expired = facts.expired_stats(
+        facts.purchases(aging, members, as_of=job.as_of),
+        since=mark.as_of,
+        as_of=job.as_of,
+        window_days=window,
+    )
+    engine.sql(f"CREATE OR REPLACE TEMP TABLE stats_expired AS {engine.backend.compile(expired)}")
+    previous = facts.stored_stats(engine.backend.table("insight_prev"))
+    engine.sql(f"CREATE OR REPLACE TEMP TABLE stats_prev AS {_stats_sql(engine, previous)}")
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE touched AS SELECT member_id FROM stats_added "
+        "UNION SELECT member_id FROM stats_expired WHERE orders_window > 0 OR orders_12m > 0"
+    )
+
+    def plus(column: str, minus: bool) -> str:
+        taken = f" - coalesce(e.{column}, 0)" if minus else ""
+        return f"CAST(coalesce(p.{column}, 0) + coalesce(a.{column}, 0){taken} AS BIGINT)"
+
+    summed = ", ".join(
+        f"{plus(c, c in ('orders_window', 'spend_window_fen', 'orders_12m', 'spend_12m_fen'))}"
+        f" AS {c}"
+        for c in facts.STATS_COLUMNS[5:]
+    )
+    # least/greatest skip nulls: a member's first order may be among the new ones
+    engine.sql(
+        f"""
+        CREATE OR REPLACE TEMP TABLE stats AS
+        SELECT * FROM stats_whole
+        UNION ALL
+        SELECT t.member_id, least(p.first_at, a.first_at) AS first_at,
+               greatest(p.last_at, a.last_at) AS last_at,
+               least(p.first_s, a.first_s) AS first_s, greatest(p.last_s, a.last_s) AS last_s,
+               {summed}
+        FROM touched t
+        LEFT JOIN stats_prev p USING (member_id)
+        LEFT JOIN stats_added a USING (member_id)
+        LEFT JOIN stats_expired e USING (member_id)
+        WHERE p.member_id IS NOT NULL OR a.member_id IS NOT NULL
+        UNION ALL
+        SELECT * FROM stats_prev
+        WHERE member_id NOT IN (SELECT member_id FROM recomputed)
+          AND member_id NOT IN (SELECT member_id FROM touched)
+        """
+    )
+
+
+def _stats_sql(engine: Analytics, stats: ibis.Table) -> str:
+    """Buyer stats as DuckDB SQL with one set of column types, so the recomputed and the
+    stored stats make one table."""
+    types = {"member_id": "BIGINT", "first_at": "TIMESTAMP", "last_at": "TIMESTAMP"}
+    columns = ", ".join(
+        f'CAST("{c}" AS {types.get(c, "BIGINT")}) AS "{c}"' for c in facts.STATS_COLUMNS
+    )
+    return f"SELECT {columns} FROM ({engine.backend.compile(stats)}) AS s_"
 
 
 def _ts(at: datetime) -> str:
@@ -402,29 +777,36 @@ def _range(part: int) -> str:
     return f"member_id BETWEEN {part * WRITE_BATCH} AND {(part + 1) * WRITE_BATCH - 1}"
 
 
-def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str]]:
-    """Stage each member-id range's new ``member_insight`` rows, its transitions and (after
-    the first refresh) their events. Every column the refresh does not compute (CLV) is
-    carried over from the row it replaces."""
+def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str], int]:
+    """Stage, per member-id range, the ``member_insight`` rows that changed (compared in
+    DuckDB with ``insight_prev``), the members that left (merged, closed), the transitions
+    and (after the first refresh) their events. Every column the refresh does not compute
+    (CLV) is carried over from the row it replaces. Returns the ranges, the columns and
+    how many rows will be written or removed."""
     carried = [c.name for c in MemberInsight.__table__.columns if c.name not in COMPUTED]
-    previous = ", ".join(["member_id", "stage", "stage_since", *carried])
-    engine.sql(
-        f"CREATE OR REPLACE TEMP TABLE insight_prev AS SELECT {previous} FROM {LIVE}.member_insight"
-    )
     at = _ts(job.as_of)
     carried_select = "".join(f", p.{c}" for c in carried)
+    compared = [c for c in COMPUTED if c not in ("member_id", "stage_since", "computed_at")]
+    changed = " OR ".join(f"n.{c} IS DISTINCT FROM p.{c}" for c in compared)
     engine.sql(
         f"""
         CREATE OR REPLACE TEMP TABLE insight_rows AS
         SELECT n.member_id, n.stage,
                CASE WHEN p.stage IS NOT DISTINCT FROM n.stage AND p.stage_since IS NOT NULL
-                    THEN CAST(p.stage_since AS TIMESTAMP) ELSE {at} END AS stage_since,
-               n.recency_days, n.frequency, n.monetary_fen, n.r_score, n.f_score, n.m_score,
+                    THEN p.stage_since ELSE {at} END AS stage_since,
+               n.first_order_at, n.last_order_at, n.order_count, n.orders_12m,
+               n.spend_12m_fen, n.orders_by_join_7d, n.orders_by_join_30d,
+               n.frequency, n.monetary_fen, n.r_score, n.f_score, n.m_score,
                n.rfm_group, n.super_user, {_ts(job.computed_at)} AS computed_at{carried_select},
                p.stage AS previous_stage
         FROM insight_new n LEFT JOIN insight_prev p USING (member_id)
+        WHERE p.member_id IS NULL OR {changed}
         ORDER BY n.member_id
         """
+    )
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE insight_gone AS SELECT member_id FROM insight_prev "
+        "WHERE member_id NOT IN (SELECT member_id FROM insight_new)"
     )
     engine.sql(
         f"CREATE OR REPLACE TEMP TABLE new_moves AS SELECT member_id, previous_stage AS "
@@ -435,13 +817,23 @@ def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str]]:
         int(row[0])
         for row in engine.sql(
             f"SELECT DISTINCT member_id // {WRITE_BATCH} FROM (SELECT member_id FROM "
-            "insight_rows UNION ALL SELECT member_id FROM insight_prev) ORDER BY 1"
+            "insight_rows UNION ALL SELECT member_id FROM insight_gone) ORDER BY 1"
         ).fetchall()
     ]
+    written = int(
+        engine.scalar(
+            "SELECT (SELECT count(*) FROM insight_rows) + (SELECT count(*) FROM insight_gone)"
+        )
+    )
     columns = [*COMPUTED, *carried]
     for part in ranges:
         where = _range(part)
         engine.stage(f"rows_{part}", f"SELECT {', '.join(columns)} FROM insight_rows WHERE {where}")
+        engine.stage(
+            f"keys_{part}",
+            f"SELECT member_id FROM insight_rows WHERE {where} "
+            f"UNION ALL SELECT member_id FROM insight_gone WHERE {where}",
+        )
         engine.stage(f"moves_{part}", f"SELECT * FROM new_moves WHERE {where}")
         if job.last_as_of is not None:
             engine.stage(
@@ -453,7 +845,7 @@ def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str]]:
                 f"AS VARCHAR) AS payload, {_ts(job.computed_at)} AS created_at "
                 f"FROM new_moves WHERE {where}",
             )
-    return ranges, columns
+    return ranges, columns, written
 
 
 def _publish(
@@ -466,7 +858,7 @@ def _publish(
     transitions = events = 0
     for i, part in enumerate(plan.ranges):
         with open_publisher() as live:
-            live.delete("member_insight", _range(part))
+            live.delete_keyed("member_insight", _range(part), "member_id", f"keys_{part}")
             live.insert("member_insight", plan.columns, f"rows_{part}")
             transitions += live.insert("lifecycle_transitions", MOVES, f"moves_{part}")
             if not plan.first_refresh:

@@ -36,6 +36,9 @@ class RefreshRead(BaseModel):
     super_users: int
     transitions: int
     events: int
+    mode: str  # full | incremental (only the members touched since the last refresh)
+    recomputed: int  # members whose purchase aggregates were updated from orders
+    written: int  # member_insight rows written or removed (the rest did not change)
     marks: MarksRead
     seconds: dict[str, float]
 
@@ -86,7 +89,8 @@ class MemberInsightRead(BaseModel):
     stage: str | None
     stage_name: str | None
     stage_since: datetime | None
-    recency_days: int | None
+    last_order_at: datetime | None
+    recency_days: int | None  # days since last_order_at, as of the read
     frequency: int | None
     monetary_fen: int | None
     r_score: int | None

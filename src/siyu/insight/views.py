@@ -4,6 +4,7 @@ an answer is a few indexed rows whatever the brand's size."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -169,7 +170,15 @@ def rfm(session: Session) -> schemas.RfmRead:
     )
 
 
-def member_read(row: MemberInsight) -> schemas.MemberInsightRead:
+def recency_days(last_order_at: datetime | None, now: datetime) -> int | None:
+    """Whole days since the last purchase, as of now: computed when read, not stored, so
+    a member's row is not rewritten every night only because a day passed."""
+    if last_order_at is None:
+        return None
+    return max(int((now - clock.as_utc(last_order_at)).total_seconds() // 86400), 0)
+
+
+def member_read(row: MemberInsight, now: datetime | None = None) -> schemas.MemberInsightRead:
     def at(value: Any) -> Any:
         return clock.as_utc(value) if value is not None else None
 
@@ -178,7 +187,8 @@ def member_read(row: MemberInsight) -> schemas.MemberInsightRead:
         stage=row.stage,
         stage_name=STAGE_NAMES.get(row.stage or ""),
         stage_since=at(row.stage_since),
-        recency_days=row.recency_days,
+        last_order_at=at(row.last_order_at),
+        recency_days=recency_days(row.last_order_at, now or clock.now()),
         frequency=row.frequency,
         monetary_fen=row.monetary_fen,
         r_score=row.r_score,

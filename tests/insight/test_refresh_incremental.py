@@ -1,0 +1,166 @@
+"""The nightly refresh is incremental: after new orders, late imports, refunds, a merge, a
+new member and time passing, it leaves ``member_insight`` exactly as a full recompute from
+every order does; given the brand of ``insight_brand.PLAN``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from insight_brand import SmallBrand, example_document, order_draft
+from sqlalchemy import select
+
+from siyu.core import clock
+from siyu.core.auth import SYSTEM
+from siyu.insight import refresh as refresh_module
+from siyu.insight.models import InsightRun, LifecycleTransition, MemberInsight
+from siyu.insight.refresh import COMPUTED, RefreshResult, refresh
+from siyu.members import service as members
+from siyu.members.service import EnrolDraft
+from siyu.orders import service as orders
+from siyu.orders.rules import RefundDraft, RefundLineDraft
+
+# what the refresh computes; stage_since and computed_at say when, not what
+COMPARED = [c for c in COMPUTED if c not in ("stage_since", "computed_at")]
+
+
+def snapshot(brand: SmallBrand) -> dict[int, dict[str, Any]]:
+    with brand.db.unit_of_work() as s:
+        return {
+            row.member_id: {c: getattr(row, c) for c in COMPARED}
+            for row in s.scalars(select(MemberInsight))
+        }
+
+
+def transitions(brand: SmallBrand) -> list[tuple[int, str | None, str]]:
+    with brand.db.unit_of_work() as s:
+        return [
+            (t.member_id, t.from_stage, t.to_stage)
+            for t in s.scalars(select(LifecycleTransition).order_by(LifecycleTransition.id))
+        ]
+
+
+def incremental_then_full(brand: SmallBrand) -> RefreshResult:
+    """The nightly (incremental) refresh, then a full one as of the same instant: the full
+    one must find nothing to change, and every row equal to what it recomputed."""
+    nightly = refresh(brand.db)
+    assert not nightly.full
+    after_nightly, moves = snapshot(brand), transitions(brand)
+
+    full = refresh(brand.db, as_of=nightly.as_of, full=True)
+    assert full.full
+    assert snapshot(brand) == after_nightly
+    assert (full.written, full.transitions) == (0, 0)
+    assert transitions(brand) == moves
+    return nightly
+
+
+def test_new_orders_refunds_a_merge_and_time_passing_give_what_a_full_refresh_gives(
+    small_brand: SmallBrand, fixed_clock: clock.FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL looks again at the last ids before the watermark (see ID_OVERLAP): more
+    # than this brand has, so without this every member would be recomputed there
+    monkeypatch.setattr(refresh_module, "ID_OVERLAP", 0)
+    first = refresh(small_brand.db)
+    assert first.full and first.written == first.members == 11
+    ids = small_brand.members
+
+    # given a few days of business: a first order, an order imported late with an old
+    # paid_at, a partial and a full refund of earlier orders, a merge, a new member
+    fixed_clock.advance(timedelta(days=3))
+    now = clock.now()
+    with small_brand.db.unit_of_work() as s:
+        results = orders.ingest_orders(
+            s,
+            [
+                order_draft(ids["prospect"], "prospect-late-0", now - timedelta(hours=5), 90),
+                order_draft(ids["churned"], "churned-late-0", now - timedelta(days=200), 70),
+            ],
+        )
+        assert all(r.status == "created" for r in results)
+        orders.record_refund(
+            s,
+            RefundDraft(
+                channel="mini_program",
+                external_id="R-active-2",
+                order_channel="mini_program",
+                order_external_id="active-2",
+                refunded_at=now - timedelta(hours=1),
+                lines=[RefundLineDraft(line_no=1, quantity=1, amount_fen=10_000)],
+            ),
+        )
+        orders.record_refund(
+            s,
+            RefundDraft(
+                channel="mini_program",
+                external_id="R-new-0",
+                order_channel="mini_program",
+                order_external_id="new-0",
+                refunded_at=now - timedelta(hours=1),
+            ),
+        )
+        members.merge(
+            s, ids["referred-0"], ids["referred-1"], reason="same person", principal=SYSTEM
+        )
+        joined = members.enrol(
+            s,
+            EnrolDraft(
+                phone="13700000001", joined_at=now - timedelta(hours=2), join_channel="store"
+            ),
+        ).member_id
+
+    # when the nightly refresh runs
+    nightly = incremental_then_full(small_brand)
+
+    # then it recomputed from their orders only the members touched (both sides of the
+    # merge, and the new member), and read everyone else's aggregates back
+    touched = {ids[n] for n in ("prospect", "churned", "active", "new", "referred-0")}
+    assert nightly.recomputed == len(touched | {ids["referred-1"], joined}) < nightly.members
+    rows = snapshot(small_brand)
+    assert ids["referred-0"] not in rows and joined in rows
+    assert rows[ids["prospect"]]["order_count"] == 1
+    assert rows[ids["new"]]["order_count"] == 0 and rows[ids["new"]]["last_order_at"] is None
+    assert rows[ids["active"]]["monetary_fen"] == (200 + 200 + 400 - 100) * 100  # refunded 100
+    assert rows[ids["churned"]]["order_count"] == 3
+
+    # and as days pass with nothing bought, stages, windows and scores move the same way
+    for days in (30, 40, 100, 200):
+        fixed_clock.advance(timedelta(days=days))
+        incremental_then_full(small_brand)
+    rows = snapshot(small_brand)
+    assert rows[ids["super"]]["orders_12m"] == 0 and rows[ids["super"]]["stage"] == "churned"
+
+
+def test_a_nightly_run_after_nothing_happened_writes_nothing(
+    small_brand: SmallBrand, fixed_clock: clock.FixedClock
+) -> None:
+    refresh(small_brand.db)
+    fixed_clock.advance(timedelta(hours=6))
+    again = refresh(small_brand.db)
+    assert not again.full
+    assert (again.written, again.transitions) == (0, 0)
+
+
+def test_changed_settings_or_no_watermark_recompute_everything(
+    small_brand: SmallBrand, fixed_clock: clock.FixedClock, apply_programme: Callable[..., None]
+) -> None:
+    assert refresh(small_brand.db).full  # no watermark yet
+    fixed_clock.advance(timedelta(days=1))
+    assert not refresh(small_brand.db).full
+
+    doc = example_document()
+    doc["rfm"] = {**doc.get("rfm", {}), "window_days": 180}
+    apply_programme(doc, effective_from=small_brand.at(-1))
+    fixed_clock.advance(timedelta(days=1))
+    changed = refresh(small_brand.db)
+    assert changed.full
+    active = snapshot(small_brand)[small_brand.members["active"]]
+    assert active["frequency"] == 1  # only the order 30 days ago is within 180 days
+
+    fixed_clock.advance(timedelta(days=1))
+    assert not incremental_then_full(small_brand).full
+    with small_brand.db.unit_of_work() as s:
+        runs = list(s.scalars(select(InsightRun).order_by(InsightRun.id)))
+    assert all(r.order_watermark is not None and r.settings_key for r in runs)
