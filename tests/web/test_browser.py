@@ -153,3 +153,105 @@ def test_a_member_checks_in_and_redeems_a_reward(brand: Any, new_tab: Any) -> No
     assert tab.page.inner_text(".card h2 small") != before
     tab.shot("flow-member-redeemed")
     assert tab.errors == []
+
+
+def _pair(brand: Any, lang: str) -> tuple[int, int, str]:
+    """Two members with phones for a merge, a different pair per language, and never the
+    members the other flows use."""
+    with brand.db.unit_of_work() as s:
+        found = s.execute(
+            select(Member.id, Member.phone)
+            .where(
+                Member.phone.is_not(None),
+                Member.status == "active",
+                Member.id.not_in([brand.guide_member_id, brand.other_member_id]),
+            )
+            .order_by(Member.id)
+            .limit(4)
+        ).all()
+    k = 0 if lang == "zh_CN" else 2
+    return found[k][0], found[k + 1][0], found[k + 1][1]
+
+
+@pytest.mark.parametrize("lang", ["zh_CN", "en"])
+def test_merge_after_the_confirmation_then_hand_the_member_over(
+    brand: Any, new_tab: Any, lang: str
+) -> None:
+    into, other, phone = _pair(brand, lang)
+    tab = new_tab()
+    brand.log_in(tab, "ops")
+    tab.page.goto(f"{brand.url}/console/members/{into}?lang={lang}")
+    tab.page.fill("#merge-ref", phone)
+    tab.page.select_option("#merge-direction", "into_this")
+    tab.page.click("#merge-find button[type=submit]")
+    confirm = tab.page.locator("#merge-confirm")
+    confirm.wait_for()
+    assert confirm.locator(f"[data-merge-from='{other}']").count() == 1
+    assert confirm.locator(f"[data-merge-into='{into}']").count() == 1
+    assert "member_identities" in confirm.locator("[data-merge-moves]").inner_text()
+    tab.shot(f"{lang}-flow-merge-confirm")
+
+    tab.page.click("#merge-form button[type=submit]")  # no reason yet: the browser asks
+    assert tab.page.locator("#merge-confirm").count() == 1
+    reason = "同一顾客两张卡" if lang == "zh_CN" else "one customer, two cards"
+    tab.page.fill("#merge-reason", reason)
+    tab.page.click("#merge-form button[type=submit]")
+    tab.page.wait_for_url(f"**/console/members/{into}?done=merged*")
+    assert tab.page.locator(f"[data-merged-from='{other}']").count() == 1
+    tab.shot(f"{lang}-flow-merged")
+
+    tab.page.goto(f"{brand.url}/console/members/{other}")
+    banner = tab.page.locator(f"[data-merged-into='{into}']")
+    assert banner.count() == 1 and tab.page.locator("#merge-find").count() == 0
+    tab.shot(f"{lang}-flow-merged-member")
+    banner.locator("a").click()
+    tab.page.wait_for_url(f"**/console/members/{into}")
+
+    with brand.db.unit_of_work() as s:
+        before = s.get(Member, into).guide_id  # type: ignore[union-attr]
+    options = tab.page.locator("#to-guide option:not([disabled])").all()
+    target = next(o.get_attribute("value") for o in options if o.get_attribute("value"))
+    tab.page.select_option("#to-guide", target)
+    tab.page.fill("#hand-over-reason", "导购调岗" if lang == "zh_CN" else "guide moved")
+    tab.page.click("#hand-over-form button[type=submit]")
+    tab.page.wait_for_url("**done=handover*")
+    tab.shot(f"{lang}-flow-handed-over")
+    assert tab.errors == []
+    with brand.db.unit_of_work() as s:
+        gone = s.get(Member, other)
+        assert gone is not None and gone.merged_into_id == into
+        now = s.get(Member, into).guide_id  # type: ignore[union-attr]
+        assert now == int(target) and now != before
+
+
+@pytest.mark.parametrize("lang", ["zh_CN", "en"])
+def test_the_dashboard_switches_periods(brand: Any, new_tab: Any, lang: str) -> None:
+    from siyu.insight import kpis
+    from siyu.insight.refresh import refresh
+
+    refresh(brand.db)  # the materialized lifecycle, RFM, super users and trend
+    tab = new_tab()
+    # Each period's report is computed on request until the nightly KPI job has stored it;
+    # on a busy machine that can take longer than Playwright's default 30 seconds.
+    tab.page.set_default_timeout(180_000)
+    brand.log_in(tab)
+    tab.page.goto(f"{brand.url}/console?lang={lang}")
+    tab.page.wait_for_load_state("networkidle")
+    assert tab.page.locator("[data-kpi-row]").count() == len(kpis.HEADLINE)
+    assert tab.page.locator("#trend svg").count() == 1  # the ECharts trend, drawn
+    tab.shot(f"{lang}-dashboard-30-days")
+
+    tab.page.click("[data-period-choice='7']")
+    tab.page.wait_for_url("**/console?period=7*")
+    tab.page.wait_for_load_state("networkidle")
+    assert ("7 天" if lang == "zh_CN" else "7 days") in tab.page.inner_text("[data-period]")
+    assert "on" in (tab.page.get_attribute("[data-period-choice='7']", "class") or "")
+    tab.shot(f"{lang}-dashboard-7-days")
+
+    tab.page.fill("#period-from", "2026-01-01")
+    tab.page.fill("#period-to", "2026-01-31")
+    tab.page.click("#custom-period button[type=submit]")
+    tab.page.wait_for_url("**period=custom*")
+    assert "2026-01-01 … 2026-01-31" in tab.page.inner_text("[data-period]")
+    tab.shot(f"{lang}-dashboard-custom")
+    assert tab.errors == []

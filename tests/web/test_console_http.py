@@ -303,3 +303,245 @@ def test_operators_grant_a_tier_and_issue_a_coupon_from_the_member_page(
     assert "致歉券 满99减10" in page and "VIP 补偿" in page
     with clean_db.unit_of_work() as s:
         assert members.get(s, book.mine).tier_code == "V3"
+
+
+# --- merge, hand over, dashboard comparisons -------------------------------------------------
+
+
+def test_an_operator_merges_a_member_after_reviewing_both(
+    app_client: TestClient, clean_db: Database, book: Book
+) -> None:
+    from siyu.core.auth import SYSTEM
+    from siyu.members.models import Member, MemberIdentity
+    from siyu.points import service as points
+    from siyu.points.models import PointsLot
+
+    with clean_db.unit_of_work() as s:
+        points.adjust(s, book.theirs, 300, reason="开卡礼", principal=SYSTEM, key="m1")
+        points.adjust(s, book.mine, 50, reason="开卡礼", principal=SYSTEM, key="m2")
+        theirs_lots = set(s.scalars(select(PointsLot.id).where(PointsLot.member_id == book.theirs)))
+        both = points.available(s, book.mine) + points.available(s, book.theirs)
+    log_in(app_client, "operator")
+    page = app_client.get(f"/console/members/{book.mine}").text
+    assert 'id="merge-find"' in page and 'id="hand-over-form"' in page
+
+    unknown = app_client.get(f"/console/members/{book.mine}/merge?ref=13700000000").text
+    assert "data-merge-error" in unknown and 'id="merge-form"' not in unknown
+    itself = app_client.get(f"/console/members/{book.mine}/merge?ref={book.phone}").text
+    assert "data-merge-error" in itself
+
+    # the other member found by phone, merged into this one: both shown, and what moves
+    review = app_client.get(
+        f"/console/members/{book.mine}/merge?ref=13912345678&direction=into_this"
+    ).text
+    assert f'data-merge-from="{book.theirs}"' in review
+    assert f'data-merge-into="{book.mine}"' in review
+    assert "李娜" in review and "王芳" in review
+    assert "member_identities" in review and "points_lots" in review
+    token = csrf_of(review)
+    form = {
+        "from_member_id": str(book.theirs),
+        "into_member_id": str(book.mine),
+        "ref": "13912345678",
+        "csrf_token": token,
+    }
+    no_reason = app_client.post(f"/console/members/{book.mine}/merge", data=form)
+    assert no_reason.status_code == 200 and "data-merge-error" in no_reason.text
+    assert 'id="merge-form"' in no_reason.text  # the confirmation is still there
+    with clean_db.unit_of_work() as s:
+        assert members.get(s, book.theirs).status != "merged"
+
+    done = app_client.post(
+        f"/console/members/{book.mine}/merge",
+        data={**form, "reason": "同一顾客两张卡"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert done.headers["location"].startswith(f"/console/members/{book.mine}?done=merged")
+    with clean_db.unit_of_work() as s:
+        gone = s.get(Member, book.theirs)
+        assert gone is not None and gone.status == "merged" and gone.merged_into_id == book.mine
+        phones = s.scalars(
+            select(MemberIdentity.member_id).where(MemberIdentity.external_id == "13912345678")
+        ).all()
+        assert set(phones) == {book.mine}
+        moved = set(s.scalars(select(PointsLot.id).where(PointsLot.member_id == book.mine)))
+        assert theirs_lots <= moved
+        assert points.summary(s, book.mine).available == both
+
+    survivor = app_client.get(done.headers["location"]).text
+    assert f'data-merged-from="{book.theirs}"' in survivor and "13912345678" in survivor
+    merged_page = app_client.get(f"/console/members/{book.theirs}").text
+    assert f'data-merged-into="{book.mine}"' in merged_page
+    assert f'href="/console/members/{book.mine}"' in merged_page
+    assert "同一顾客两张卡" in merged_page and 'id="merge-find"' not in merged_page
+    assert 'id="adjust-points"' not in merged_page  # nothing changes a merged member
+    number = members.rules.member_no(book.theirs)
+    again = app_client.get(f"/console/members/{book.mine}/merge?ref={number}&lang=en").text
+    assert "data-merge-error" in again and f"already merged into member {book.mine}" in again
+
+
+def test_a_guide_can_neither_merge_nor_hand_over(
+    app_client: TestClient, clean_db: Database, book: Book
+) -> None:
+    log_in(app_client, "guide")
+    page = app_client.get(f"/console/members/{book.mine}").text
+    assert 'id="merge-find"' not in page and 'id="hand-over-form"' not in page
+    token = csrf_of(page)
+    assert app_client.get(f"/console/members/{book.mine}/merge?ref=1").status_code == 403
+    merged = app_client.post(
+        f"/console/members/{book.mine}/merge",
+        data={
+            "from_member_id": str(book.theirs),
+            "into_member_id": str(book.mine),
+            "reason": "x",
+            "csrf_token": token,
+        },
+    )
+    assert merged.status_code == 403
+    handed = app_client.post(
+        f"/console/members/{book.mine}/hand-over",
+        data={"to_guide_id": str(book.guide_id), "csrf_token": token},
+    )
+    assert handed.status_code == 403
+    with clean_db.unit_of_work() as s:
+        assert members.get(s, book.theirs).status == "active"
+
+
+def test_a_store_manager_hands_a_member_over_within_the_store(
+    app_client: TestClient, clean_db: Database, book: Book
+) -> None:
+    with clean_db.unit_of_work() as s:
+        other_guide = members.get(s, book.theirs).guide_id
+        elsewhere = stores.create_store(s, code="S2", name="北京朝阳店")
+        far = stores.create_staff(s, code="G9", name="小李", role="guide", store_id=elsewhere.id)
+        far_id = far.id
+    log_in(app_client, "manager")
+    page = app_client.get(f"/console/members/{book.mine}").text
+    assert 'id="hand-over-form"' in page and 'id="merge-find"' not in page
+    assert "小王" in page and "小李" not in page  # only guides of their store are offered
+    token = csrf_of(page)
+
+    refused = app_client.post(
+        f"/console/members/{book.mine}/hand-over",
+        data={"to_guide_id": str(far_id), "reason": "调店", "csrf_token": token},
+    )
+    assert refused.status_code == 200 and "data-hand-over-error" in refused.text
+    assert "own store" in refused.text
+    with clean_db.unit_of_work() as s:
+        assert members.get(s, book.mine).guide_id == book.guide_id
+
+    moved = app_client.post(
+        f"/console/members/{book.mine}/hand-over",
+        data={"to_guide_id": str(other_guide), "reason": "导购离职", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert moved.status_code == 303 and "done=handover" in moved.headers["location"]
+    with clean_db.unit_of_work() as s:
+        assert members.get(s, book.mine).guide_id == other_guide
+
+    # every member of that guide, back to the first guide, through members.hand_over
+    everyone = app_client.post(
+        f"/console/members/{book.mine}/hand-over",
+        data={"to_guide_id": str(book.guide_id), "scope": "guide", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert everyone.status_code == 303 and "moved=2" in everyone.headers["location"]
+    with clean_db.unit_of_work() as s:
+        assert members.get(s, book.mine).guide_id == book.guide_id
+        assert members.get(s, book.theirs).guide_id == book.guide_id
+
+
+def test_the_dashboard_compares_the_period_with_the_previous_one_and_last_year(
+    app_client: TestClient, clean_db: Database, book: Book
+) -> None:
+    from datetime import timedelta
+
+    from siyu.core import clock
+    from siyu.insight import kpis
+    from siyu.orders import service as orders
+    from siyu.orders.rules import LineDraft, OrderDraft
+    from siyu.web import rules
+
+    now = clock.now()
+    bought = [(book.mine, 5, 200), (book.mine, 40, 100), (book.mine, 370, 300)]
+    bought += [(book.theirs, 10, 80), (book.theirs, 380, 120)]
+    with clean_db.unit_of_work() as s:
+        orders.ingest_orders(
+            s,
+            [
+                OrderDraft(
+                    channel="mini_program",
+                    external_id=f"O-{k}",
+                    paid_at=now - timedelta(days=days),
+                    member_id=member_id,
+                    lines=[LineDraft("SKU-1", "奶粉", 1, yuan * 100)],
+                )
+                for k, (member_id, days, yuan) in enumerate(bought)
+            ],
+        )
+    tz = app_client.app.state.settings.timezone  # type: ignore[attr-defined]
+    today = clock.local_date(now, tz)
+    log_in(app_client, "analyst")
+    for choice in ("30", "month"):
+        page = app_client.get(f"/console?period={choice}").text
+        start, end = rules.period_dates(choice, None, None, today=today)
+        # the page kept its report: the next view of the period reads it
+        assert kpis.stored_report(clean_db, kpis.Period(start, end), tz=tz) is not None  # type: ignore[arg-type]
+        report = kpis.kpi_report(clean_db, kpis.Period(start, end), tz=tz)  # type: ignore[arg-type]
+        assert report.current.member_revenue_fen > 0
+        for name, _zh, _en, vs_previous, vs_last_year in kpis.figures_rows(report):
+            row = re.search(rf'<tr data-kpi-row="{name}">(.*?)</tr>', page, re.S)
+            assert row is not None, name
+            cells = row.group(1)
+            current = re.search(r"data-current><strong>([^<]*)<", cells).group(1)  # type: ignore[union-attr]
+            previous = re.search(r"data-previous>([^<]*)<", cells).group(1)  # type: ignore[union-attr]
+            last_year = re.search(r"data-last-year>([^<]*)<", cells).group(1)  # type: ignore[union-attr]
+            assert current == kpis.show(name, vs_previous.value), name
+            assert previous == kpis.show(name, vs_previous.against), name
+            assert last_year == kpis.show(name, vs_last_year.against), name
+        assert f'data-period-choice="{choice}"' in page
+    custom = app_client.get("/console?period=custom&from=2030-01-01&to=2030-01-31").text
+    assert 'class="alert bad"' in custom and "in the future" in custom
+
+    app_client.cookies.clear()
+    log_in(app_client, "guide")
+    assert "data-kpi-row" not in app_client.get("/console").text  # brand-wide: HQ roles only
+
+
+def test_the_member_card_tells_spendable_points_expiring_from_frozen_ones(
+    app_client: TestClient, clean_db: Database, book: Book
+) -> None:
+    from siyu.core import clock
+    from siyu.core.auth import SYSTEM
+    from siyu.orders import service as orders
+    from siyu.orders.rules import LineDraft, OrderDraft
+    from siyu.points import service as points
+
+    with clean_db.unit_of_work() as s:
+        orders.ingest_orders(
+            s,
+            [
+                OrderDraft(
+                    channel="mini_program",
+                    external_id="O-frozen",
+                    paid_at=clock.now(),
+                    member_id=book.mine,
+                    lines=[LineDraft("SKU-1", "奶粉", 1, 50000)],
+                )
+            ],
+        )
+        points.adjust(s, book.mine, 120, reason="开卡礼", principal=SYSTEM, key="e1")
+        summary = points.summary(s, book.mine)
+    assert summary.frozen > 0 and summary.available > 0
+    assert summary.expiring.next_points > summary.available  # what the card used to show
+
+    secret = app_client.app.state.settings.secret_key  # type: ignore[attr-defined]
+    with clean_db.unit_of_work() as s:
+        link = links.mint(s, book.mine, secret=secret)
+    app_client.get(link.path)
+    home = app_client.get("/m?lang=en").text
+    told = re.search(r"data-expiring>([^<]*)<", home).group(1)  # type: ignore[union-attr]
+    assert told.strip().startswith(f"{summary.available:,} points expire on")
+    frozen = re.search(r"data-expiring-frozen>([^<]*)<", home).group(1)  # type: ignore[union-attr]
+    assert frozen.strip().startswith(f"{summary.frozen:,} points not yet usable")

@@ -90,3 +90,50 @@ def test_display_helpers() -> None:
     assert rules.percent(5, None) == 100
     assert rules.share(1, 3) == "33.3%"
     assert rules.share(1, 0) == "—"
+
+
+def test_the_expiry_notice_counts_only_spendable_points_up_to_what_is_available() -> None:
+    from datetime import date
+
+    day, later = date(2026, 12, 31), date(2027, 6, 30)
+    lots = [(day, 500, False), (day, 220, True), (later, 80, True)]
+    notice = rules.expiry_notice(lots, available=220)
+    assert (notice.day, notice.points) == (day, 220)
+    assert (notice.frozen_day, notice.frozen_points) == (day, 500)
+    held = rules.expiry_notice(lots, available=150)  # 70 points on hold for a redemption
+    assert held.points == 150
+    assert rules.expiry_notice([(day, 500, False)], available=0).day is None
+    assert rules.expiry_notice([], available=10) == rules.ExpiryNotice(None, 0, None, 0)
+
+
+def test_a_member_goes_only_to_an_active_guide_of_the_managers_store() -> None:
+    ok = {
+        "role": "store_manager",
+        "manager_store_id": 1,
+        "current_guide_id": 5,
+        "target_id": 6,
+        "target_role": "guide",
+        "target_status": "active",
+        "target_store_id": 1,
+    }
+    assert rules.hand_over_problem(**ok) is None  # type: ignore[arg-type]
+    assert "own store" in rules.hand_over_problem(**{**ok, "target_store_id": 2})  # type: ignore[arg-type, operator]
+    assert rules.hand_over_problem(**{**ok, "role": "operator", "target_store_id": 2}) is None  # type: ignore[arg-type]
+    assert "left" in rules.hand_over_problem(**{**ok, "target_status": "left"})  # type: ignore[arg-type, operator]
+    assert "already" in rules.hand_over_problem(**{**ok, "target_id": 5})  # type: ignore[arg-type, operator]
+    assert "not one" in rules.hand_over_problem(**{**ok, "target_role": "manager"})  # type: ignore[arg-type, operator]
+
+
+def test_dashboard_periods_end_yesterday_or_run_the_month_to_date() -> None:
+    from datetime import date
+
+    today = date(2026, 11, 23)
+    assert rules.period_dates("7", None, None, today=today) == (
+        date(2026, 11, 16),
+        date(2026, 11, 22),
+    )
+    assert rules.period_dates("30", None, None, today=today)[0] == date(2026, 10, 24)
+    assert rules.period_dates("month", None, None, today=today) == (date(2026, 11, 1), today)
+    custom = (date(2026, 1, 1), date(2026, 1, 31))
+    assert rules.period_dates("custom", *custom, today=today) == custom
+    assert [rules.trend(d) for d in (3, -0.5, 0)] == ["up", "down", "flat"]

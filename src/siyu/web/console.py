@@ -12,18 +12,19 @@ import secrets
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.api.deps import SessionDep
 from siyu.benefits import coupons, mall, packs
+from siyu.core import audit, clock
 from siyu.core.auth import Role
 from siyu.core.errors import InvalidInput, NotFound, SiyuError, Unauthorized
 from siyu.insight.models import MemberInsight
 from siyu.members import service as members
-from siyu.members.models import Member
+from siyu.members.models import Member, MemberMerge
 from siyu.members.schemas import MemberDetail, MemberRead
 from siyu.orders import service as orders
 from siyu.orders.models import Refund
@@ -35,7 +36,7 @@ from siyu.programme import service as programmes
 from siyu.stores import service as stores
 from siyu.stores.models import Staff
 from siyu.tiers import service as tiers
-from siyu.web import dashboard, i18n, programme_form, rules, users
+from siyu.web import dashboard, i18n, member_pages, programme_form, rules, users
 from siyu.web.deps import (
     SESSION_COOKIE,
     Console,
@@ -55,6 +56,8 @@ TOP_STORES = 15
 
 # Roles that change members' balances and the programme from the console, as in the API.
 OPERATORS = (Role.operator,)
+# Roles that hand members over to another guide, as the API's hand-over.
+HANDOVER_ROLES = (Role.operator, Role.store_manager)
 
 
 def _tz(request: Request) -> str:
@@ -137,9 +140,59 @@ def switch_language(to: str = "zh_CN", next: str = "/console") -> Response:
 
 
 @router.get("", response_class=HTMLResponse)
-def dashboard_page(request: Request, session: SessionDep, console: ConsoleDep) -> Response:
-    board = dashboard.build(session, console.principal, tz=_tz(request))
-    return render(request, "console/dashboard.html", {"user": console, "board": board})
+def dashboard_page(
+    request: Request,
+    session: SessionDep,
+    console: ConsoleDep,
+    period: str = "30",
+    start: Annotated[str, Query(alias="from")] = "",
+    end: Annotated[str, Query(alias="to")] = "",
+) -> Response:
+    """The dashboard; headquarters roles also get the KPIs of the picked period beside the
+    previous period and the same period last year."""
+    tz = _tz(request)
+    choice = period if period in rules.PERIOD_CHOICES else "30"
+    comparison = None
+    period_error = None
+    if console.principal.role in dashboard.BRAND_ROLES:
+        try:
+            comparison = dashboard.compare(
+                request.app.state.db,
+                choice,
+                _day(start, "from"),
+                _day(end, "to"),
+                today=clock.local_date(clock.now(), tz),
+                tz=tz,
+            )
+        except InvalidInput as exc:
+            period_error = exc
+    # After the report: on SQLite the report reads through its own connection, which must
+    # not wait behind this request's write transaction (begun by the first query).
+    board = dashboard.build(session, console.principal, tz=tz)
+    return render(
+        request,
+        "console/dashboard.html",
+        {
+            "user": console,
+            "board": board,
+            "comparison": comparison,
+            "period": choice,
+            "period_from": start,
+            "period_to": end,
+            "period_error": period_error,
+        },
+    )
+
+
+def _day(text: str, field: str) -> date | None:
+    if not text.strip():
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"'{text}' is not a date; use YYYY-MM-DD (e.g. 2026-06-30)", field=field
+        ) from None
 
 
 # --- members -------------------------------------------------------------------------------
@@ -255,16 +308,76 @@ def _member_context(
         "store": store,
         "insight": session.get(MemberInsight, member_id),
         "templates": templates,
-        **_points_context(session, member_id),
+        **_points_context(session, member_id, tz),
+        **_actions_context(session, console, member),
         "tz": tz,
     }
 
 
-def _points_context(session: Session, member_id: int) -> dict[str, Any]:
+def _points_context(session: Session, member_id: int, tz: str) -> dict[str, Any]:
+    summary = points.summary(session, member_id)
     return {
-        "points": points.summary(session, member_id),
+        "points": summary,
+        "expiry": member_pages.expiry_notice(
+            session, member_id, available=summary.available, tz=tz
+        ),
         "lots": points.lots(session, member_id, limit=50),
         "entries": points.entries(session, member_id, limit=30),
+    }
+
+
+def _actions_context(session: Session, console: Console, member: Member) -> dict[str, Any]:
+    """What the merge and hand-over forms need: where a merged member went, and the
+    active guides this user may hand the member to (a store manager: their store's)."""
+    merge_record = None
+    survivor = None
+    if member.status == "merged" and member.merged_into_id is not None:
+        merge_record = session.scalar(
+            select(MemberMerge)
+            .where(MemberMerge.from_member_id == member.id, MemberMerge.unmerged_at.is_(None))
+            .order_by(MemberMerge.id.desc())
+            .limit(1)
+        )
+        survivor = MemberRead.of(members.get(session, member.merged_into_id), console.principal)
+    guides: list[tuple[str, list[Staff]]] = []
+    if console.can(*HANDOVER_ROLES) and member.status != "merged":
+        principal = console.principal
+        store_id = principal.store_id if principal.role is Role.store_manager else None
+        names = {st.id: st.name for st in stores.list_stores(session)}
+        by_store: dict[int | None, list[Staff]] = {}
+        for person in stores.list_staff(session, store_id=store_id):
+            if person.role == "guide" and person.status == "active":
+                by_store.setdefault(person.store_id, []).append(person)
+        # The member's own store first: handing over usually stays in the store.
+        order = sorted(by_store, key=lambda k: (k != member.store_id, k is None, k or 0))
+        guides = [(names.get(k, "—") if k else "—", by_store[k]) for k in order]
+    return {
+        "merge_record": merge_record,
+        "survivor": survivor,
+        "guides": guides,
+        "merge": None,
+        "hand_over": {},
+    }
+
+
+def _merge_preview(session: Session, from_id: int, into_id: int) -> dict[str, Any]:
+    """What a merge of ``from_id`` into ``into_id`` will move: rows per table (as the
+    merge service will move them), tags the survivor lacks, and the phone."""
+    moving: list[tuple[str, int]] = []
+    for table in members._member_owned_tables():  # the very tables merge() moves
+        n = session.scalar(
+            select(func.count()).select_from(table).where(table.c.member_id == from_id)
+        )
+        if n:
+            moving.append((table.name, int(n)))
+    source = members.get(session, from_id)
+    target = members.get(session, into_id)
+    target_tags = {t.tag for t in members.tags_of(session, into_id)}
+    tags = [t.tag for t in members.tags_of(session, from_id) if t.tag not in target_tags]
+    return {
+        "tables": moving,
+        "tags": tags,
+        "phone": source.phone if target.phone is None and source.phone else None,
     }
 
 
@@ -318,7 +431,7 @@ def adjust_points(
         "error": error,
         "message": message,
         "form": {"points_delta": points_delta, "reason": reason} if error else {},
-        **_points_context(session, member_id),
+        **_points_context(session, member_id, _tz(request)),
     }
     if request.headers.get("HX-Request"):
         return render(request, "console/_points.html", context, status_code=200)
@@ -379,6 +492,185 @@ def issue_coupon(
     if member_id in result.skipped:
         raise InvalidInput(result.skipped[member_id], field="template_id")
     return RedirectResponse(f"/console/members/{member_id}?done=coupon#coupons", status_code=303)
+
+
+# --- merge and hand over ---------------------------------------------------------------------
+
+
+def _merge_context(
+    request: Request,
+    session: Session,
+    console: Console,
+    member_id: int,
+    *,
+    ref: str,
+    direction: str,
+    reason: str = "",
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The member page with the merge step open: both members and what will move, or
+    why the other member cannot be used."""
+    context = _member_context(request, session, console, member_id)
+    merge: dict[str, Any] = {"ref": ref, "direction": direction, "reason": reason, "error": error}
+    other = None
+    if ref.strip():
+        try:
+            found = members.find(session, ref)
+            other = members.get(session, found.id, principal=console.principal)
+        except SiyuError as exc:
+            merge["error"] = merge["error"] or exc.message
+    elif merge["error"] is None:
+        merge["error"] = gettext(request, "Enter the other member's member no. or phone.")
+    if other is not None:
+        if other.id == member_id:
+            merge["error"] = gettext(request, "That is this member; enter another one.")
+            other = None
+        elif other.status == "merged":
+            merge["error"] = gettext(
+                request, "That member was already merged into member {id}."
+            ).format(id=other.merged_into_id)
+            other = None
+    if other is not None:
+        from_id, into_id = (
+            (other.id, member_id) if direction == "into_this" else (member_id, other.id)
+        )
+        merge.update(
+            other=MemberRead.of(other, console.principal),
+            other_points=other.points_balance,
+            from_id=from_id,
+            into_id=into_id,
+            preview=_merge_preview(session, from_id, into_id),
+        )
+    context["merge"] = merge
+    return context
+
+
+@router.get("/members/{member_id}/merge", response_class=HTMLResponse)
+def merge_confirm(
+    member_id: int,
+    request: Request,
+    session: SessionDep,
+    console: ConsoleDep,
+    ref: str = "",
+    direction: str = "into_this",
+) -> Response:
+    """The confirmation step: both members side by side and what the merge will move."""
+    require_role(console, *OPERATORS)
+    direction = direction if direction in ("into_this", "into_other") else "into_this"
+    context = _merge_context(request, session, console, member_id, ref=ref, direction=direction)
+    return render(request, "console/member.html", context)
+
+
+@router.post("/members/{member_id}/merge", response_class=HTMLResponse)
+def merge_members(
+    member_id: int,
+    request: Request,
+    session: SessionDep,
+    console: ConsolePost,
+    from_member_id: Annotated[int, Form()],
+    into_member_id: Annotated[int, Form()],
+    ref: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """Merge through ``members.merge`` with the operator's principal, as ``POST
+    /members/merges`` does; then open the survivor."""
+    require_role(console, *OPERATORS)
+    if member_id not in (from_member_id, into_member_id):
+        raise InvalidInput("a merge from this page involves this member", field="member_id")
+    try:
+        members.merge(
+            session, from_member_id, into_member_id, reason=reason, principal=console.principal
+        )
+    except SiyuError as exc:
+        session.rollback()
+        direction = "into_this" if into_member_id == member_id else "into_other"
+        context = _merge_context(
+            request,
+            session,
+            console,
+            member_id,
+            ref=ref,
+            direction=direction,
+            reason=reason,
+            error=exc.message,
+        )
+        return render(request, "console/member.html", context)
+    return RedirectResponse(
+        f"/console/members/{into_member_id}?done=merged&from={from_member_id}#profile",
+        status_code=303,
+    )
+
+
+@router.post("/members/{member_id}/hand-over", response_class=HTMLResponse)
+def hand_over(
+    member_id: int,
+    request: Request,
+    session: SessionDep,
+    console: ConsolePost,
+    to_guide_id: Annotated[str, Form()] = "",
+    scope: Annotated[str, Form()] = "member",
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """Hand this member to another guide, or (``scope=guide``) every member of this
+    member's guide through ``members.hand_over``. Refusals are shown in the form."""
+    require_role(console, *HANDOVER_ROLES)
+    principal = console.principal
+    member = members.get(session, member_id, principal=principal)
+    error = None
+    moved = 0
+    target = session.get(Staff, int(to_guide_id)) if to_guide_id.strip().isdigit() else None
+    if target is None:
+        error = gettext(request, "Choose the guide to hand over to.")
+    elif scope == "guide":
+        if member.guide_id is None:
+            error = gettext(request, "This member has no guide; hand over this member only.")
+        else:
+            try:
+                moved = members.hand_over(
+                    session, member.guide_id, target.id, principal=principal, reason=reason
+                )
+            except SiyuError as exc:
+                session.rollback()
+                error = exc.message
+    else:
+        error = rules.hand_over_problem(
+            role=principal.role.value,
+            manager_store_id=principal.store_id,
+            current_guide_id=member.guide_id,
+            target_id=target.id,
+            target_role=target.role,
+            target_status=target.status,
+            target_store_id=target.store_id,
+        )
+        if error is None:
+            before = member.guide_id
+            members.update(
+                session,
+                member_id,
+                {"guide_id": target.id, "store_id": target.store_id},
+                principal=principal,
+            )
+            audit.record(
+                session,
+                actor=principal.actor,
+                action="member.hand_over",
+                target_type="member",
+                target_id=member_id,
+                detail={"from": before, "to": target.id, "reason": reason},
+            )
+            moved = 1
+    if error is not None:
+        context = _member_context(request, session, console, member_id)
+        context["hand_over"] = {
+            "error": error,
+            "to_guide_id": to_guide_id,
+            "scope": scope,
+            "reason": reason,
+        }
+        return render(request, "console/member.html", context)
+    return RedirectResponse(
+        f"/console/members/{member_id}?done=handover&moved={moved}#actions", status_code=303
+    )
 
 
 # --- programme -----------------------------------------------------------------------------

@@ -9,21 +9,26 @@ idempotent on a key derived from the request, so a double tap does nothing twice
 from __future__ import annotations
 
 import secrets
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.api.deps import SessionDep
 from siyu.benefits import coupons, mall
 from siyu.benefits.rules import CouponState
+from siyu.core import clock
 from siyu.core.errors import NotFound, SiyuError
 from siyu.members import service as members
 from siyu.paid import savings
 from siyu.paid import service as paid
 from siyu.paid.schemas import PlanRead
+from siyu.points import rules as points_rules
 from siyu.points import service as points
+from siyu.points.models import PointsLot
 from siyu.programme import service as programmes
 from siyu.tiers import service as tiers
 from siyu.web import rules
@@ -63,6 +68,37 @@ def _card(request: Request, session: Session, member_id: int) -> dict[str, Any]:
     return {"member": member, "level": level, "progress": progress, "bar": bar}
 
 
+# Lots read for the expiry notice: the earliest-expiring ones are all it needs.
+EXPIRY_LOTS = 200
+
+
+def expiry_notice(
+    session: Session, member_id: int, *, available: int, tz: str
+) -> rules.ExpiryNotice:
+    """What expires next, spendable points apart from frozen ones (the console's points
+    panel shows the same). ``points.summary``'s ``expiring`` counts every lot, frozen
+    ones too, so it could promise more points than the member can spend."""
+    now = clock.now()
+    rows = session.execute(
+        select(PointsLot.expires_at, PointsLot.remaining, PointsLot.frozen, PointsLot.available_at)
+        .where(
+            PointsLot.member_id == member_id,
+            PointsLot.remaining > 0,
+            PointsLot.expires_at.is_not(None),
+            PointsLot.expires_at > now,
+        )
+        .order_by(PointsLot.expires_at, PointsLot.id)
+        .limit(EXPIRY_LOTS)
+    ).all()
+    lots: list[tuple[date, int, bool]] = []
+    for expires, remaining, frozen, available_at in rows:
+        day = points_rules.expires_on(clock.as_utc(expires), tz)
+        if day is not None:
+            usable = not frozen or clock.as_utc(available_at) <= now
+            lots.append((day, int(remaining), usable))
+    return rules.expiry_notice(lots, available)
+
+
 def _check_in(request: Request, session: Session, member_id: int) -> dict[str, Any]:
     state = points.check_in_state(session, member_id, tz=_tz(request))
     version = programmes.in_force(session)
@@ -91,6 +127,7 @@ def home(request: Request, session: SessionDep, visit: MemberDep) -> Response:
             **_card(request, session, member_id),
             **_check_in(request, session, member_id),
             "points": summary,
+            "expiry": expiry_notice(session, member_id, available=summary.available, tz=tz),
             "coupons": usable,
             "templates": names,
             "subscription": subscription,

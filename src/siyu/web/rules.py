@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 # scrypt parameters: n=2**14, r=8, p=1 is the common interactive-login setting
@@ -214,3 +216,91 @@ def search_kind(query: str) -> str:
     if q.isdigit() and len(q) == 10:
         return "member_no"
     return "name"
+
+
+# --- points expiry on the member pages ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpiryNotice:
+    """What a member is told about expiry: the next day spendable points expire and how
+    many (never more than they can spend now), and frozen points expiring, told apart."""
+
+    day: date | None
+    points: int
+    frozen_day: date | None
+    frozen_points: int
+
+
+def expiry_notice(lots: Iterable[tuple[date, int, bool]], available: int) -> ExpiryNotice:
+    """From ``(expiry day, remaining, spendable now)`` per lot, the notice to show.
+
+    Frozen lots (the return window) are not the member's to spend yet, and points on hold
+    for a redemption are not either, so counting every lot could promise more than the
+    balance: spendable points expiring are capped at what is available now."""
+    spendable: dict[date, int] = {}
+    frozen: dict[date, int] = {}
+    for day, remaining, usable in lots:
+        if remaining <= 0:
+            continue
+        into = spendable if usable else frozen
+        into[day] = into.get(day, 0) + remaining
+    day = min(spendable) if spendable and available > 0 else None
+    points = min(spendable[day], available) if day is not None else 0
+    frozen_day = min(frozen) if frozen else None
+    return ExpiryNotice(day, points, frozen_day, frozen[frozen_day] if frozen_day else 0)
+
+
+# --- handing a member over ---------------------------------------------------------------------
+
+
+def hand_over_problem(
+    *,
+    role: str,
+    manager_store_id: int | None,
+    current_guide_id: int | None,
+    target_id: int,
+    target_role: str,
+    target_status: str,
+    target_store_id: int | None,
+) -> str | None:
+    """Why a member cannot go to this guide, or None. The same rules as the guides'
+    hand-over: an active guide, and a store manager stays within their store."""
+    if target_id == current_guide_id:
+        return "the member already belongs to this guide; choose another"
+    if target_role != "guide":
+        return "choose a guide (this staff member is not one)"
+    if target_status != "active":
+        return "this guide has left; choose an active guide"
+    if role == "store_manager" and target_store_id != manager_store_id:
+        return "a store manager hands over only to guides of their own store"
+    return None
+
+
+# --- dashboard periods -------------------------------------------------------------------------
+
+PERIOD_CHOICES = ("7", "30", "90", "month", "custom")
+
+
+def period_dates(
+    choice: str, start: date | None, end: date | None, *, today: date
+) -> tuple[date | None, date | None]:
+    """The first and last day of a period picked on the dashboard. Rolling periods end
+    yesterday, so every day counted is complete (and the nightly KPI job's periods are
+    the same ones); this month runs from its first day to today; custom passes through
+    (validated by ``kpis.period_of``)."""
+    yesterday = today - timedelta(days=1)
+    if choice in ("7", "30", "90"):
+        return yesterday - timedelta(days=int(choice) - 1), yesterday
+    if choice == "month":
+        return today.replace(day=1), today
+    return start, end
+
+
+def trend(delta: float) -> str:
+    """The arrow class of a change: up, down or flat."""
+    if delta > 0:
+        return "up"
+    if delta < 0:
+        return "down"
+    return "flat"
