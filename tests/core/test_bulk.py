@@ -78,3 +78,35 @@ def test_columns_left_out_take_their_defaults_and_reserved_ids_follow_the_stored
     more = next_ids(session, GrowthEntry.__table__, 3)
     assert len(set(more)) == 3 and min(more) > max(e.id for e in entries)
     assert next_ids(session, GrowthEntry.__table__, 0) == []
+
+
+def test_an_instant_shared_by_rows_and_columns_is_stored_as_sqlalchemy_stores_it(
+    session: Session,
+) -> None:
+    # Given one datetime object in several rows and columns (an order's paid_at is its
+    # ledger rows' time), in an offset that is not UTC, and a lot with no expiry
+    member_id = members.enrol(session, EnrolDraft(phone="13800138002")).member_id
+    shared = datetime(2026, 11, 11, 20, 0, 0, 5, tzinfo=SHANGHAI)
+    rows = [
+        _lot(member_id, f"bulk-{n}", shared) | {"available_at": shared, "frozen": n % 2 == 0}
+        for n in range(3)
+    ]
+    rows[1]["expires_at"] = shared
+    # When written by insert_rows and by SQLAlchemy's own insert
+    ids = next_ids(session, PointsLot.__table__, len(rows))
+    insert_rows(
+        session, PointsLot.__table__, [r | {"id": i} for r, i in zip(rows, ids, strict=True)]
+    )
+    session.execute(
+        insert(PointsLot.__table__), [r | {"fact": r["fact"].replace("bulk", "core")} for r in rows]
+    )
+    # Then every row reads back the same, byte for byte
+    stored = {
+        fact: rest
+        for fact, *rest in session.execute(
+            text("SELECT fact, earned_at, available_at, expires_at, frozen FROM points_lots")
+        )
+    }
+    for n in range(3):
+        assert stored[f"bulk-{n}"] == stored[f"core-{n}"], n
+    assert stored["bulk-1"][2] is not None and stored["bulk-0"][2] is None

@@ -32,6 +32,20 @@ def test_growth_is_per_line_rounded_down_and_freight_earns_nothing() -> None:
 
 
 @given(
+    st.decimals(min_value=0, max_value=100, places=3, allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(min_value=-100, max_value=10**10), max_size=6),
+)
+def test_an_orders_growth_is_each_lines_growth_whatever_the_rate(
+    per_yuan: Decimal, line_fens: list[int]
+) -> None:
+    # The order's growth is worked out in integers; each line must earn exactly what
+    # line_growth (Decimal arithmetic) says, or a refund would take back another amount.
+    assert rules.order_growth(per_yuan, line_fens) == [
+        rules.line_growth(per_yuan, f) for f in line_fens
+    ]
+
+
+@given(
     per_yuan=st.decimals(min_value=0, max_value=10, places=2),
     line_fen=st.integers(min_value=1, max_value=10_000_000),
     cuts=st.lists(st.integers(min_value=1, max_value=10_000_000), max_size=8),

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +58,7 @@ REQUIRED = tuple(c for c in COLUMNS if c not in OPTIONAL)
 HEADER = ",".join(COLUMNS)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SAMPLE_ERRORS = 20
+_ZONE_UTC = ZoneInfo("UTC")
 
 # Where a problem reported by the service on an order points to in the file.
 FIELD_COLUMNS = {
@@ -445,6 +446,10 @@ def _parse(row: _Row, tz: str, first: bool, key: tuple[str, str] | None = None) 
     paid_at = get("paid_at")
     if type(paid_at) is not datetime or paid_at.tzinfo is None:
         paid_at = _attempt(errors, "paid_at", _instant, paid_at, tz)
+    elif paid_at.tzinfo is _ZONE_UTC:
+        # Parquet instants come in zoneinfo's UTC; the same instant in ``datetime.UTC`` is
+        # what every later step (growth, points, the stored text) takes without converting.
+        paid_at = paid_at.replace(tzinfo=UTC)
     member_id = get("member_id")
     if member_id is not None and type(member_id) is not int:
         member_id = _attempt(errors, "member_id", _optional_integer, member_id)

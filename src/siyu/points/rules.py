@@ -40,6 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from siyu.programme.rules import Campaign, CashOff, CheckIn, Expiry, FixedEvent, Programme
@@ -49,16 +50,31 @@ from siyu.programme.rules import Campaign, CashOff, CheckIn, Expiry, FixedEvent,
 ONE = Decimal(1)
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
+    """An order line as earning reads it. Named tuples, not frozen dataclasses, here and
+    below: one of each is made per line of every imported order."""
+
     line_no: int
     sku: str
     category: str
     amount_fen: int
 
 
-@dataclass(frozen=True)
-class LineEarning:
+class PaidLine(Protocol):
+    """What ``earn_lines`` reads of a line: a ``Line``, or the orders package's own line
+    of a new order (taken as it is, without a copy per line)."""
+
+    @property
+    def line_no(self) -> int: ...
+    @property
+    def sku(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def amount_fen(self) -> int: ...
+
+
+class LineEarning(NamedTuple):
     """What one order line earned: the snapshot a refund reverses from."""
 
     line_no: int
@@ -106,7 +122,7 @@ def _round(value: Decimal, mode: str) -> int:
 
 def earn_lines(
     programme: Programme,
-    lines: Sequence[Line],
+    lines: Sequence[PaidLine],
     *,
     paid_at: datetime,
     tier: str | None,

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock
@@ -83,18 +83,25 @@ def _lock(session: Session, member_ids: Iterable[int]) -> dict[int, _Account]:
 
 def _save(session: Session, accounts: dict[int, _Account]) -> None:
     rows = [
-        {
-            "id": member_id,
-            "points_balance": a.balance,
-            "points_frozen": a.frozen,
-            "points_debt": a.debt,
-        }
+        {"b_id": member_id, "b_balance": a.balance, "b_frozen": a.frozen, "b_debt": a.debt}
         for member_id, a in sorted(accounts.items())
         if a.changed
     ]
     if rows:
-        session.execute(update(Member), rows)
-        expire_stale(session, Member, (r["id"] for r in rows))
+        # Core's executemany, not the ORM's bulk update by primary key: the same UPDATE per
+        # member, without the ORM's per-row bookkeeping (an import chunk saves thousands).
+        table = Member.__table__
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                points_balance=bindparam("b_balance"),
+                points_frozen=bindparam("b_frozen"),
+                points_debt=bindparam("b_debt"),
+            ),
+            rows,
+        )
+        expire_stale(session, Member, (r["b_id"] for r in rows))
 
 
 def _entry(
@@ -653,7 +660,7 @@ def earn_orders(
             continue
         earned = rules.earn_lines(
             programme,
-            [rules.Line(x.line_no, x.sku, x.category, x.amount_fen) for x in order.lines],
+            order.lines,  # IngestedLine: what earning reads, as it is
             paid_at=paid_at,
             tier=tier_at_order.get(order.order_id),
             tz=tz,

@@ -382,11 +382,13 @@ def _apply_orders(
     member_ids = sorted({o.member_id for o in orders})
     _lock_members(session, member_ids)
     states = _states(session, member_ids)
-    done = _existing_facts(session, (f"order:{o.order_id}" for o in orders))
-    new = [o for o in orders if f"order:{o.order_id}" not in done]
-    for o in orders:
-        if f"order:{o.order_id}" in done:  # a replay: counted before
-            tier_at_order[o.order_id] = states.get(o.member_id, (None, ""))[0]
+    fact_of = {o.order_id: f"order:{o.order_id}" for o in orders}
+    done = _existing_facts(session, fact_of.values())
+    new = [o for o in orders if fact_of[o.order_id] not in done]
+    if done:
+        for o in orders:
+            if fact_of[o.order_id] in done:  # a replay: counted before
+                tier_at_order[o.order_id] = states.get(o.member_id, (None, ""))[0]
     earning = [o for o in new if programme_of[o.order_id] is not None]
 
     # The first-order bonus: to the member's earliest order here, if none had it yet.
@@ -438,7 +440,7 @@ def _apply_orders(
                 "growth": growth,
                 "spend_fen": spend,
                 "orders": 1,
-                "fact": f"order:{o.order_id}",
+                "fact": fact_of[o.order_id],
                 "order_id": o.order_id,
                 "at": at,
             }
