@@ -74,7 +74,7 @@ class Coupon(Base):
     source: Mapped[str] = mapped_column(String(10))  # manual | pack | mall
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
     discount_fen: Mapped[int] = mapped_column(Integer, default=0)
-    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
     __table_args__ = (
         Index("ix_coupons_member_state", "member_id", "state", "valid_until"),
