@@ -545,3 +545,44 @@ def test_the_member_card_tells_spendable_points_expiring_from_frozen_ones(
     assert told.strip().startswith(f"{summary.available:,} points expire on")
     frozen = re.search(r"data-expiring-frozen>([^<]*)<", home).group(1)  # type: ignore[union-attr]
     assert frozen.strip().startswith(f"{summary.frozen:,} points not yet usable")
+
+
+def test_stores_show_their_last_30_days(
+    app_client: TestClient, clean_db: Database, book: Book
+) -> None:
+    """Member sales net of refunds, the store's 会销比 with its guests, and who joined."""
+    from datetime import timedelta
+
+    from siyu.core import clock
+    from siyu.members.models import Member
+    from siyu.orders import service as orders
+    from siyu.orders.rules import LineDraft, OrderDraft
+
+    now = clock.now()
+    with clean_db.unit_of_work() as s:
+        store_id = s.get(Member, book.mine).store_id  # type: ignore[union-attr]
+        sold = [
+            (book.mine, 3, 300),  # member, in the window
+            (book.theirs, 12, 100),  # member, in the window
+            (book.mine, 45, 999),  # member, before the window: not counted
+            (None, 5, 100),  # a guest of the store
+        ]
+        orders.ingest_orders(
+            s,
+            [
+                OrderDraft(
+                    channel="store",
+                    external_id=f"S-{k}",
+                    paid_at=now - timedelta(days=days),
+                    member_id=member_id,
+                    store_code="S1",
+                    lines=[LineDraft("SKU-1", "奶粉", 1, yuan * 100)],
+                )
+                for k, (member_id, days, yuan) in enumerate(sold)
+            ],
+        )
+    log_in(app_client, "operator")
+    page = app_client.get("/console/stores").text
+    assert f'data-store-sales="{store_id}">¥400<' in page
+    assert f'data-store-share="{store_id}">80.0%<' in page  # 400 of 500
+    assert f'data-store-joined="{store_id}">2<' in page  # both members joined just now

@@ -844,5 +844,7 @@ def stores_page(request: Request, session: SessionDep, console: ConsoleDep) -> R
             "by_store": by_store,
             "by_guide": by_guide,
             "guides": guides,
+            "figures": dashboard.store_figures(session, now=clock.now()),
+            "store_days": dashboard.STORE_DAYS,
         },
     )
