@@ -886,6 +886,13 @@ def kpis_job(db: Database, day: date) -> dict[str, Any]:
     from siyu.core.settings import get_settings
 
     tz = get_settings().timezone
+    with db.unit_of_work() as session:
+        day_end = datetime.combine(day + timedelta(days=1), time(), ZoneInfo(tz))
+        programme = programme_service.in_force(session, min(day_end, clock.now()))
+    if programme is None:
+        # Nothing to measure against yet (the tier distribution needs a ladder): a brand
+        # that has not applied its programme is not a failing job.
+        return {"skipped": "no programme in force; apply one with `siyu programme apply`"}
     reports = kpi_reports(db, standard_periods(day), tz=tz)
     store_reports(db, reports)
     table = cohorts_for(db, tz=tz, fresh=True)
