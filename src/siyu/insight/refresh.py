@@ -41,14 +41,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import tempfile
 import time as timer
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -60,7 +57,8 @@ from siyu.core.db import Database, UTCDateTime
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.settings import get_settings
 from siyu.insight import facts, lifecycle, rfm, superusers
-from siyu.insight.engine import LIVE, Analytics, Publisher, analytics, publish_staged
+from siyu.insight.engine import LIVE, Analytics, Publisher
+from siyu.insight.isolation import isolated
 from siyu.insight.models import InsightRun, MemberInsight
 from siyu.insight.rules import Marks, percentile_marks
 from siyu.programme import service as programme_service
@@ -347,21 +345,12 @@ def refresh(
     began = timer.perf_counter()
     try:
         report("computing", 0, 1)
-        if db.dialect == "sqlite":
-            with tempfile.TemporaryDirectory(prefix="siyu-refresh-") as folder:
-                staging = str(Path(folder) / "stage.db")
-                context = multiprocessing.get_context("spawn")
-                with context.Pool(1) as pool:
-                    plan = pool.apply(_compute_in_child, (job, staging))
-                report("computing", 1, 1)
-                published = timer.perf_counter()
-                transitions, events = _publish(lambda: publish_staged(db, staging), plan, report)
-        else:
-            with analytics(db, read_only=False, threads=threads) as engine:
-                plan = _compute(engine, job)
-                report("computing", 1, 1)
-                published = timer.perf_counter()
-                transitions, events = _publish(engine.publish, plan, report)
+        # On SQLite the DuckDB part runs in a spawned child (see ``insight.isolation``)
+        with isolated(db, writes=True, threads=threads) as place:
+            plan = place.run(_compute, job)
+            report("computing", 1, 1)
+            published = timer.perf_counter()
+            transitions, events = _publish(place.publish, plan, report)
     except BaseException as exc:
         _finish(db, run_id, status="failed", rows=0, detail=f"failed: {exc}")
         raise
@@ -391,17 +380,6 @@ def refresh(
         settings=claim.settings,
     )
     return result
-
-
-def _compute_in_child(job: _Job, staging: str) -> _Plan:
-    """The computation in a process of its own (SQLite): only DuckDB opens the live file."""
-    db = Database(job.url)
-    engine = Analytics(db, read_only=False, threads=job.threads, staging_path=staging)
-    try:
-        return _compute(engine, job)
-    finally:
-        engine.close()
-        db.dispose()
 
 
 def _marks(engine: Analytics, member_facts: Any, lifecycle_rules: Lifecycle) -> Marks:
