@@ -5,6 +5,8 @@ staged is published in one live transaction."""
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures.process import BrokenProcessPool
 from datetime import timedelta
 
 import pytest
@@ -12,6 +14,7 @@ from sqlalchemy import select
 
 from siyu.core import clock
 from siyu.core.db import Database
+from siyu.insight import isolation
 from siyu.insight.engine import LIVE, Analytics, AnalyticsUnavailable
 from siyu.insight.isolation import isolated, run_isolated
 from siyu.insight.models import LifecycleMatrix
@@ -83,3 +86,34 @@ def test_staged_results_are_published_in_one_transaction(clean_db: Database) -> 
 def test_a_read_only_place_cannot_publish(clean_db: Database) -> None:
     with isolated(clean_db) as place, pytest.raises(AnalyticsUnavailable, match="read-only"):
         place.publish()
+
+
+def _die(engine: Analytics) -> None:
+    """Work that kills the child running it, as a crash would."""
+    os._exit(3)
+
+
+@pytest.mark.usefixtures("three_members")
+def test_the_child_stays_warm_and_a_dead_child_is_an_error_not_a_retry(
+    clean_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if clean_db.dialect != "sqlite":
+        pytest.skip("work runs in a child on SQLite only")
+    first, _ = run_isolated(clean_db, _members_where, "active")
+    again, _ = run_isolated(clean_db, _members_where, "active")
+    assert again == first  # no second start-up cost
+
+    with pytest.raises(BrokenProcessPool):
+        run_isolated(clean_db, _die)
+    fresh, count = run_isolated(clean_db, _members_where, "active")
+    assert fresh != first and count == 3
+
+    # without work for IDLE_SECONDS the children stop; the next work starts one
+    monkeypatch.setattr(isolation, "IDLE_SECONDS", 0.05)
+    run_isolated(clean_db, _members_where, "active")
+    deadline = time.monotonic() + 10
+    while isolation.workers._pool is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert isolation.workers._pool is None
+    later, _ = run_isolated(clean_db, _members_where, "active")
+    assert later != fresh
