@@ -4,10 +4,12 @@ every order does; given the brand of ``insight_brand.PLAN``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
 import pytest
 from insight_brand import SmallBrand, example_document, order_draft
 from sqlalchemy import select
@@ -16,7 +18,7 @@ from siyu.core import clock
 from siyu.core.auth import SYSTEM
 from siyu.insight import refresh as refresh_module
 from siyu.insight.models import InsightRun, LifecycleTransition, MemberInsight
-from siyu.insight.refresh import COMPUTED, RefreshResult, refresh
+from siyu.insight.refresh import COMPUTED, KEPT, RefreshResult, refresh
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
@@ -42,18 +44,51 @@ def transitions(brand: SmallBrand) -> list[tuple[int, str | None, str]]:
         ]
 
 
+def copy_path(brand: SmallBrand) -> str:
+    path = refresh_module._state_path(None, brand.db)
+    assert path is not None
+    return path
+
+
+def analytics_copy(brand: SmallBrand) -> dict[int, dict[str, Any]]:
+    """The refresh's analytics copy of ``member_insight`` (a DuckDB file), as the live
+    rows read through the application: the same values, instants in UTC."""
+    with duckdb.connect(copy_path(brand), read_only=True) as con:
+        names = ["member_id", *KEPT]
+        rows = con.execute(f"SELECT {', '.join(names)} FROM insight_state").fetchall()
+    return {
+        row[0]: {name: utc(value) for name, value in zip(KEPT, row[1:], strict=True)}
+        for row in rows
+    }
+
+
+def utc(value: Any) -> Any:
+    return clock.as_utc(value) if isinstance(value, datetime) else value
+
+
+def live_rows(brand: SmallBrand) -> dict[int, dict[str, Any]]:
+    with brand.db.unit_of_work() as s:
+        return {
+            row.member_id: {c: utc(getattr(row, c)) for c in KEPT}
+            for row in s.scalars(select(MemberInsight))
+        }
+
+
 def incremental_then_full(brand: SmallBrand) -> RefreshResult:
     """The nightly (incremental) refresh, then a full one as of the same instant: the full
-    one must find nothing to change, and every row equal to what it recomputed."""
+    one must find nothing to change, and every row equal to what it recomputed. Both read
+    the last run's rows from the analytics copy, which holds what the live table holds."""
     nightly = refresh(brand.db)
-    assert not nightly.full
+    assert not nightly.full and nightly.previous == "copy"
     after_nightly, moves = snapshot(brand), transitions(brand)
+    assert analytics_copy(brand) == live_rows(brand)
 
     full = refresh(brand.db, as_of=nightly.as_of, full=True)
-    assert full.full
+    assert full.full and full.previous == "copy"
     assert snapshot(brand) == after_nightly
     assert (full.written, full.transitions) == (0, 0)
     assert transitions(brand) == moves
+    assert analytics_copy(brand) == live_rows(brand)
     return nightly
 
 
@@ -164,3 +199,33 @@ def test_changed_settings_or_no_watermark_recompute_everything(
     with small_brand.db.unit_of_work() as s:
         runs = list(s.scalars(select(InsightRun).order_by(InsightRun.id)))
     assert all(r.order_watermark is not None and r.settings_key for r in runs)
+
+
+def test_the_analytics_copy_is_read_only_when_it_is_the_last_finished_runs(
+    small_brand: SmallBrand, fixed_clock: clock.FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy saves reading ``member_insight`` through the live database's reader; a
+    copy that is missing, or that a failed run left, must never be taken for the table."""
+    assert refresh(small_brand.db).previous == "live"  # no copy yet
+    fixed_clock.advance(timedelta(days=1))
+    assert refresh(small_brand.db).previous == "copy"
+
+    # a run that fails after saving its copy (here: while publishing) leaves a copy that
+    # no finished run vouches for
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the database went away while publishing")
+
+    fixed_clock.advance(timedelta(days=40))
+    with monkeypatch.context() as patched:
+        patched.setattr(refresh_module, "_publish", fail)
+        with pytest.raises(RuntimeError):
+            refresh(small_brand.db)
+    after_failure = refresh(small_brand.db)
+    assert after_failure.previous == "live" and after_failure.written > 0
+    assert analytics_copy(small_brand) == live_rows(small_brand)
+
+    # without the file, the live table is read, with the same outcome
+    fixed_clock.advance(timedelta(days=1))
+    os.remove(copy_path(small_brand))
+    again = refresh(small_brand.db, as_of=clock.now())
+    assert again.previous == "live" and (again.written, again.transitions) == (0, 0)

@@ -120,6 +120,26 @@ class Publisher:
         )
         return int(result.rowcount)
 
+    def upsert(self, target: str, columns: list[str], key: str, staged: str) -> int:
+        """Insert the staged rows, or update the rows with the same ``key`` in these
+        ``columns`` only: the target's other columns (another step's) stay as they are."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        assign = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
+        if self.duck is not None:
+            self.duck.execute(
+                f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM stage_{staged} "
+                f'ON CONFLICT ("{key}") DO UPDATE SET {assign}'
+            )
+            row = self.duck.fetchone()
+            return int(row[0]) if row else 0
+        assert self.live is not None
+        # "WHERE true": SQLite's parser needs it to tell ON CONFLICT from a join's ON
+        result = self.live.exec_driver_sql(
+            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged} WHERE true "
+            f'ON CONFLICT ("{key}") DO UPDATE SET {assign}'
+        )
+        return int(result.rowcount)
+
     def delete_keyed(self, target: str, where: str, key: str, staged: str) -> None:
         """Delete the rows of a live table matching ``where`` whose ``key`` is in a staged
         result: the rows about to be replaced, not the whole range."""

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import ibis
 
 from siyu.core import clock
-from siyu.insight.engine import LIVE, Analytics
+from siyu.insight.engine import Analytics
 from siyu.insight.rules import Marks, Stage
 
 NONE = "none"  # the from-stage of a member first placed in the month
@@ -62,13 +62,26 @@ def months_between(first: str, last: str) -> list[str]:
 
 
 def build_matrix(
-    engine: Analytics, months: list[str], *, as_of: datetime, tz: str, new_moves: str
+    engine: Analytics,
+    months: list[str],
+    *,
+    as_of: datetime,
+    tz: str,
+    new_moves: str,
+    current: str,
 ) -> None:
     """Materialize a DuckDB table ``matrix_rows`` (month, from_stage, to_stage, members)
     for these months: stage at the end of the month before against stage at the end of
-    the month (at ``as_of`` for the month not yet over), from the recorded transitions and
-    the ``new_moves`` of this refresh (not yet published). Members merged or closed since
-    are left out (``members_now``: the members table as read by this refresh)."""
+    the month (at ``as_of`` for the month not yet over).
+
+    Only the transitions since the first month's start are read (the live index on
+    ``at``), with the ``new_moves`` of this refresh (not yet published) and the members'
+    stages now (``current``: member_id, stage; the members this refresh scores, so those
+    merged or closed are left out). A member's stage at an instant is the ``from_stage``
+    of their first transition after it, or their stage now if they have not moved since;
+    a member who has not moved since the month began was in the same stage at both ends.
+    So the cost is the months' movements, not the whole history: reading every transition
+    ever recorded grows by a few percent of the members every day."""
     bounds = []
     for month in months:
         end = min(month_end(month, tz), as_of)
@@ -82,34 +95,52 @@ def build_matrix(
         "CREATE OR REPLACE TEMP TABLE matrix_bounds AS SELECT * FROM "
         f"(VALUES {values}) AS b(month, start_at, end_at)"
     )
+    since = min(start for _, start, _ in bounds).replace(tzinfo=clock.UTC)
+    recorded = engine.live_query(
+        "SELECT id, member_id, from_stage, at FROM lifecycle_transitions "
+        f"WHERE at >= {engine.live_instant(since)}"
+    )
+    # the first transition after an instant: ordered by time, then by id (this refresh's
+    # moves come last)
     engine.sql(
         f"""
         CREATE OR REPLACE TEMP TABLE matrix_rows AS
         WITH moves AS (
-            SELECT member_id, to_stage, CAST("at" AS TIMESTAMP) AS "at"
-            FROM {LIVE}.lifecycle_transitions
+            SELECT CAST(member_id AS BIGINT) AS member_id,
+                   coalesce(CAST(from_stage AS VARCHAR), '{NONE}') AS from_stage,
+                   CAST("at" AS TIMESTAMP) AS at_, CAST(id AS BIGINT) AS seq
+            FROM {recorded} AS r
             UNION ALL
-            SELECT member_id, to_stage, "at" FROM {new_moves}
+            SELECT member_id, coalesce(from_stage, '{NONE}'), "at", 9223372036854775807
+            FROM {new_moves}
         ),
-        t AS (
-            SELECT t.member_id, t.to_stage, t."at" AS at_
-            FROM moves t JOIN members_now m ON m.id = t.member_id
-            WHERE m.status NOT IN ('merged', 'closed')
-              AND t."at" <= (SELECT max(end_at) FROM matrix_bounds)
-        ),
-        ends AS (
-            SELECT b.month, t.member_id, arg_max(t.to_stage, t.at_) AS to_stage
-            FROM matrix_bounds b JOIN t ON t.at_ <= b.end_at
+        moved AS (
+            SELECT b.month, t.member_id,
+                   arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}}) AS from_stage,
+                   arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}})
+                       FILTER (WHERE t.at_ > b.end_at) AS after_end
+            FROM matrix_bounds b JOIN moves t ON t.at_ >= b.start_at
             GROUP BY b.month, t.member_id
         ),
-        starts AS (
-            SELECT b.month, t.member_id, arg_max(t.to_stage, t.at_) AS from_stage
-            FROM matrix_bounds b JOIN t ON t.at_ < b.start_at
-            GROUP BY b.month, t.member_id
+        moved_now AS (
+            SELECT m.month, m.from_stage, coalesce(m.after_end, c.stage) AS to_stage,
+                   c.stage AS stage_now
+            FROM moved m JOIN {current} c USING (member_id)
+        ),
+        everyone AS (SELECT stage, count(*) AS members FROM {current} GROUP BY stage),
+        unmoved AS (
+            SELECT b.month, e.stage, e.members - coalesce(
+                       (SELECT count(*) FROM moved_now m
+                        WHERE m.month = b.month AND m.stage_now = e.stage), 0) AS members
+            FROM matrix_bounds b CROSS JOIN everyone e
         )
-        SELECT e.month, coalesce(s.from_stage, '{NONE}') AS from_stage, e.to_stage,
-               count(*) AS members
-        FROM ends e LEFT JOIN starts s ON s.month = e.month AND s.member_id = e.member_id
+        SELECT month, from_stage, to_stage, sum(members) AS members
+        FROM (
+            SELECT month, from_stage, to_stage, count(*) AS members FROM moved_now
+            WHERE to_stage <> '{NONE}' GROUP BY ALL
+            UNION ALL
+            SELECT month, stage, stage, members FROM unmoved WHERE members > 0
+        )
         GROUP BY ALL
         """
     )
