@@ -3,6 +3,7 @@ matrix, early signals; given the brand of ``insight_brand.PLAN``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from siyu.core import clock
 from siyu.core.auth import SYSTEM
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.outbox import OutboxMessage
+from siyu.insight import refresh as refresh_module
 from siyu.insight import views
 from siyu.insight.models import (
     InsightRun,
@@ -169,11 +171,22 @@ def test_transitions_events_and_stage_since_over_time(
     assert [(t.from_stage, t.to_stage) for t in history] == [(None, "new"), ("new", "silent")]
 
 
+@pytest.mark.parametrize("source", ["copy", "transitions"])
 def test_the_matrix_month_over_month(
-    small_brand: SmallBrand, fixed_clock: clock.FixedClock
+    small_brand: SmallBrand, fixed_clock: clock.FixedClock, source: str
 ) -> None:
+    """From the stages kept in the refresh's analytics copy, or (no copy) from the
+    recorded transitions: the same cells."""
     refresh(small_brand.db)  # 2026-11-23
-    fixed_clock.advance(timedelta(days=100))  # 2027-03-03
+    fixed_clock.advance(timedelta(days=3))
+    copy = refresh_module._state_path(None, small_brand.db)
+    assert copy is not None
+    if source == "transitions":
+        os.remove(copy)
+    assert refresh(small_brand.db).previous == ("copy" if source == "copy" else "live")
+    fixed_clock.advance(timedelta(days=97))  # 2027-03-03
+    if source == "transitions":
+        os.remove(copy)
     refresh(small_brand.db)
 
     with small_brand.db.unit_of_work() as s:

@@ -81,7 +81,11 @@ def build_matrix(
     of their first transition after it, or their stage now if they have not moved since;
     a member who has not moved since the month began was in the same stage at both ends.
     So the cost is the months' movements, not the whole history: reading every transition
-    ever recorded grows by a few percent of the members every day."""
+    ever recorded grows by a few percent of the members every day.
+
+    Also materializes ``month_start`` (member_id, stage): each current member's stage when
+    the last of these months began (null: not placed yet), which the refresh keeps in its
+    analytics copy for ``matrix_from_stages``."""
     bounds = []
     for month in months:
         end = min(month_end(month, tz), as_of)
@@ -104,7 +108,7 @@ def build_matrix(
     # moves come last)
     engine.sql(
         f"""
-        CREATE OR REPLACE TEMP TABLE matrix_rows AS
+        CREATE OR REPLACE TEMP TABLE matrix_moved AS
         WITH moves AS (
             SELECT CAST(member_id AS BIGINT) AS member_id,
                    coalesce(CAST(from_stage AS VARCHAR), '{NONE}') AS from_stage,
@@ -113,15 +117,30 @@ def build_matrix(
             UNION ALL
             SELECT member_id, coalesce(from_stage, '{NONE}'), "at", 9223372036854775807
             FROM {new_moves}
-        ),
-        moved AS (
-            SELECT b.month, t.member_id,
-                   arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}}) AS from_stage,
-                   arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}})
-                       FILTER (WHERE t.at_ > b.end_at) AS after_end
-            FROM matrix_bounds b JOIN moves t ON t.at_ >= b.start_at
-            GROUP BY b.month, t.member_id
-        ),
+        )
+        SELECT b.month, t.member_id,
+               arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}}) AS from_stage,
+               arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}})
+                   FILTER (WHERE t.at_ > b.end_at) AS after_end
+        FROM matrix_bounds b JOIN moves t ON t.at_ >= b.start_at
+        GROUP BY b.month, t.member_id
+        """
+    )
+    engine.sql(
+        f"""
+        CREATE OR REPLACE TEMP TABLE month_start AS
+        SELECT c.member_id,
+               CASE WHEN m.member_id IS NULL THEN c.stage
+                    ELSE nullif(m.from_stage, '{NONE}') END AS stage
+        FROM {current} c
+        LEFT JOIN matrix_moved m ON m.member_id = c.member_id AND m.month = '{months[-1]}'
+        """
+    )
+    engine.sql(
+        f"""
+        CREATE OR REPLACE TEMP TABLE matrix_rows AS
+        WITH
+        moved AS (SELECT * FROM matrix_moved),
         moved_now AS (
             SELECT m.month, m.from_stage, coalesce(m.after_end, c.stage) AS to_stage,
                    c.stage AS stage_now
@@ -143,4 +162,39 @@ def build_matrix(
         )
         GROUP BY ALL
         """
+    )
+
+
+def matrix_from_stages(
+    engine: Analytics, months: list[str], *, previous: str, current: str
+) -> None:
+    """``build_matrix`` without reading a transition, from the refresh's analytics copy:
+    ``previous`` holds each member's stage as the last refresh recorded it (``stage``) and
+    when that refresh's month began (``month_start``; null: not placed yet); ``current``
+    their stage now. ``months`` starts with the last refresh's month. Stages change only
+    when a refresh records them, so through that month's end a member stayed in the stage
+    it recorded, and so through every month after it until this one. The same rows as
+    ``build_matrix``, and the same ``month_start`` for the copy this refresh saves."""
+    last = months[-1]
+    cells = []
+    for i, month in enumerate(months):
+        start = "p.month_start" if i == 0 else "p.stage"
+        end = "n.stage" if month == last else "p.stage"
+        cells.append(
+            f"SELECT '{month}' AS month, coalesce({start}, '{NONE}') AS from_stage, "
+            f"{end} AS to_stage FROM {current} n LEFT JOIN {previous} p USING (member_id)"
+        )
+    engine.sql(
+        f"""
+        CREATE OR REPLACE TEMP TABLE matrix_rows AS
+        SELECT month, from_stage, to_stage, count(*) AS members
+        FROM ({" UNION ALL ".join(cells)}) AS cells
+        WHERE to_stage IS NOT NULL
+        GROUP BY ALL
+        """
+    )
+    start = "p.month_start" if len(months) == 1 else "p.stage"
+    engine.sql(
+        f"CREATE OR REPLACE TEMP TABLE month_start AS SELECT n.member_id, {start} AS stage "
+        f"FROM {current} n LEFT JOIN {previous} p USING (member_id)"
     )

@@ -445,7 +445,7 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
         "members_now",
         engine.table("members").select("id", "joined_at", "status", "tier_code", "referrer_id"),
     )
-    plan_source = _read_previous(engine, job)
+    plan_source, copy_month = _read_previous(engine, job)
     lap("read")
     # Orders above the new watermark (committed while this run reads) are left to the next
     # run, which adds every order above it: read now as well, they would count twice.
@@ -526,7 +526,6 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     lap("super_users")
 
     ranges, columns, written = _stage_members(engine, job)
-    _save_state(engine, job)
     lap("stage_members")
 
     offset = ZoneInfo(job.tz).utcoffset(as_of.replace(tzinfo=None))
@@ -543,11 +542,17 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     last = job.last_as_of
     first = lifecycle.month_key(clock.local_date(last, job.tz)) if last else local
     months = lifecycle.months_between(first, local)
-    lifecycle.build_matrix(
-        engine, months, as_of=as_of, tz=job.tz, new_moves="new_moves", current="insight_new"
-    )
+    if plan_source == "copy" and copy_month == months[0]:
+        # the copy holds each member's stage at the start of its month: no transition read
+        lifecycle.matrix_from_stages(engine, months, previous="insight_prev", current="insight_new")
+    else:
+        lifecycle.build_matrix(
+            engine, months, as_of=as_of, tz=job.tz, new_moves="new_moves", current="insight_new"
+        )
     _stage_summaries(engine, run_id=job.run_id, computed_at=job.computed_at)
     lap("summaries")
+    _save_state(engine, job, month=local)
+    lap("save_copy")
     engine.release_staging()
 
     counts = engine.con.execute(
@@ -602,7 +607,10 @@ def _state_path(analytics_dir: str | Path | None, db: Database) -> str | None:
     return str((folder / f"insight-{digest}.duckdb").resolve())
 
 
-def _read_previous(engine: Analytics, job: _Job) -> str:
+COPY_VERSION = 1  # bump when the copy's columns change: an older copy is not read
+
+
+def _read_previous(engine: Analytics, job: _Job) -> tuple[str, str | None]:
     """``member_insight`` as the last run left it, into DuckDB (``insight_prev``): the
     aggregates the incremental run starts from, and what the new rows are compared with.
 
@@ -612,23 +620,24 @@ def _read_previous(engine: Analytics, job: _Job) -> str:
     refresh writes these columns (the CLV step writes its own, and adds rows for buyers
     not yet placed, which count as new here either way), so the copy is the live table's
     columns exactly. Any doubt (no copy, another token, a failed run since, an unreadable
-    file) reads the live table. Returns where it read from: ``copy`` or ``live``."""
+    file) reads the live table. The copy stays attached while the run reads it (read in
+    place: copying it into memory first would cost as much as the reads). Returns where it
+    read from (``copy`` or ``live``) and, from a copy, the brand-local month it was saved
+    in (its ``month_start`` column is each member's stage when that month began)."""
     if job.state_path and job.state_token and os.path.exists(job.state_path):
         path = job.state_path.replace("'", "''")
         try:
             engine.sql(f"ATTACH '{path}' AS insight_copy (READ_ONLY)")
-            try:
-                token = engine.scalar("SELECT token FROM insight_copy.meta")
-                if token == job.state_token:
-                    engine.sql(
-                        "CREATE OR REPLACE TEMP TABLE insight_prev AS "
-                        "SELECT * FROM insight_copy.insight_state"
-                    )
-                    return "copy"
-            finally:
-                engine.sql("DETACH insight_copy")
+            row = engine.sql("SELECT token, month, version FROM insight_copy.meta").fetchone()
+            if row is not None and row[0] == job.state_token and row[2] == COPY_VERSION:
+                engine.sql(
+                    "CREATE OR REPLACE TEMP VIEW insight_prev AS "
+                    "SELECT * FROM insight_copy.insight_state"
+                )
+                return "copy", str(row[1])
+            engine.sql("DETACH insight_copy")
         except duckdb.Error:
-            pass
+            engine.sql("DETACH DATABASE IF EXISTS insight_copy")
     columns = ['CAST("member_id" AS BIGINT) AS "member_id"']
     for column in MemberInsight.__table__.columns:
         if column.name not in KEPT:
@@ -643,38 +652,48 @@ def _read_previous(engine: Analytics, job: _Job) -> str:
         "CREATE OR REPLACE TEMP TABLE insight_prev AS "
         f"SELECT {', '.join(columns)} FROM {LIVE}.member_insight"
     )
-    return "live"
+    return "live", None
 
 
-def _save_state(engine: Analytics, job: _Job) -> None:
-    """Save what ``member_insight`` holds once this run is published (the changed rows,
-    and every other row as it was, less the members who left) as the analytics copy the
-    next run reads, with this run's token. Written beside and moved into place, so a
-    reader sees the old copy or the new one whole; the token is recorded on the run when
-    it finishes, so a copy whose run failed is never read."""
+def _save_state(engine: Analytics, job: _Job, *, month: str) -> None:
+    """Save what ``member_insight`` holds once this run is published (every member this
+    run scores: the changed rows as staged, the others as they were) as the analytics copy
+    the next run reads, with this run's token, and with each member's stage when this
+    brand-local ``month`` began (``month_start`` from the matrix step; null: not placed
+    yet) for the next run's matrix. Written beside and moved into place, so a reader sees
+    the old copy or the new one whole; the token is recorded on the run when it finishes,
+    so a copy whose run failed is never read."""
     if not job.state_path:
+        engine.sql("DETACH DATABASE IF EXISTS insight_copy")
         return
     written = f"{job.state_path}.next"
     for leftover in (written, f"{written}.wal"):
         if os.path.exists(leftover):
             os.remove(leftover)
-    names = ", ".join(("member_id", *KEPT))
+    when = ("stage_since", "computed_at")
+    names = ", ".join(
+        f"coalesce(r.{c}, p.{c}) AS {c}" if c in when else f"n.{c}" for c in ("member_id", *KEPT)
+    )
     try:
         engine.sql(f"ATTACH '{written.replace(chr(39), chr(39) * 2)}' AS insight_next")
         try:
-            engine.sql(f"CREATE TABLE insight_next.meta AS SELECT '{job.new_token}' AS token")
+            engine.sql(
+                f"CREATE TABLE insight_next.meta AS SELECT '{job.new_token}' AS token, "
+                f"'{month}' AS month, {COPY_VERSION} AS version"
+            )
             engine.sql(
                 f"""
                 CREATE TABLE insight_next.insight_state AS
-                SELECT {names} FROM insight_rows
-                UNION ALL
-                SELECT {names} FROM insight_prev p
-                WHERE NOT EXISTS (SELECT 1 FROM insight_rows r WHERE r.member_id = p.member_id)
-                  AND NOT EXISTS (SELECT 1 FROM insight_gone g WHERE g.member_id = p.member_id)
+                SELECT {names}, s.stage AS month_start
+                FROM insight_new n
+                LEFT JOIN insight_rows r USING (member_id)
+                LEFT JOIN insight_prev p USING (member_id)
+                LEFT JOIN month_start s USING (member_id)
                 """
             )
         finally:
             engine.sql("DETACH insight_next")
+            engine.sql("DETACH DATABASE IF EXISTS insight_copy")
         os.replace(written, job.state_path)
     except (duckdb.Error, OSError):
         # no copy this time: the next run reads the live table
