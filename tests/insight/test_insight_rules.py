@@ -204,6 +204,20 @@ def test_rfm_expressions_are_the_scoring_rules(rows: list[tuple[int, int, int]])
         assert set(same) == {row.f_score}
         assert all(quintiles[quintiles["frequency"] > f]["f_score"] >= row.f_score)
 
+    # and exactly the percent rank's quintile: the rows before a value in the order (more
+    # days since the last purchase rank lower), over all rows but one
+    def percent_rank(values: list[int], value: int, *, descending: bool) -> float:
+        before = sum(1 for v in values if (v > value if descending else v < value))
+        return before / (len(values) - 1) if len(values) > 1 else 0.0
+
+    columns = list(zip(*rows, strict=True))
+    for (r, f, m), row in zip(rows, quintiles.itertuples(), strict=True):
+        assert (row.r_score, row.f_score, row.m_score) == (
+            quintile_score(percent_rank(list(columns[0]), r, descending=True)),
+            quintile_score(percent_rank(list(columns[1]), f, descending=False)),
+            quintile_score(percent_rank(list(columns[2]), m, descending=False)),
+        )
+
 
 # --- the document's sections ------------------------------------------------------------------
 

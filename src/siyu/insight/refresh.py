@@ -814,7 +814,7 @@ def _merge_stats(
     )
     engine.sql(f"CREATE OR REPLACE TEMP TABLE stats_expired AS {engine.backend.compile(expired)}")
     previous = facts.stored_stats(engine.backend.table("insight_prev"))
-    engine.sql(f"CREATE OR REPLACE TEMP TABLE stats_prev AS {_stats_sql(engine, previous)}")
+    engine.sql(f"CREATE OR REPLACE TEMP VIEW stats_prev AS {_stats_sql(engine, previous)}")
     engine.sql(
         "CREATE OR REPLACE TEMP TABLE touched AS SELECT member_id FROM stats_added "
         "UNION SELECT member_id FROM stats_expired WHERE orders_window > 0 OR orders_12m > 0"
