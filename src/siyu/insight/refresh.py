@@ -551,7 +551,7 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
         )
     _stage_summaries(engine, run_id=job.run_id, computed_at=job.computed_at)
     lap("summaries")
-    _save_state(engine, job, month=local)
+    _save_state(engine, job, month=local, in_place=plan_source == "copy" and months == [local])
     lap("save_copy")
     engine.release_staging()
 
@@ -655,16 +655,23 @@ def _read_previous(engine: Analytics, job: _Job) -> tuple[str, str | None]:
     return "live", None
 
 
-def _save_state(engine: Analytics, job: _Job, *, month: str) -> None:
+def _save_state(engine: Analytics, job: _Job, *, month: str, in_place: bool) -> None:
     """Save what ``member_insight`` holds once this run is published (every member this
     run scores: the changed rows as staged, the others as they were) as the analytics copy
     the next run reads, with this run's token, and with each member's stage when this
     brand-local ``month`` began (``month_start`` from the matrix step; null: not placed
     yet) for the next run's matrix. Written beside and moved into place, so a reader sees
     the old copy or the new one whole; the token is recorded on the run when it finishes,
-    so a copy whose run failed is never read."""
+    so a copy whose run failed is never read.
+
+    Within the month the copy was read from (``in_place``), only the rows this run
+    changed are replaced, with the token, in one DuckDB transaction: a night's changes
+    instead of a million rows compressed again. The first run of a month writes it whole
+    (and so leaves none of the month's replaced rows behind)."""
     if not job.state_path:
         engine.sql("DETACH DATABASE IF EXISTS insight_copy")
+        return
+    if in_place and _update_state(engine, job):
         return
     written = f"{job.state_path}.next"
     for leftover in (written, f"{written}.wal"):
@@ -700,6 +707,37 @@ def _save_state(engine: Analytics, job: _Job, *, month: str) -> None:
         for leftover in (written, job.state_path):
             if os.path.exists(leftover):
                 os.remove(leftover)
+
+
+def _update_state(engine: Analytics, job: _Job) -> bool:
+    """``_save_state`` in place; False (nothing changed) if the copy cannot be written."""
+    assert job.state_path is not None
+    names = ", ".join(f"r.{c}" for c in ("member_id", *KEPT))
+    try:
+        engine.sql("DETACH DATABASE IF EXISTS insight_copy")
+        engine.sql(f"ATTACH '{job.state_path.replace(chr(39), chr(39) * 2)}' AS insight_copy")
+        try:
+            engine.sql("BEGIN TRANSACTION")
+            try:
+                engine.sql(
+                    "DELETE FROM insight_copy.insight_state WHERE member_id IN "
+                    "(SELECT member_id FROM insight_rows UNION ALL "
+                    "SELECT member_id FROM insight_gone)"
+                )
+                engine.sql(
+                    f"INSERT INTO insight_copy.insight_state SELECT {names}, s.stage "
+                    "FROM insight_rows r LEFT JOIN month_start s USING (member_id)"
+                )
+                engine.sql(f"UPDATE insight_copy.meta SET token = '{job.new_token}'")
+            except BaseException:
+                engine.sql("ROLLBACK")
+                raise
+            engine.sql("COMMIT")
+        finally:
+            engine.sql("DETACH insight_copy")
+    except duckdb.Error:
+        return False
+    return True
 
 
 def _recompute_set(engine: Analytics, job: _Job) -> str:
