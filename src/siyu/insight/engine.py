@@ -105,37 +105,43 @@ class Publisher:
         self.duck = duck
         self.live = live
 
-    def insert(self, target: str, columns: list[str], staged: str) -> int:
-        """Copy every row of a staged result into a live table; returns how many."""
+    def insert(self, target: str, columns: list[str], staged: str, *, where: str = "true") -> int:
+        """Copy the rows of a staged result (those matching ``where``) into a live table;
+        returns how many."""
         names = ", ".join(f'"{c}"' for c in columns)
-        if self.duck is not None:
-            self.duck.execute(
-                f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM stage_{staged}"
-            )
-            row = self.duck.fetchone()
-            return int(row[0]) if row else 0
-        assert self.live is not None
-        result = self.live.exec_driver_sql(
-            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged}"
-        )
-        return int(result.rowcount)
-
-    def upsert(self, target: str, columns: list[str], key: str, staged: str) -> int:
-        """Insert the staged rows, or update the rows with the same ``key`` in these
-        ``columns`` only: the target's other columns (another step's) stay as they are."""
-        names = ", ".join(f'"{c}"' for c in columns)
-        assign = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
         if self.duck is not None:
             self.duck.execute(
                 f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM stage_{staged} "
-                f'ON CONFLICT ("{key}") DO UPDATE SET {assign}'
+                f"WHERE {where}"
             )
             row = self.duck.fetchone()
             return int(row[0]) if row else 0
         assert self.live is not None
-        # "WHERE true": SQLite's parser needs it to tell ON CONFLICT from a join's ON
         result = self.live.exec_driver_sql(
-            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged} WHERE true "
+            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged} WHERE {where}"
+        )
+        return int(result.rowcount)
+
+    def upsert(
+        self, target: str, columns: list[str], key: str, staged: str, *, where: str = "true"
+    ) -> int:
+        """Insert the staged rows (those matching ``where``), or update the rows with the
+        same ``key`` in these ``columns`` only: the target's other columns (another
+        step's) stay as they are."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        assign = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
+        # a WHERE clause is also what SQLite's parser needs to tell ON CONFLICT from a
+        # join's ON
+        if self.duck is not None:
+            self.duck.execute(
+                f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM stage_{staged} "
+                f'WHERE {where} ON CONFLICT ("{key}") DO UPDATE SET {assign}'
+            )
+            row = self.duck.fetchone()
+            return int(row[0]) if row else 0
+        assert self.live is not None
+        result = self.live.exec_driver_sql(
+            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged} WHERE {where} "
             f'ON CONFLICT ("{key}") DO UPDATE SET {assign}'
         )
         return int(result.rowcount)
@@ -143,10 +149,8 @@ class Publisher:
     def delete_keyed(self, target: str, where: str, key: str, staged: str) -> None:
         """Delete the rows of a live table matching ``where`` whose ``key`` is in a staged
         result: the rows about to be replaced, not the whole range."""
-        if self.duck is not None:
-            self.delete(target, f"{where} AND {key} IN (SELECT {key} FROM stage_{staged})")
-        else:
-            self.delete(target, f"{where} AND {key} IN (SELECT {key} FROM stage.{staged})")
+        source = f"stage_{staged}" if self.duck is not None else f"stage.{staged}"
+        self.delete(target, f"{where} AND {key} IN (SELECT {key} FROM {source} WHERE {where})")
 
     def delete(self, target: str, where: str) -> None:
         if self.duck is not None:

@@ -470,7 +470,6 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     lap("orders")
 
     marks = _marks(engine, member_facts, lifecycle_rules)
-    staged = member_facts.select("member_id", stage=lifecycle.stage(member_facts, marks))
     scored = engine.materialize("rfm_scores", rfm.scores(member_facts, rfm_rules))
     lap("lifecycle_rfm")
 
@@ -487,40 +486,30 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     else:
         supers = member_facts.select("member_id", super_user=False)
     supers = engine.materialize("supers", supers)
+    # one pass over the facts: the stage computed in place, scores and flags joined once
+    scored_columns = scored.select(
+        "member_id", "frequency", "monetary_fen", "r_score", "f_score", "m_score", "rfm_group"
+    )
+    placed = member_facts.join(supers, "member_id").left_join(scored_columns, "member_id")
     engine.materialize(
         "insight_new",
-        staged.join(supers, "member_id")
-        .join(
-            member_facts.select(
-                "member_id",
-                "first_order_at",
-                "last_order_at",
-                order_count="orders_all",
-                orders_12m="orders_12m",
-                spend_12m_fen="spend_12m_fen",
-                orders_by_join_7d="orders_by_join_7d",
-                orders_by_join_30d="orders_by_join_30d",
-            ),
-            "member_id",
-        )
-        .left_join(scored, "member_id")
-        .select(
-            "member_id",
-            "stage",
-            "super_user",
-            "first_order_at",
-            "last_order_at",
-            "frequency",
-            "monetary_fen",
-            "r_score",
-            "f_score",
-            "m_score",
-            "rfm_group",
-            "order_count",
-            "orders_12m",
-            "spend_12m_fen",
-            "orders_by_join_7d",
-            "orders_by_join_30d",
+        placed.select(
+            member_id=placed.member_id,
+            stage=lifecycle.stage(placed, marks),
+            super_user=placed.super_user,
+            first_order_at=placed.first_order_at,
+            last_order_at=placed.last_order_at,
+            frequency=placed.frequency,
+            monetary_fen=placed.monetary_fen,
+            r_score=placed.r_score,
+            f_score=placed.f_score,
+            m_score=placed.m_score,
+            rfm_group=placed.rfm_group,
+            order_count=placed.orders_all,
+            orders_12m=placed.orders_12m,
+            spend_12m_fen=placed.spend_12m_fen,
+            orders_by_join_7d=placed.orders_by_join_7d,
+            orders_by_join_30d=placed.orders_by_join_30d,
         ),
     )
     lap("super_users")
@@ -971,21 +960,21 @@ def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str], 
         )
     )
     columns = list(COMPUTED)
-    for part in ranges:
-        where = _range(part)
-        engine.stage(f"rows_{part}", f"SELECT {', '.join(columns)} FROM insight_rows WHERE {where}")
-        engine.stage(f"gone_{part}", f"SELECT member_id FROM insight_gone WHERE {where}")
-        engine.stage(f"moves_{part}", f"SELECT * FROM new_moves WHERE {where}")
-        if job.last_as_of is not None:
-            engine.stage(
-                f"events_{part}",
-                f"SELECT '{TOPIC}' AS topic, "
-                f"'stage:' || member_id || ':' || {job.run_id} AS key, "
-                f"CAST(json_object('member_id', member_id, 'from', from_stage, "
-                f"'to', to_stage, 'at', '{job.as_of.isoformat()}', 'run_id', {job.run_id}) "
-                f"AS VARCHAR) AS payload, {_ts(job.computed_at)} AS created_at "
-                f"FROM new_moves WHERE {where}",
-            )
+    # one staged table of each kind, in member order; each publishing transaction takes
+    # its range of it (staging a table per range cost more than the rows)
+    engine.stage("rows", f"SELECT {', '.join(columns)} FROM insight_rows ORDER BY member_id")
+    engine.stage("gone", "SELECT member_id FROM insight_gone ORDER BY member_id")
+    engine.stage("moves", "SELECT * FROM new_moves ORDER BY member_id")
+    if job.last_as_of is not None:
+        engine.stage(
+            "events",
+            f"SELECT member_id, '{TOPIC}' AS topic, "
+            f"'stage:' || member_id || ':' || {job.run_id} AS key, "
+            f"CAST(json_object('member_id', member_id, 'from', from_stage, "
+            f"'to', to_stage, 'at', '{job.as_of.isoformat()}', 'run_id', {job.run_id}) "
+            f"AS VARCHAR) AS payload, {_ts(job.computed_at)} AS created_at "
+            "FROM new_moves ORDER BY member_id",
+        )
     return ranges, columns, written
 
 
@@ -998,12 +987,13 @@ def _publish(
     transitions, its events together), then the summaries in one."""
     transitions = events = 0
     for i, part in enumerate(plan.ranges):
+        within = _range(part)
         with open_publisher() as live:
-            live.delete_keyed("member_insight", _range(part), "member_id", f"gone_{part}")
-            live.upsert("member_insight", plan.columns, "member_id", f"rows_{part}")
-            transitions += live.insert("lifecycle_transitions", MOVES, f"moves_{part}")
+            live.delete_keyed("member_insight", within, "member_id", "gone")
+            live.upsert("member_insight", plan.columns, "member_id", "rows", where=within)
+            transitions += live.insert("lifecycle_transitions", MOVES, "moves", where=within)
             if not plan.first_refresh:
-                events += live.insert("outbox", EVENTS, f"events_{part}")
+                events += live.insert("outbox", EVENTS, "events", where=within)
         progress("writing members", i + 1, len(plan.ranges))
     months_in = ", ".join(f"'{m}'" for m in plan.months)
     with open_publisher() as live:
