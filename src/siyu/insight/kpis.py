@@ -255,11 +255,54 @@ def _int(value: object) -> int:
 # --- the queries ---------------------------------------------------------------------------
 
 
-def _purchases(engine: Analytics, until: datetime) -> ibis.Table:
+@dataclass(frozen=True)
+class _Sources:
+    """The live tables the periods read, each read once into DuckDB memory: a report is
+    twelve periods (four, each with its previous period and last year), and scanning the
+    live orders, points entries and tier history once per period was most of the nightly
+    KPI job."""
+
+    members: ibis.Table
+    orders: ibis.Table  # paid within the periods' span
+    entries: ibis.Table  # points per minute and kind (period bounds are whole minutes)
+    history: ibis.Table  # tier changes up to the last period's end
+
+
+def _sources(engine: Analytics, periods: Sequence[Period], tz: str) -> _Sources:
+    bounds = [p.bounds(tz) for p in periods]
+    first, last = instant(min(b[0] for b in bounds)), instant(max(b[1] for b in bounds))
+    members = engine.table("members")
+    orders = engine.table("orders")
+    entries = engine.table("points_entries")
+    history = engine.table("tier_history")
+    before = entries.filter(entries.at < last)
+    return _Sources(
+        members=engine.materialize("kpi_members", members.select("id", "joined_at", "status")),
+        orders=engine.materialize(
+            "kpi_orders",
+            orders.filter(orders.paid_at >= first, orders.paid_at < last).select(
+                "member_id", "paid_at", "amount_fen", "refunded_fen"
+            ),
+        ),
+        entries=engine.materialize(
+            "kpi_entries",
+            before.group_by(at=before.at.truncate("m"), kind=before.kind).aggregate(
+                points=before.points.sum()
+            ),
+        ),
+        history=engine.materialize(
+            "kpi_tier_history",
+            history.filter(history.at < last).select(
+                "id", "member_id", "at", "from_code", "to_code"
+            ),
+        ),
+    )
+
+
+def _purchases(engine: Analytics, until: datetime, members: ibis.Table) -> ibis.Table:
     """Members' counted purchases up to ``until``, each with its rank in the member's history
     (0 for the first) and the member's join time: computed once, read by every period."""
     orders = engine.table("orders")
-    members = engine.table("members")
     counted = orders.filter(
         orders.member_id.notnull(), orders.status != "refunded", orders.paid_at < instant(until)
     )
@@ -301,12 +344,13 @@ def _figures(
     programme: Programme,
     purchases: ibis.Table,
     firsts: ibis.Table,
+    sources: _Sources,
 ) -> Figures:
     """The period's figures but the paid ones (read through SQLAlchemy by the caller)."""
     start_at, end_at = period.bounds(tz)
     start, end = instant(start_at), instant(end_at)
 
-    members = engine.table("members")
+    members = sources.members
     counted_members = members.filter(
         ~members.status.isin(EXCLUDED_STATUSES), members.joined_at < end
     )
@@ -328,7 +372,7 @@ def _figures(
     )
     new_members_converted = _int(converted.count().to_pyarrow().as_py())
 
-    orders = engine.table("orders")
+    orders = sources.orders
     in_period = orders.filter(orders.paid_at >= start, orders.paid_at < end)
     revenue = _one(
         in_period.aggregate(
@@ -361,7 +405,7 @@ def _figures(
         )
     )
 
-    entries = engine.table("points_entries")
+    entries = sources.entries
     before_end = entries.filter(entries.at < end)
     p = _one(
         before_end.aggregate(
@@ -379,7 +423,9 @@ def _figures(
         )
     )
 
-    distribution, moves = _tiers(engine, programme, start=start, end=end, members=counted_members)
+    distribution, moves = _tiers(
+        sources.history, programme, start=start, end=end, members=counted_members
+    )
 
     member_revenue = _int(revenue.get("member_revenue"))
     all_revenue = _int(revenue.get("revenue"))
@@ -428,7 +474,7 @@ def _figures(
 
 
 def _tiers(
-    engine: Analytics,
+    history: ibis.Table,
     programme: Programme,
     *,
     start: ibis.Scalar,
@@ -437,7 +483,6 @@ def _tiers(
 ) -> tuple[dict[str, int], list[TierMove]]:
     """Members by tier at the period's end (each member's last tier change before it) and
     the moves between tiers during the period, upgrades and downgrades by the ladder."""
-    history = engine.table("tier_history")
     before = history.filter(history.at < end)
     last = before.mutate(
         n=ibis.row_number().over(
@@ -528,7 +573,8 @@ class _FiguresJob:
 def _figures_of(engine: Analytics, work: _FiguresJob) -> list[Figures]:
     """Every period's figures (paid aside), over one ranking of purchases."""
     latest_end = max(p.bounds(work.tz)[1] for p in work.periods)
-    purchases = _purchases(engine, latest_end)
+    sources = _sources(engine, work.periods, work.tz)
+    purchases = _purchases(engine, latest_end, sources.members)
     firsts = _firsts(engine, purchases)
     return [
         _figures(
@@ -538,6 +584,7 @@ def _figures_of(engine: Analytics, work: _FiguresJob) -> list[Figures]:
             programme=work.programme,
             purchases=purchases,
             firsts=firsts,
+            sources=sources,
         )
         for p in work.periods
     ]
