@@ -15,7 +15,8 @@ One run:
    fact at a time would take hours and measure the loyalty engine, not insight (that is
    ``bench/ingest.py``). Orders skew towards a few heavy buyers (member ids drawn from a
    squared uniform), fall between the member's joining and now, 2% are refunded in full;
-   5% of members hold a paid membership, 3% were referred by another member;
+   5% of members hold a paid membership, 3% were referred by another member; order ids
+   follow payment time, as a live database hands them out;
 2. (b) times the first refresh (``siyu.insight.refresh``): full, every order read, every
    member placed (a transition each) and every ``member_insight`` row written;
 3. lands a day of business a day later, bulk-inserted like the history: about 1/365 of
@@ -133,19 +134,24 @@ def build(path: Path, *, members: int, orders: int) -> None:
                 amount_fen, freight_fen, discount_fen, refunded_fen, status, content_hash,
                 created_at)
             WITH o AS (
-                SELECT i AS id, CAST(floor(pow(random(), 2) * {members}) AS BIGINT) + 1
-                         AS member_id,
+                SELECT CAST(floor(pow(random(), 2) * {members}) AS BIGINT) + 1 AS member_id,
                        random() AS r, CAST(5000 + floor(random() * 60000) AS BIGINT) AS amount
                 FROM range(1, {orders} + 1) t(i)
-            )
-            SELECT o.id, 'store', 'B' || o.id, o.member_id,
-                   strftime(m.joined_at + to_seconds(
-                                CAST(floor(o.r * epoch({now} - m.joined_at)) AS BIGINT)),
-                            '%Y-%m-%d %H:%M:%S.%f'),
-                   o.amount, 0, 0, CASE WHEN o.id % 50 = 0 THEN o.amount ELSE 0 END,
-                   CASE WHEN o.id % 50 = 0 THEN 'refunded' ELSE 'paid' END, 'bench',
+            ),
+            timed AS (
+                SELECT o.member_id, o.amount,
+                       m.joined_at + to_seconds(
+                           CAST(floor(o.r * epoch({now} - m.joined_at)) AS BIGINT)) AS paid_at
+                FROM o JOIN m ON m.id = o.member_id
+            ),
+            -- ids in payment order, as a live database hands them out
+            n AS (SELECT row_number() OVER (ORDER BY paid_at) AS id, * FROM timed)
+            SELECT n.id, 'store', 'B' || n.id, n.member_id,
+                   strftime(n.paid_at, '%Y-%m-%d %H:%M:%S.%f'),
+                   n.amount, 0, 0, CASE WHEN n.id % 50 = 0 THEN n.amount ELSE 0 END,
+                   CASE WHEN n.id % 50 = 0 THEN 'refunded' ELSE 'paid' END, 'bench',
                    strftime({now}, '%Y-%m-%d %H:%M:%S.%f')
-            FROM o JOIN m ON m.id = o.member_id ORDER BY o.id
+            FROM n ORDER BY n.id
             """,
         ),
         (
@@ -361,7 +367,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    path = (args.data_dir / f"live-{args.members}-{args.orders}.db").resolve()
+    # v2: order ids in payment order (v1 drew payment times at random against the ids,
+    # which no live database does and which turned every range read by time into random
+    # reads)
+    path = (args.data_dir / f"live-v2-{args.members}-{args.orders}.db").resolve()
     done = path.with_suffix(".built")
     if not done.exists():
         path.unlink(missing_ok=True)
