@@ -280,9 +280,9 @@ def _sources(engine: Analytics, periods: Sequence[Period], tz: str) -> _Sources:
         members=engine.materialize("kpi_members", members.select("id", "joined_at", "status")),
         orders=engine.materialize(
             "kpi_orders",
-            orders.filter(orders.paid_at >= first, orders.paid_at < last).select(
-                "member_id", "paid_at", "amount_fen", "refunded_fen"
-            ),
+            orders.filter(orders.paid_at >= first, orders.paid_at < last)
+            .select("member_id", "paid_at", "amount_fen", "refunded_fen")
+            .order_by("paid_at"),
         ),
         entries=engine.materialize(
             "kpi_entries",
@@ -316,7 +316,8 @@ def _purchases(engine: Analytics, until: datetime, members: ibis.Table) -> ibis.
             group_by=joined.member_id, order_by=[joined.paid_at, joined.id]
         ),
     )
-    return engine.materialize("kpi_purchases", ranked)
+    # kept in time order: each period's range filter then skips the row groups outside it
+    return engine.materialize("kpi_purchases", ranked.order_by("paid_at"))
 
 
 def _firsts(engine: Analytics, purchases: ibis.Table) -> ibis.Table:
@@ -324,10 +325,12 @@ def _firsts(engine: Analytics, purchases: ibis.Table) -> ibis.Table:
     early = purchases.filter(purchases.rank <= 1)
     return engine.materialize(
         "kpi_firsts",
-        early.group_by("member_id").aggregate(
+        early.group_by("member_id")
+        .aggregate(
             first_at=(early.rank == 0).ifelse(early.paid_at, ibis.null()).max(),
             second_at=(early.rank == 1).ifelse(early.paid_at, ibis.null()).max(),
-        ),
+        )
+        .order_by("first_at"),
     )
 
 
