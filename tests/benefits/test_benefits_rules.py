@@ -328,3 +328,15 @@ def test_fulfilment_moves() -> None:
     assert not rules.can_move(RedemptionState.delivered, RedemptionState.cancelled)
     assert not rules.can_move(RedemptionState.issued, RedemptionState.cancelled)
     assert rules.tier_rank(LADDER, "V3") == 2 and rules.tier_rank(LADDER, None) == 0
+
+
+def test_upgrade_packs_follow_any_move_up_but_a_join_once_a_day() -> None:
+    for reason in ("upgrade", "adjust", "grant", "merge"):
+        assert rules.gets_upgrade_pack(reason, up=True)
+    assert not rules.gets_upgrade_pack("join", up=True)  # the join packs cover it
+    assert not rules.gets_upgrade_pack("review", up=False)
+    assert not rules.gets_upgrade_pack("grant_end", up=False)
+    late = datetime(2026, 3, 9, 15, 59, tzinfo=UTC)  # 23:59 on 9 March in Shanghai
+    tz = "Asia/Shanghai"
+    assert rules.upgrade_period("V3", late, tz) == "V3@2026-03-09"
+    assert rules.upgrade_period("V3", late + timedelta(minutes=1), tz) == "V3@2026-03-10"

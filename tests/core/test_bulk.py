@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from siyu.core.bulk import insert_rows, next_ids
+from siyu.core.bulk import _flat_json, insert_rows, next_ids
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 from siyu.points.models import PointsLot
@@ -110,3 +113,67 @@ def test_an_instant_shared_by_rows_and_columns_is_stored_as_sqlalchemy_stores_it
     for n in range(3):
         assert stored[f"bulk-{n}"] == stored[f"core-{n}"], n
     assert stored["bulk-1"][2] is not None and stored["bulk-0"][2] is None
+
+
+_NUMBERS = st.one_of(st.integers(-(10**12), 10**12), st.booleans(), st.none(), st.floats())
+_SNAPSHOTS = st.lists(
+    st.dictionaries(
+        st.sampled_from(["line_no", "amount_fen", "points", 'name with "quote"', "键"]),
+        _NUMBERS,
+        max_size=4,
+    ),
+    max_size=4,
+)
+
+
+@given(_SNAPSHOTS)
+def test_a_lot_snapshot_is_spelled_as_json_dumps_spells_it_or_left_to_it(value: Any) -> None:
+    # A list of flat objects of whole numbers under the snapshot's keys: the same text as
+    # json.dumps; anything else (booleans, floats, nulls, other keys): not taken at all
+    text_ = _flat_json(value)
+    plain = all(
+        k in ("line_no", "amount_fen", "points") and type(v) is int
+        for item in value
+        for k, v in item.items()
+    )
+    assert text_ == (json.dumps(value) if plain else None)
+    assert _flat_json({"points": 1}) is None and _flat_json([[1]]) is None
+
+
+def test_snapshots_and_instants_are_stored_as_sqlalchemy_stores_them_across_calls(
+    session: Session,
+) -> None:
+    # Given lots whose instants are one UTC datetime object and equal copies of it, in
+    # separate calls (the import writes an order's paid_at in four tables), and snapshots
+    # of one and two lines
+    member_id = members.enrol(session, EnrolDraft(phone="13800138003")).member_id
+    at = datetime(2026, 11, 11, 12, 0, tzinfo=UTC)
+    snapshots = [
+        [{"line_no": 1, "amount_fen": 12_000, "points": 120}],
+        [
+            {"line_no": 1, "amount_fen": 0, "points": 0},
+            {"line_no": 2, "amount_fen": 5, "points": -1},
+        ],
+    ]
+    for n, lines in enumerate(snapshots):
+        copy = at.replace(microsecond=0)  # equal, not the same object
+        row = _lot(member_id, f"bulk-{n}", at) | {"lines": lines, "available_at": copy}
+        [lot_id] = next_ids(session, PointsLot.__table__, 1)
+        insert_rows(session, PointsLot.__table__, [row | {"id": lot_id}])
+        session.execute(
+            insert(PointsLot.__table__), [row | {"fact": f"core-{n}", "expires_at": copy}]
+        )
+        session.execute(
+            PointsLot.__table__.update()
+            .where(PointsLot.__table__.c.fact == f"bulk-{n}")
+            .values(expires_at=copy)
+        )
+    # Then the stored text is the same, byte for byte
+    stored = {
+        fact: rest
+        for fact, *rest in session.execute(
+            text("SELECT fact, lines, earned_at, available_at, expires_at FROM points_lots")
+        )
+    }
+    for n in range(len(snapshots)):
+        assert stored[f"bulk-{n}"] == stored[f"core-{n}"], n

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from siyu.core import clock
@@ -94,6 +94,16 @@ def ledgers(s: Session, member_id: int) -> dict[str, Any]:
             .where(h.member_id == member_id)
             .order_by(h.at)
         ),
+        # As stored, not as read back: the import writes instants and line snapshots
+        # through its own conversions, which must spell them as SQLAlchemy does.
+        "stored": rows(
+            text(
+                "SELECT l.lines, l.earned_at, l.available_at, l.expires_at, e.at, g.at "
+                "FROM points_lots l JOIN points_entries e ON e.lot_id = l.id "
+                "JOIN growth_entries g ON g.order_id = l.order_id AND g.kind = 'earn' "
+                "WHERE l.member_id = :m ORDER BY l.earned_at, e.seq"
+            ).bindparams(m=member_id)
+        ),
         "member": (
             member.tier_code,
             member.growth_balance,
@@ -128,5 +138,6 @@ def test_an_imported_file_writes_the_ledgers_that_orders_posted_one_by_one_write
     assert len(imported["growth"]) >= 14 and len(imported["lots"]) >= 14
     assert imported["member"][0] != posted["member"][0] or imported["tiers"]  # it climbed
     assert any(lot[5] for lot in imported["lots"])  # some points are still frozen
-    for name in ("growth", "lots", "entries", "tiers", "member"):
+    assert len(imported["stored"]) >= 14
+    for name in ("growth", "lots", "entries", "tiers", "stored", "member"):
         assert imported[name] == posted[name], name

@@ -258,3 +258,24 @@ def test_refunding_an_order_in_any_parts_reverses_what_it_earned_once(
     refunded = min(sum(parts), 10_000)
     assert reversed_ == 333 * refunded // 10_000
     _check(ledger)
+
+
+def test_a_refund_takes_from_its_own_lot_then_the_oldest_expiring_then_falls_short() -> None:
+    soon, later = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    own = LotState(1, 300, later)
+    others = [LotState(3, 500, None), LotState(2, 200, soon), LotState(1, 300, later)]
+    asked: list[bool] = []
+
+    def read() -> list[LotState]:
+        asked.append(True)
+        return others
+
+    # The own lot covers it: the others are not even read.
+    assert rules.take_back(own, 250, read) == rules.TakeBack([(1, 250)], 0)
+    assert not asked
+    # Beyond it: the lot expiring soonest, then the one that never expires; never the own
+    # lot twice.
+    assert rules.take_back(own, 600, read) == rules.TakeBack([(1, 300), (2, 200), (3, 100)], 0)
+    assert rules.take_back(own, 1_200, read) == rules.TakeBack([(1, 300), (2, 200), (3, 500)], 200)
+    assert rules.take_back(None, 100, lambda: []) == rules.TakeBack([], 100)
+    assert rules.take_back(LotState(1, 0, later), 50, read).taken == [(2, 50)]

@@ -261,3 +261,89 @@ def test_progress_sentences_in_english_and_chinese() -> None:
     )
     top = rules.progress(EXAMPLE, "V6", value=30_000, kept_value=30_000, review_on=None)
     assert top.next_code is None and "top level" in top.sentence_en
+
+
+# --- decisions the services and the simulator share --------------------------------------------
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=50_000), min_size=1, max_size=4),
+    st.integers(min_value=1, max_value=4),
+)
+def test_a_refund_in_parts_gives_back_the_growth_and_uncounts_the_order_once(
+    amounts: list[int], parts: int
+) -> None:
+    """However an order's lines are refunded in parts, the parts give back exactly the
+    growth and spend the lines earned, and exactly one part uncounts the order."""
+    per_yuan = Decimal("1.5")
+    refunded = [0] * len(amounts)
+    growth = spend = orders = 0
+    for part in range(1, parts + 1):
+        after = [amount * part // parts for amount in amounts]
+        step = rules.refund_growth(per_yuan, list(zip(amounts, refunded, after, strict=True)))
+        growth, spend, orders = growth + step.growth, spend + step.spend_fen, orders + step.orders
+        refunded = after
+    assert growth == sum(rules.order_growth(per_yuan, amounts))
+    assert spend == sum(amounts) and orders == -1
+
+
+def test_a_partial_refund_keeps_the_order_counted() -> None:
+    step = rules.refund_growth(Decimal(1), [(10_000, 0, 5_000), (2_000, 0, 0)])
+    assert step == rules.RefundGrowth(50, 5_000, 0)
+    assert rules.refund_growth(Decimal(1), [(0, 0, 0)]).orders == 0  # nothing to refund
+
+
+def test_bonus_events_pay_once_per_limit_and_the_first_order_once() -> None:
+    assert rules.bonus_growth(EXAMPLE, "profile_completion", granted_before=0) == 50
+    assert rules.bonus_growth(EXAMPLE, "profile_completion", granted_before=1) == 0
+    assert rules.bonus_growth(EXAMPLE, "review", granted_before=99) == 5  # no limit
+    assert rules.bonus_growth(EXAMPLE, "no_such_event", granted_before=0) == 0
+    assert rules.first_order_bonus(EXAMPLE, had_one=False) == 100
+    assert rules.first_order_bonus(EXAMPLE, had_one=True) == 0
+    none = Programme.model_validate(example_programme() | {"growth": {"per_yuan": 1}})
+    assert rules.first_order_bonus(none, had_one=False) == 0
+    assert rules.bonus_rule(none, "first_order") is None
+
+
+def test_the_join_level_and_upgrades_outside_orders() -> None:
+    assert rules.join_level(EXAMPLE) == "V1"
+    generous = example_programme()
+    generous["growth"]["signup_bonus"] = 600
+    assert rules.join_level(Programme.model_validate(generous)) == "V2"
+    assert rules.upgrade_to(EXAMPLE, "V2", 2_000) == "V3"
+    assert rules.upgrade_to(EXAMPLE, "V3", 2_000) is None
+    assert rules.upgrade_to(EXAMPLE, "V4", 0) is None  # never down
+    assert rules.upgrade_to(EXAMPLE, None, 0) == "V1"
+
+
+def test_a_change_opens_a_period_reviewed_per_the_document() -> None:
+    at = datetime(2026, 3, 31, 17, tzinfo=UTC)  # 1 April, 01:00 in Shanghai
+    held = doc(window="days_since_change", days=90, hold_through_next_period=True)
+    assert rules.period_after(held, at, "V1", "V2", TZ) == (date(2026, 4, 1), date(2026, 9, 28))
+    assert rules.period_after(held, at, "V3", "V2", TZ) == (date(2026, 4, 1), date(2026, 6, 30))
+
+
+def test_grants_apply_above_the_level_held_and_floor_at_the_highest() -> None:
+    ends = datetime(2027, 1, 1, tzinfo=UTC)
+    assert rules.granted_level(EXAMPLE, "V2", "V4") == "V4"
+    assert rules.granted_level(EXAMPLE, "V4", "V4") is None
+    assert rules.granted_level(EXAMPLE, "V5", "V4") is None  # a floor only
+    later = ends + timedelta(days=30)
+    assert rules.floor(EXAMPLE, [("V3", ends), ("V5", later), ("V5", ends)]) == ("V5", later)
+    assert rules.floor(EXAMPLE, [("X9", ends)]) == (None, None)
+    assert rules.floor(EXAMPLE, []) == (None, None)
+
+
+def test_a_grants_end_returns_to_what_the_member_holds_on_their_value() -> None:
+    # Granted V5 while on V3; at the end the value keeps V3 (retention 1,200).
+    assert rules.grant_end_level(EXAMPLE, "V5", 1_500, [("V5", "V3")], None) == "V3"
+    # The value no longer keeps V3: one level down, as a review would judge it.
+    assert rules.grant_end_level(EXAMPLE, "V5", 0, [("V5", "V3")], None) == "V2"
+    # The value earns V4 on thresholds by now.
+    assert rules.grant_end_level(EXAMPLE, "V5", 5_000, [("V5", "V3")], None) == "V4"
+    # Another grant still running holds V4.
+    assert rules.grant_end_level(EXAMPLE, "V5", 0, [("V5", "V3")], "V4") == "V4"
+    # Earned above the grant meanwhile, or still at it on value: no change.
+    assert rules.grant_end_level(EXAMPLE, "V6", 0, [("V5", "V3")], None) is None
+    assert rules.grant_end_level(EXAMPLE, "V5", 10_000, [("V5", "V3")], None) is None
+    assert rules.grant_end_level(EXAMPLE, None, 0, [("V5", "V3")], None) is None

@@ -24,6 +24,7 @@ from siyu.benefits.models import Coupon, CouponEvent, CouponTemplate
 from siyu.benefits.rules import CouponKind, CouponState, Validity
 from siyu.core import audit, clock, outbox
 from siyu.core.auth import Principal
+from siyu.core.bulk import insert_rows, next_ids
 from siyu.core.db import in_chunks
 from siyu.core.errors import Conflict, InvalidInput, NotFound, Problem, invalid
 from siyu.members import service as members
@@ -436,11 +437,16 @@ def issue_many(
         for member_id, issue_key in plan
     ]
     session.flush()
-    new_ids = list(
-        session.scalars(insert(Coupon).returning(Coupon.id, sort_by_parameter_order=True), rows)
-    )
-    session.execute(
-        insert(CouponEvent),
+    # Ids reserved up front and one executemany per table (``siyu.core.bulk``): with
+    # ``RETURNING`` in parameter order SQLAlchemy sent the coupons of a chunk's tier-upgrade
+    # packs a few rows per statement.
+    new_ids = next_ids(session, Coupon.__table__, len(rows))
+    for row, coupon_id in zip(rows, new_ids, strict=True):
+        row["id"] = coupon_id
+    insert_rows(session, Coupon.__table__, rows)
+    insert_rows(
+        session,
+        CouponEvent.__table__,
         [
             {
                 "coupon_id": coupon_id,

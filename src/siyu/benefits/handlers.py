@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from siyu.benefits import coupons, packs
+from siyu.benefits import coupons, packs, rules
 from siyu.core.events import subscribe
 from siyu.core.settings import get_settings
 from siyu.members.service import MembersEnrolled
@@ -30,7 +30,9 @@ def join_packs(session: Session, event: MembersEnrolled) -> None:
 @subscribe(TiersChanged)
 def upgrade_packs(session: Session, event: TiersChanged) -> None:
     upgrades = [
-        (c.member_id, c.to_code, c.at) for c in event.changes if c.is_upgrade and c.reason != "join"
+        (c.member_id, c.to_code, c.at)
+        for c in event.changes
+        if rules.gets_upgrade_pack(c.reason, up=c.is_upgrade)
     ]
     if upgrades:
         packs.upgrade_packs(session, upgrades, tz=get_settings().timezone)

@@ -375,7 +375,7 @@ def upgrade_packs(
         # One pass per round: a member who reached two listed levels in one chunk gets
         # the second in the next round (each member has one period per call).
         pending = [
-            (member_id, f"{to_code}@{clock.local_date(at, tz).isoformat()}")
+            (member_id, rules.upgrade_period(to_code, at, tz))
             for member_id, to_code, at in changes
             if member_id in active and to_code in listing
         ]

@@ -15,6 +15,7 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from siyu.core.clock import local_date
 from siyu.core.errors import Problem
 
 
@@ -400,6 +401,19 @@ def gets_pack(
     if not listing:
         return trigger is PackTrigger.join
     return (tier_code or first_level) in listing
+
+
+def gets_upgrade_pack(reason: str, *, up: bool) -> bool:
+    """Whether a tier change issues the tier-upgrade packs its new level lists: a move up
+    the ladder by any cause (an order, a bonus, an adjustment, a grant, a merge), but not
+    a join, which the join packs cover."""
+    return up and reason != "join"
+
+
+def upgrade_period(to_code: str, at: datetime, tz: str) -> str:
+    """The period of a tier-upgrade pack: once per member, level reached and brand-local
+    day, so reaching a level twice in one day gives its pack once."""
+    return f"{to_code}@{local_date(at, tz).isoformat()}"
 
 
 # --- the points mall -------------------------------------------------------------------------

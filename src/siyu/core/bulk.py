@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Boolean, Table, insert, text
+from sqlalchemy import JSON, Boolean, Table, insert, text
 from sqlalchemy.orm import Session
 
 from siyu.core.db import UTCDateTime
@@ -33,6 +33,45 @@ def _sqlite_instant(value: datetime) -> str:
     if value.tzinfo is not UTC and value.tzinfo is not None:
         value = value.astimezone(UTC)
     return value.isoformat(" ", "microseconds")[:26]
+
+
+# The stored text of instants converted lately: an imported order's ``paid_at`` is written
+# four times (the order, its growth entry, its points lot and the lot's entry), and the text
+# of an instant is the same wherever it goes (processors are pure functions). Bounded: it
+# is emptied when full, so it never holds more than a few chunks' instants.
+_INSTANT_TEXTS: dict[datetime, str] = {}
+_INSTANT_TEXTS_MAX = 1 << 17
+
+
+def _sqlite_instants(values: Sequence[Any]) -> list[Any]:
+    """``_sqlite_instant`` of each value (None stays None), through ``_INSTANT_TEXTS``.
+
+    Only instants in ``UTC`` go through the memo (the import's all do): two datetimes of
+    one other zone compare by wall time, so one in a daylight-saving fold would find the
+    text of the other."""
+    texts = _INSTANT_TEXTS
+    if len(texts) > _INSTANT_TEXTS_MAX:
+        texts.clear()
+    get = texts.get
+    out: list[Any] = []
+    append = out.append
+    last: Any = None
+    text: Any = None
+    for v in values:
+        if v is last:  # a run of one object (a batch's created_at, a day's lot expiry)
+            append(text)
+            continue
+        last = v
+        if v is None:
+            text = None
+        elif v.tzinfo is UTC:
+            text = get(v)
+            if text is None:
+                text = texts[v] = _sqlite_instant(v)
+        else:
+            text = _sqlite_instant(v)
+        append(text)
+    return out
 
 
 def _instant_converter(column: Any, dialect: Any, process: Any) -> Any:
@@ -47,6 +86,45 @@ def _instant_converter(column: Any, dialect: Any, process: Any) -> Any:
     if all(_sqlite_instant(v) == process(v) for v in samples):
         return _sqlite_instant
     return process  # pragma: no cover - a SQLAlchemy that stores instants otherwise
+
+
+def _flat_json(value: Any) -> str | None:
+    """``json.dumps`` of a list of flat objects of whole numbers (a points lot's line
+    snapshot) in a few string joins; None for any other value (bool is not a whole number
+    here: JSON spells it ``true``). Keys are taken as they are, so callers check them."""
+    if type(value) is not list:
+        return None
+    parts = []
+    for item in value:
+        if type(item) is not dict:
+            return None
+        fields = []
+        for key, number in item.items():
+            if type(number) is not int or key not in _PLAIN_KEYS:
+                return None
+            fields.append(f'"{key}": {number}')
+        parts.append("{" + ", ".join(fields) + "}")
+    return "[" + ", ".join(parts) + "]"
+
+
+# Keys of the lot snapshots, which JSON spells as they are between quotes (no escapes).
+_PLAIN_KEYS = frozenset({"line_no", "amount_fen", "points"})
+
+
+def _json_converter(column: Any, dialect: Any, process: Any) -> Any:
+    """A converter of JSON values that takes ``_flat_json`` where it gives what the
+    processor gives (checked on a sample once per column), else the processor."""
+    if dialect.name != "sqlite" or not isinstance(column.type, JSON):
+        return None
+    sample = [{"line_no": 1, "amount_fen": 12990, "points": -129}, {"points": 0}]
+    if _flat_json(sample) != process(sample):
+        return None  # pragma: no cover - a serializer configured otherwise
+
+    def convert(value: Any) -> Any:
+        text = _flat_json(value)
+        return process(value) if text is None else text
+
+    return convert
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -97,6 +175,9 @@ def _converted(column: Any, dialect: Any, values: Sequence[Any]) -> Sequence[Any
     if process is None:
         return values
     convert = _instant_converter(column, dialect, process)
+    if convert is _sqlite_instant:
+        return _sqlite_instants(values)
+    convert = _json_converter(column, dialect, process) or convert
     # Runs of one object are converted once: ``created_at`` is one instant for a whole
     # batch, and lots of one day share their expiry. (Processors are pure functions.)
     out: list[Any] = []

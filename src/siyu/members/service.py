@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock, outbox
 from siyu.core.auth import Principal, Role
-from siyu.core.db import Base, in_chunks, upsert_insert
+from siyu.core.db import ONE_OF_CHUNK, Base, in_chunks, one_of, upsert_insert
 from siyu.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from siyu.core.events import publish
 from siyu.members import rules
@@ -84,10 +84,11 @@ def lookup_identities(
         by_channel.setdefault(channel, set()).add(external_id)
     found: dict[tuple[str, str], int] = {}
     for channel, ids in by_channel.items():
-        for chunk in in_chunks(sorted(ids)):
+        for chunk in in_chunks(sorted(ids), ONE_OF_CHUNK):
             rows = session.execute(
                 select(MemberIdentity.external_id, MemberIdentity.member_id).where(
-                    MemberIdentity.channel == channel, MemberIdentity.external_id.in_(chunk)
+                    MemberIdentity.channel == channel,
+                    one_of(session, MemberIdentity.external_id, chunk),
                 )
             )
             for external_id, member_id in rows:

@@ -277,6 +277,28 @@ def _csv_rows(path: Path, encoding: str, on_bytes: Any) -> tuple[list[str], Iter
     return header, rows()
 
 
+_UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC", "+00:00", "Z"})
+
+
+def _column_values(column: Any) -> list[Any]:
+    """A Parquet column's values as Python objects.
+
+    Instants in UTC (what ``write_orders_file`` writes) come as ``datetime.UTC`` instants:
+    pyarrow makes an aware value through zoneinfo for each one, a tenth of a file's import
+    time, where reading them as plain UTC wall times and attaching ``UTC`` gives the same
+    instants at a third of the cost (and in the zone every later step takes as it is)."""
+    import pyarrow as pa
+
+    kind = column.type
+    # (Nanoseconds stay on pyarrow's path: they do not fit a datetime.)
+    if pa.types.is_timestamp(kind) and kind.tz in _UTC_NAMES and kind.unit != "ns":
+        return [
+            None if v is None else v.replace(tzinfo=UTC)
+            for v in column.cast(pa.timestamp(kind.unit)).to_pylist()
+        ]
+    return column.to_pylist()  # type: ignore[no-any-return]
+
+
 def _parquet_rows(path: Path, batch_size: int) -> tuple[list[str], int, Iterator[_Row]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -295,7 +317,7 @@ def _parquet_rows(path: Path, batch_size: int) -> tuple[list[str], int, Iterator
         try:
             for batch in parquet.iter_batches(batch_size=max(1, batch_size)):
                 names = batch.schema.names
-                columns = [batch.column(name).to_pylist() for name in names]
+                columns = [_column_values(batch.column(name)) for name in names]
                 for values in zip(*columns, strict=True):
                     number += 1
                     yield _Row(number, dict(zip(names, values, strict=True)))

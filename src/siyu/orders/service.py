@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from siyu.core import clock, outbox
 from siyu.core.auth import Principal, Role
 from siyu.core.bulk import insert_rows, next_ids
-from siyu.core.db import expire_stale, in_chunks, upsert_insert
+from siyu.core.db import ONE_OF_CHUNK, expire_stale, in_chunks, one_of, upsert_insert
 from siyu.core.errors import Conflict, InvalidInput, NotFound, Problem, invalid
 from siyu.core.events import publish
 from siyu.members import service as members
@@ -203,11 +203,26 @@ def _ingest_chunk(
     now = clock.now()
     problems: list[list[Problem]] = []
     prepared: list[OrderDraft] = []
+    # A buyer's identities are normalised once per chunk (a member's orders repeat them),
+    # and a draft whose identities are already canonical is used as it is: drafts are
+    # never changed in place, only replaced by copies.
+    normalized: dict[Any, tuple[list[tuple[str, str]], list[Problem]]] = {}
     for draft in drafts:
         found = rules.validate_order(draft, now)
-        identities, identity_problems = rules.normalize_buyer(draft.buyer_identities)
+        given = draft.buyer_identities
+        try:
+            key = tuple(given)
+            known = normalized.get(key)
+        except TypeError:  # identities given as lists: normalised without the memo
+            key, known = None, rules.normalize_buyer(given)
+        if known is None:
+            known = normalized[key] = rules.normalize_buyer(given)  # type: ignore[index]
+        identities, identity_problems = known
         problems.append(found + identity_problems)
-        prepared.append(_copy(draft, buyer_identities=identities))
+        if identities == given:
+            prepared.append(draft)
+        else:
+            prepared.append(_copy(draft, buyer_identities=list(identities)))
 
     _resolve_stores(session, prepared, problems)
     _check_guides(session, prepared, problems)
@@ -397,10 +412,10 @@ def _existing_orders(
         by_channel.setdefault(channel, []).append(external_id)
     found: dict[tuple[str, str], tuple[int, str, int | None]] = {}
     for channel, external_ids in by_channel.items():
-        for chunk in in_chunks(sorted(external_ids)):
+        for chunk in in_chunks(sorted(external_ids), ONE_OF_CHUNK):
             rows = session.execute(
                 select(Order.external_id, Order.id, Order.content_hash, Order.member_id).where(
-                    Order.channel == channel, Order.external_id.in_(chunk)
+                    Order.channel == channel, one_of(session, Order.external_id, chunk)
                 )
             )
             for external_id, order_id, content_hash, member_id in rows:

@@ -36,7 +36,7 @@ Decisions written down here once:
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
@@ -259,6 +259,28 @@ def reversal(points: int, amount_fen: int, refunded_before: int, refunded_now: i
     return points * now // amount_fen - points * before // amount_fen
 
 
+class TakeBack(NamedTuple):
+    """What a refund takes: ``(lot id, points)`` out of lots, and the points beyond them."""
+
+    taken: list[tuple[int, int]]
+    missing: int
+
+
+def take_back(
+    own: LotState | None, points: int, others: Callable[[], Iterable[LotState]]
+) -> TakeBack:
+    """Where a refund's ``points`` come from: the order's own lot first, then the member's
+    other lots oldest-expiring first (frozen ones too), and only then a shortfall.
+    ``others`` is asked for only when the own lot falls short (most refunds end there)."""
+    taken = [(own.id, min(own.remaining, points))] if own is not None and own.remaining > 0 else []
+    rest = points - sum(n for _, n in taken)
+    if rest > 0:
+        more = allocate([x for x in others() if own is None or x.id != own.id], rest)
+        taken += more
+        rest -= sum(n for _, n in more)
+    return TakeBack(taken, rest)
+
+
 @dataclass(frozen=True)
 class Settlement:
     """What a new earning of ``points`` first pays: the negative balance (``hole``, no
@@ -272,7 +294,12 @@ class Settlement:
         return self.hole + self.debt
 
 
+_SETTLES_NOTHING = Settlement(0, 0)
+
+
 def settle(points: int, *, balance: int, debt: int) -> Settlement:
+    if balance >= 0 and debt <= 0:  # the usual case: one shared answer, no new object
+        return _SETTLES_NOTHING
     hole = min(points, max(0, -balance))
     return Settlement(hole, min(points - hole, max(0, debt)))
 
@@ -486,17 +513,12 @@ class Ledger:
             points += reversal(earned.points, earned.amount_fen, before, now)
         if points <= 0:
             return
-        first = [(lot.id, min(lot.remaining, points))] if lot.remaining > 0 else []
-        seq = self._take(fact, "reverse", first)
-        rest = points - sum(n for _, n in first)
-        others = [
-            LotState(x.id, x.remaining, x.expires_at)
-            for x in self.lots
-            if x.remaining > 0 and x.id != lot.id
-        ]
-        taken = allocate(others, rest)
-        seq = self._take(fact, "reverse", taken, seq)
-        missing = rest - sum(n for _, n in taken)
+        taken, missing = take_back(
+            LotState(lot.id, lot.remaining, lot.expires_at),
+            points,
+            lambda: [LotState(x.id, x.remaining, x.expires_at) for x in self.lots if x.remaining],
+        )
+        seq = self._take(fact, "reverse", taken)
         short = shortfall(missing, self.policy)
         if short.negative or short.debt:
             self.entries.append(Entry(fact, seq, "reverse", -short.negative, short.debt))

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from siyu.core import audit, clock
 from siyu.core.auth import Principal
 from siyu.core.bulk import insert_rows, next_ids
-from siyu.core.db import expire_stale, in_chunks
+from siyu.core.db import ONE_OF_CHUNK, expire_stale, in_chunks, one_of
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.settings import get_settings
 from siyu.members.models import Member
@@ -154,10 +154,10 @@ class LotDraft:
 
 def _existing_lots(session: Session, facts: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
-    for chunk in in_chunks(sorted(set(facts))):
+    for chunk in in_chunks(sorted(set(facts)), ONE_OF_CHUNK):
         found.update(
             session.execute(
-                select(PointsLot.fact, PointsLot.id).where(PointsLot.fact.in_(chunk))
+                select(PointsLot.fact, PointsLot.id).where(one_of(session, PointsLot.fact, chunk))
             ).all()
         )
     return found
@@ -181,12 +181,13 @@ def _add_lots(session: Session, drafts: Sequence[LotDraft]) -> dict[str, int]:
     accounts = _lock(session, (d.member_id for d in new.values()))
     lot_rows = []
     settlements = []
+    as_utc, settle = clock.as_utc, rules.settle
     for d in new.values():
         account = accounts[d.member_id]
-        s = rules.settle(d.points, balance=account.balance, debt=account.debt)
+        s = settle(d.points, balance=account.balance, debt=account.debt)
         # Frozen: a return window that has not ended yet (lots without one never are).
-        available_at = clock.as_utc(d.available_at)
-        frozen = available_at > clock.as_utc(d.earned_at) and available_at > now
+        available_at = as_utc(d.available_at)
+        frozen = available_at > now and available_at > as_utc(d.earned_at)
         remaining = d.points - s.kept
         if frozen:
             account.frozen += remaining
@@ -670,7 +671,9 @@ def earn_orders(
             continue
         day_key = (id(programme), paid_at.astimezone(zone).date())
         if day_key not in expiry:
-            expiry[day_key] = rules.expires_at(programme.points.expiry, paid_at, tz)
+            # In UTC, as it is stored: one conversion per day, not one per lot.
+            expires = rules.expires_at(programme.points.expiry, paid_at, tz)
+            expiry[day_key] = None if expires is None else clock.as_utc(expires)
         drafts.append(
             LotDraft(
                 order.member_id,
@@ -727,23 +730,19 @@ def reverse_refund(
     if points <= 0:
         return 0
     at = clock.now()
-    first = [(lot.id, min(lot.remaining, points))] if lot.remaining > 0 else []
     note = f"refund {refund_id} of order {order_id}"
-    entries, seq = _take(
-        session, member_id, account, first, kind="reverse", fact=fact, at=at, note=note
-    )
-    rest = points - sum(n for _, n in first)
-    if rest > 0:
-        others = _lot_states(
+    taken, missing = rules.take_back(
+        rules.LotState(lot.id, lot.remaining, lot.expires_at),
+        points,
+        lambda: _lot_states(
             session,
             and_(PointsLot.member_id == member_id, PointsLot.remaining > 0, PointsLot.id != lot.id),
-        )
-        taken = rules.allocate(others, rest)
-        more, seq = _take(
-            session, member_id, account, taken, kind="reverse", fact=fact, at=at, seq=seq, note=note
-        )
-        entries += more
-        missing = rest - sum(n for _, n in taken)
+        ),
+    )
+    entries, seq = _take(
+        session, member_id, account, taken, kind="reverse", fact=fact, at=at, note=note
+    )
+    if missing > 0:
         programme = _programme(session, clock.as_utc(refunded_at))
         policy = programme.points.negative_balance if programme is not None else "debt"
         short = rules.shortfall(missing, policy)

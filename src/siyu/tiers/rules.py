@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 from siyu.core.clock import UTC, as_utc
 from siyu.core.money import fen_to_yuan
-from siyu.programme.rules import Basis, Programme, TierLevel, TierReview, Tiers, fen
+from siyu.programme.rules import Basis, GrowthBonus, Programme, TierLevel, TierReview, Tiers, fen
 
 REASONS = ("join", "upgrade", "review", "grant", "grant_end", "merge", "adjust")
 KINDS = ("earn", "bonus", "reverse", "adjust")
@@ -77,6 +77,62 @@ def line_reversal(growth: int, line_fen: int, refunded_before: int, refunded_aft
     before = min(max(refunded_before, 0), line_fen)
     after = min(max(refunded_after, 0), line_fen)
     return growth * after // line_fen - growth * before // line_fen
+
+
+class RefundGrowth(NamedTuple):
+    """What a refund takes off the ladder's measures: growth and net spend (positive
+    numbers), and the order (-1) when the refund leaves the order wholly refunded."""
+
+    growth: int
+    spend_fen: int
+    orders: int
+
+
+def refund_growth(per_yuan: Decimal, lines: Iterable[tuple[int, int, int]]) -> RefundGrowth:
+    """A refund over an order's lines ``(amount, refunded before, refunded after)``, every
+    line of the order: each line gives back what it earned (``line_reversal``) and its
+    refunded amount; the order stops counting when this refund completes it, so an order
+    refunded in parts is uncounted exactly once."""
+    growth = spend = 0
+    whole_after = whole_before = True
+    total = 0
+    for amount, before, after in lines:
+        total += amount
+        growth += line_reversal(line_growth(per_yuan, amount), amount, before, after)
+        spend += after - before
+        whole_after = whole_after and after >= amount
+        whole_before = whole_before and before >= amount
+    whole = total > 0
+    orders = -1 if whole and whole_after and not whole_before else 0
+    return RefundGrowth(growth, spend, orders)
+
+
+# --- bonus events ------------------------------------------------------------------------------
+
+
+def bonus_rule(programme: Programme, event: str) -> GrowthBonus | None:
+    """The document's growth bonus for ``event`` (None: the document has none)."""
+    return next((r for r in programme.growth.bonus_events if r.event == event), None)
+
+
+def first_order_bonus(programme: Programme, *, had_one: bool) -> int:
+    """Growth the first-order bonus adds to a member's first earning order: once per
+    member (``had_one``: a first-order bonus is in their ledger already), never negative."""
+    rule = bonus_rule(programme, "first_order")
+    if rule is None or had_one:
+        return 0
+    return max(0, rule.growth)
+
+
+def bonus_growth(programme: Programme, event: str, *, granted_before: int) -> int:
+    """Growth one more ``event`` earns a member who has had it ``granted_before`` times: 0
+    when the document has no such event or the member reached its ``per_member_limit``."""
+    rule = bonus_rule(programme, event)
+    if rule is None or rule.growth <= 0:
+        return 0
+    if rule.per_member_limit is not None and granted_before >= rule.per_member_limit:
+        return 0
+    return rule.growth
 
 
 # --- the ladder ----------------------------------------------------------------------------
@@ -134,6 +190,20 @@ def qualifying_level(programme: Programme, value: int) -> TierLevel:
 
 def higher(programme: Programme, a: str | None, b: str | None) -> str | None:
     return a if rank(programme, a) >= rank(programme, b) else b
+
+
+def join_level(programme: Programme) -> str:
+    """The level a new member starts on: what their signup growth reaches on thresholds
+    (the first level, in practice)."""
+    signup = Movement(datetime.min.replace(tzinfo=UTC), programme.growth.signup_bonus)
+    return qualifying_level(programme, measure(programme.tiers.basis, [signup])).code
+
+
+def upgrade_to(programme: Programme, current: str | None, value: int) -> str | None:
+    """After a movement that is not an order (a bonus, an adjustment, a merge): the level
+    the window's ``value`` reaches if it is above ``current``, else None (never down)."""
+    target = qualifying_level(programme, value).code
+    return target if rank(programme, target) > rank(programme, current) else None
 
 
 class Movement(NamedTuple):
@@ -206,6 +276,16 @@ def first_review_on(tiers: Tiers, start: date, *, reached: bool) -> date:
     if reached and tiers.hold_through_next_period:
         return next_review_on(tiers.review, first)
     return first
+
+
+def period_after(
+    programme: Programme, change_at: datetime, from_code: str | None, to_code: str, tz: str
+) -> tuple[date, date]:
+    """The review period a tier change opens: it starts on the change's brand-local day and
+    is first reviewed per ``first_review_on`` (a level reached up the ladder is *reached*)."""
+    start = as_utc(change_at).astimezone(ZoneInfo(tz)).date()
+    reached = rank(programme, to_code) > rank(programme, from_code)
+    return start, first_review_on(programme.tiers, start, reached=reached)
 
 
 # --- immediate upgrades over a member's orders ------------------------------------------------
@@ -346,6 +426,51 @@ def review_decision(
         capped = levels[min(rank(programme, floor), i)].code
         return higher(programme, decided, capped) or decided
     return decided
+
+
+# --- manual grants (授予) ---------------------------------------------------------------------
+
+
+def granted_level(programme: Programme, current: str | None, code: str) -> str | None:
+    """A grant applies at once when the granted level is above the one held (history
+    ``grant``); below or at it, it is only a floor. None: no change now."""
+    return code if rank(programme, code) > rank(programme, current) else None
+
+
+def floor(
+    programme: Programme, grants: Iterable[tuple[str, datetime]]
+) -> tuple[str | None, datetime | None]:
+    """The floor of a member's active grants ``(code, ends_at)``: the highest-ranked one,
+    with its end (the first of equals). Codes the ladder lacks are no floor."""
+    best: tuple[str | None, datetime | None] = (None, None)
+    for code, ends_at in grants:
+        if rank(programme, code) > rank(programme, best[0]):
+            best = (code, ends_at)
+    return best
+
+
+def grant_end_level(
+    programme: Programme,
+    current: str | None,
+    value: int,
+    ending: Sequence[tuple[str, str | None]],
+    floor_code: str | None,
+) -> str | None:
+    """The level after grants ``(granted code, code held when granted)`` end, on ``value``
+    in the window ending then; None when the member stays where they are.
+
+    Back to the higher of the level held before each grant (as a review would judge it on
+    ``value``: a grant shielded it from reviews, and its end must not leave an unearned
+    level in place), what ``value`` earns on thresholds, and ``floor_code`` (another grant
+    still active). Never up, and nothing changes for a member who earned a level above
+    every ending grant meanwhile."""
+    if current is None or not ending:
+        return None
+    if rank(programme, current) > max(rank(programme, code) for code, _ in ending):
+        return None
+    held = [review_decision(programme, before, value) for _, before in ending if before]
+    decided = settle(programme, value, floor_code, *held)
+    return decided if rank(programme, decided) < rank(programme, current) else None
 
 
 def settle(programme: Programme, value: int, *also: str | None) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from siyu.core import audit, clock
 from siyu.core.auth import Principal
 from siyu.core.bulk import insert_rows
-from siyu.core.db import expire_stale, in_chunks, upsert_insert
+from siyu.core.db import ONE_OF_CHUNK, expire_stale, in_chunks, one_of, upsert_insert
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.events import publish
 from siyu.members import service as members
@@ -124,8 +124,12 @@ def _states(session: Session, member_ids: Iterable[int]) -> dict[int, tuple[str 
 
 def _existing_facts(session: Session, facts: Iterable[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in in_chunks(sorted(set(facts))):
-        found.update(session.scalars(select(GrowthEntry.fact).where(GrowthEntry.fact.in_(chunk))))
+    for chunk in in_chunks(sorted(set(facts)), ONE_OF_CHUNK):
+        found.update(
+            session.scalars(
+                select(GrowthEntry.fact).where(one_of(session, GrowthEntry.fact, chunk))
+            )
+        )
     return found
 
 
@@ -202,16 +206,6 @@ def _floors(
     return found
 
 
-def _floor(
-    programme: Programme, grants: Sequence[tuple[str, datetime]]
-) -> tuple[str | None, datetime | None]:
-    best: tuple[str | None, datetime | None] = (None, None)
-    for code, ends_at in grants:
-        if rules.rank(programme, code) > rules.rank(programme, best[0]):
-            best = (code, ends_at)
-    return best
-
-
 def _insert_entries(session: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
         now = clock.now()
@@ -282,15 +276,10 @@ def _record_changes(
     _expire_members(session, last)
     periods = []
     for member_id, (change, programme) in sorted(last.items()):
-        start = clock.local_date(change.at, tz)
-        reached = rules.rank(programme, change.to_code) > rules.rank(programme, change.from_code)
-        periods.append(
-            {
-                "member_id": member_id,
-                "period_start": start,
-                "review_on": rules.first_review_on(programme.tiers, start, reached=reached),
-            }
+        start, review_on = rules.period_after(
+            programme, change.at, change.from_code, change.to_code, tz
         )
+        periods.append({"member_id": member_id, "period_start": start, "review_on": review_on})
     _save_periods(session, periods)
     return [_tier_change(p, m, c) for m, c, p in items]
 
@@ -342,8 +331,7 @@ def on_members_enrolled(session: Session, event: MembersEnrolled, *, tz: str = T
             )
             deltas[member_id] = bonus
         if states[member_id][0] is None:
-            value = rules.measure(programme.tiers.basis, [Movement(at, bonus)])
-            code = rules.qualifying_level(programme, value).code
+            code = rules.join_level(programme)
             changes.append((member_id, Change(at, None, code, "join"), programme))
     _insert_entries(session, entries)
     _add_growth(session, deltas)
@@ -396,7 +384,7 @@ def _apply_orders(
     wants_bonus = {
         o.member_id
         for o in earning
-        if _bonus_rule(programme_of[o.order_id], "first_order") is not None  # type: ignore[arg-type]
+        if rules.bonus_rule(programme_of[o.order_id], "first_order") is not None  # type: ignore[arg-type]
     }
     if wants_bonus:
         had = set()
@@ -414,9 +402,9 @@ def _apply_orders(
             if o.member_id in wants_bonus and o.member_id not in had:
                 first.setdefault(o.member_id, o)
         for o in first.values():
-            rule = _bonus_rule(programme_of[o.order_id], "first_order")  # type: ignore[arg-type]
-            if rule is not None and rule.growth > 0:
-                bonus_of[o.order_id] = rule.growth
+            bonus = rules.first_order_bonus(programme_of[o.order_id], had_one=False)  # type: ignore[arg-type]
+            if bonus:
+                bonus_of[o.order_id] = bonus
 
     counted: dict[int, list[CountedOrder]] = defaultdict(list)
     entries: list[dict[str, Any]] = []
@@ -498,13 +486,6 @@ def _apply_orders(
     return _record_changes(session, changes, tz)
 
 
-def _bonus_rule(programme: Programme, event: str) -> Any:
-    for rule in programme.growth.bonus_events:
-        if rule.event == event:
-            return rule
-    return None
-
-
 # --- refunds: reverse what the refunded lines earned -------------------------------------------
 
 
@@ -532,17 +513,10 @@ def on_refund_recorded(session: Session, event: RefundRecorded) -> None:
             OrderLine.order_id == event.order_id
         )
     ).all()
-    growth = spend = 0
-    whole_after = whole_before = sum(x.amount_fen for x in lines) > 0
-    for line_no, amount, refunded_after in lines:
-        this = now_by_line.get(line_no, 0)
-        before = refunded_after - this
-        earned_by_line = rules.line_growth(programme.growth.per_yuan, amount)
-        growth += rules.line_reversal(earned_by_line, amount, before, refunded_after)
-        spend += this
-        whole_after = whole_after and refunded_after >= amount
-        whole_before = whole_before and before >= amount
-    orders = -1 if whole_after and not whole_before else 0
+    growth, spend, orders = rules.refund_growth(
+        programme.growth.per_yuan,
+        [(amount, after - now_by_line.get(no, 0), after) for no, amount, after in lines],
+    )
     if growth == 0 and spend == 0 and orders == 0:
         return
     _lock_members(session, [event.member_id])
@@ -636,8 +610,8 @@ def _upgrade_one(
     current = _states(session, [member_id]).get(member_id, (None, ""))[0]
     start = rules.window_start(programme.tiers.review, at, tz)
     value = _value_of(session, programme, member_id, start, at)
-    target = rules.qualifying_level(programme, value).code
-    if rules.rank(programme, target) <= rules.rank(programme, current):
+    target = rules.upgrade_to(programme, current, value)
+    if target is None:
         return []
     if current is None:
         reason = "join"
@@ -676,12 +650,14 @@ def grant_bonus(
     version = programmes.in_force(session, at)
     if version is None:
         return 0
-    rule = _bonus_rule(programmes.programme_of(version), event)
-    if rule is None or rule.growth <= 0:
+    programme = programmes.programme_of(version)
+    rule = rules.bonus_rule(programme, event)
+    if rule is None or rules.bonus_growth(programme, event, granted_before=0) == 0:
         return 0
     members.get(session, member_id)
     _lock_members(session, [member_id])
-    if rule.per_member_limit is not None:
+    used = 0
+    if rule.per_member_limit is not None:  # counted only where a limit can refuse
         prefix = f"bonus:{event}:{member_id}:".replace("_", "\\_")
         used = session.scalar(
             select(func.count(GrowthEntry.id)).where(
@@ -689,24 +665,25 @@ def grant_bonus(
                 GrowthEntry.fact.like(prefix + "%", escape="\\"),
             )
         )
-        if int(used or 0) >= rule.per_member_limit:
-            return 0
+    growth = rules.bonus_growth(programme, event, granted_before=int(used or 0))
+    if growth == 0:
+        return 0
     _insert_entries(
         session,
         [
             {
                 "member_id": member_id,
                 "kind": "bonus",
-                "growth": rule.growth,
+                "growth": growth,
                 "fact": fact,
                 "at": at,
                 "note": event,
             }
         ],
     )
-    _add_growth(session, {member_id: rule.growth})
+    _add_growth(session, {member_id: growth})
     _publish_changes(session, _upgrade_one(session, member_id, at, "upgrade", tz))
-    return int(rule.growth)
+    return int(growth)
 
 
 def adjust(
@@ -836,7 +813,7 @@ def grant_tier(
             "held": current,
         },
     )
-    if rules.rank(programme, code) > rules.rank(programme, current):
+    if rules.granted_level(programme, current, code) is not None:
         change = Change(now, current, code, "grant")
         changes = _record_changes(session, [(member_id, change, programme)], tz, note=grant.reason)
         _publish_changes(session, changes)
@@ -900,17 +877,11 @@ def _end_grants(
         current, status = states.get(member_id, (None, MemberStatus.merged.value))
         if status == MemberStatus.merged or current is None:
             continue
-        its = by_member[member_id]
-        top_granted = max(rules.rank(programme, g.tier_code) for g in its)
-        if rules.rank(programme, current) > top_granted:
-            continue  # earned above the grant meanwhile
-        floor, _ = _floor(programme, floors.get(member_id, []))
+        floor, _ = rules.floor(programme, floors.get(member_id, []))
         value = _value(programme, values.get(member_id))
-        # The tier held before the grant, as a review would judge it now: a grant shielded
-        # it from reviews, and its end must not leave an unearned level in place.
-        held = [rules.review_decision(programme, g.held_code, value) for g in its if g.held_code]
-        decided = rules.settle(programme, value, floor, *held)
-        if rules.rank(programme, decided) < rules.rank(programme, current):
+        ending = [(g.tier_code, g.held_code) for g in by_member[member_id]]
+        decided = rules.grant_end_level(programme, current, value, ending, floor)
+        if decided is not None:
             changes.append((member_id, Change(at, current, decided, "grant_end"), programme))
     return _record_changes(session, changes, tz)
 
@@ -986,7 +957,7 @@ def review_due(
         values = _values(session, group_ids, start, end, include_end=False)
         floors = _floors(session, group_ids, end)
         for row in group:
-            floor, _ = _floor(programme, floors.get(row.member_id, []))
+            floor, _ = rules.floor(programme, floors.get(row.member_id, []))
             value = _value(programme, values.get(row.member_id))
             decided = rules.review_decision(programme, row.tier_code, value, floor=floor)
             out.reviewed += 1
@@ -1054,7 +1025,7 @@ def progress(
         review_on = rules.first_review_on(programme.tiers, clock.local_date(at, tz), reached=False)
     kept_start, _ = rules.review_window(review, review_on, tz)
     kept = _value_of(session, programme, member_id, kept_start, at)
-    floor, until = _floor(programme, _floors(session, [member_id], at).get(member_id, []))
+    floor, until = rules.floor(programme, _floors(session, [member_id], at).get(member_id, []))
     return rules.progress(
         programme,
         member.tier_code,
