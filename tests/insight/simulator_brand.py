@@ -5,6 +5,7 @@ refunds arrive on the day they happen, the review (保级) and expiry jobs run e
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from siyu.orders.rules import LineDraft, OrderDraft, RefundDraft, RefundLineDraf
 from siyu.points import jobs as points_jobs
 from siyu.points.models import PointsLot
 from siyu.tiers import jobs as tier_jobs
-from siyu.tiers.models import TierPeriod
+from siyu.tiers.models import TierGrant, TierPeriod
 
 TZ = ZoneInfo("Asia/Shanghai")
 CATEGORIES = ("奶粉", "纸尿裤", "营养品", "孕妈用品")
@@ -49,13 +50,19 @@ def day_end_passed(at: datetime, day: date) -> bool:
 
 
 def _next_jobs(db: Database, last_day: date) -> tuple[date, datetime]:
-    """The next review day and the next lot expiry: the daily jobs have nothing to do
-    before them (the test skips those days instead of running empty jobs)."""
+    """The next review day (or grant end) and the next lot expiry: the daily jobs have
+    nothing to do before them (the test skips those days instead of running empty jobs)."""
     with db.engine.connect() as conn:
         due = conn.scalar(select(func.min(TierPeriod.review_on)))
+        grant_ends = conn.scalar(
+            select(func.min(TierGrant.ends_at)).where(TierGrant.closed_at.is_(None))
+        )
         expiring = conn.scalar(
             select(func.min(PointsLot.expires_at)).where(PointsLot.remaining > 0)
         )
+    if grant_ends is not None:  # the job ends a grant on the day after it (or that day)
+        ends_on = clock.local_date(clock.as_utc(grant_ends), "Asia/Shanghai")
+        due = min(due, ends_on) if due else ends_on
     far = local(last_day + timedelta(days=1), 0)
     return due or last_day + timedelta(days=1), clock.as_utc(expiring) if expiring else far
 
@@ -124,8 +131,19 @@ def plan(seed: int, people: int, last_day: date) -> Plan:
     return out
 
 
-def build(db: Database, fixed: clock.FixedClock, seed: int = 7, people: int = 24) -> dict[str, Any]:
-    """Run the plan day by day up to the fixed clock's day; the clock ends where it began."""
+OnDay = Callable[[date, dict[str, int]], None]
+
+
+def build(
+    db: Database,
+    fixed: clock.FixedClock,
+    seed: int = 7,
+    people: int = 24,
+    on_day: OnDay | None = None,
+) -> dict[str, Any]:
+    """Run the plan day by day up to the fixed clock's day; the clock ends where it began.
+    ``on_day(day, member ids by phone)`` runs after each day's business at 23:30 (an
+    operator's hand: tier grants and revocations)."""
     end = fixed.now()
     last_day = clock.local_date(end, "Asia/Shanghai")
     the_plan = plan(seed, people, last_day)
@@ -153,9 +171,11 @@ def build(db: Database, fixed: clock.FixedClock, seed: int = 7, people: int = 24
                     assert {r.status for r in results} == {"created"}, results
                 for refund in sorted(refunds, key=lambda r: r.refunded_at):
                     orders.create_refund(session, refund)
+        if on_day is not None:
+            on_day(day, ids)
         if day < last_day and day_end_passed(expiring, day):
             points_jobs.expire(db, day)  # today's lots are not due until the day ends
-        if day >= due or day_end_passed(expiring, day) or joins or todays or refunds:
+        if day >= due or day_end_passed(expiring, day) or joins or todays or refunds or on_day:
             due, expiring = _next_jobs(db, last_day)
         day += timedelta(days=1)
     fixed.set(end)

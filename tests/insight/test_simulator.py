@@ -6,17 +6,18 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from simulator_brand import build, example_programme
+from simulator_brand import build, example_programme, local
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from siyu.benefits.models import BenefitPack
 from siyu.core import clock
+from siyu.core.auth import SYSTEM
 from siyu.core.db import Database
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.insight.simulator import in_sample, read_only, simulate
@@ -24,6 +25,7 @@ from siyu.members.models import Member
 from siyu.points.models import PointsEntry, PointsLot
 from siyu.programme import service as programmes
 from siyu.schema import metadata
+from siyu.tiers import service as tiers
 from siyu.tiers.models import GrowthEntry, TierHistory
 
 Apply = Callable[..., None]
@@ -99,6 +101,42 @@ def live_figures(db: Database) -> dict[str, Any]:
     }
 
 
+# Grants an operator makes during the history (the n-th member by id, level, days, the day
+# it is revoked): one ends by itself on a local midnight, one in the afternoon, one is
+# revoked early, one is still running at the end; some lift the member, some only floor.
+GRANTS = {
+    date(2025, 12, 1): (0, "V5", 105, None),
+    date(2026, 2, 10): (1, "V4", 300, date(2026, 5, 20)),
+    date(2026, 4, 1): (2, "V2", 200.6, None),
+    date(2026, 9, 1): (3, "V6", 180, None),
+}
+
+
+def make_grants(db: Database) -> Callable[[date, dict[str, int]], None]:
+    granted: dict[date, int] = {}
+
+    def on_day(day: date, ids: dict[str, int]) -> None:
+        with db.unit_of_work() as s:
+            for made, grant_id in granted.items():
+                revoke_on = GRANTS[made][3]
+                if revoke_on == day:
+                    tiers.revoke_grant(s, grant_id, reason="left the store", principal=SYSTEM)
+            if day in GRANTS:
+                n, code, days, _ = GRANTS[day]
+                member_id = sorted(ids.values())[n]
+                grant = tiers.grant_tier(
+                    s,
+                    member_id,
+                    code,
+                    ends_at=local(day, 0) + timedelta(days=days),
+                    reason="store event",
+                    principal=SYSTEM,
+                )
+                granted[day] = grant.id
+
+    return on_day
+
+
 def nonzero(counts: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
@@ -112,9 +150,18 @@ def test_the_programme_in_force_replayed_reproduces_the_live_engine(
     clean_db: Database, fixed_clock: clock.FixedClock, apply_programme: Apply, review: Any
 ) -> None:
     apply_programme(document(**review))
-    build(clean_db, fixed_clock)
+    build(clean_db, fixed_clock, on_day=make_grants(clean_db))
     brand = clean_db
     live = live_figures(brand)
+    with brand.unit_of_work() as s:
+        by_grant = Counter(
+            s.scalars(
+                select(TierHistory.reason).where(TierHistory.reason.in_(("grant", "grant_end")))
+            )
+        )
+    # Grants lifted members; with short periods one ends below the level it held.
+    assert by_grant["grant"] >= 2
+    assert by_grant["grant_end"] >= (1 if review.get("days") else 0)
     # The brand is worth simulating: members on several levels, upgrades and reviews that
     # took levels away, refunds and a year-end clearing.
     assert len(live["tiers"]) >= 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from siyu.core import clock
 from siyu.core.auth import Role
 from siyu.core.db import Database
 from siyu.core.settings import get_settings
+from siyu.insight.simulator import Figures, PackCost
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
@@ -89,6 +91,10 @@ def test_simulate_a_json_draft_side_by_side(
     }
     assert rows[("points", "points_orders")]["delta"] == 0
     assert body["levels"] == ["V1", "V2", "V3", "V4", "V5", "V6"]
+    # One definition of a column: the API shows the simulator's figures field for field.
+    assert list(body["baseline"]) == [f.name for f in fields(Figures)]
+    for pack in body["baseline"]["benefit_packs"]:
+        assert list(pack) == [f.name for f in fields(PackCost)]
 
 
 def test_simulate_a_yaml_draft_with_options(

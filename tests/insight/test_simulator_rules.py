@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,12 +14,14 @@ from simulator_brand import example_programme
 
 from siyu.core import clock
 from siyu.insight.simulator import (
+    GrantFact,
     GrowthFact,
     MemberHistory,
     OrderFact,
     Pack,
     RefundFact,
     Tally,
+    grant_level,
     replay_member,
 )
 from siyu.points.rules import Line
@@ -57,6 +60,75 @@ def run(p: Programme, h: MemberHistory, **options: Any) -> Tally:
     return tally
 
 
+def local(day: str) -> datetime:
+    """Midnight of a brand-local day."""
+    return datetime.fromisoformat(day).replace(tzinfo=ZoneInfo(TZ)).astimezone(clock.UTC)
+
+
+def granted(code: str, starts: str, ends: str, revoked: str | None = None) -> GrantFact:
+    return GrantFact(1, code, local(starts), local(ends), local(revoked) if revoked else None)
+
+
+# 700 growth on 2 March 2025 (600 + the first-order 100, with signup 100: V2); reviews every
+# 90 days; a grant of V5 from 1 April 2025.
+SHORT = {"tiers__review": {"window": "days_since_change", "days": 90}}
+ORDERS = [order(1, JOINED + timedelta(days=1), 60_000)]
+VIP = {"vip_service": Pack("vip_service", "tier_upgrade", (("vip_gift", 1),), 0)}
+
+
+def test_a_grant_lifts_at_once_floors_every_review_and_gives_the_upgrade_pack() -> None:
+    plain = run(programme(**SHORT), member(orders=ORDERS), catalogue=VIP)
+    assert plain.tiers == {"V1": 1} and dict(plain.downgrades) == {"V2": 1}
+    running = member(orders=ORDERS, grants=[granted("V5", "2025-04-01", "2027-01-01")])
+    t = run(programme(**SHORT), running, catalogue=VIP)
+    # Reviewed every 90 days on nothing, and kept on V5 by the grant.
+    assert t.tiers == {"V5": 1} and not t.downgrades
+    assert dict(t.packs) == {("vip_service", "V5"): 1}
+    assert dict(t.upgrades) == {"V2": 1}  # a grant is no upgrade by value
+
+
+def test_at_its_end_or_revocation_the_member_falls_to_what_they_qualify_for() -> None:
+    ended = member(orders=ORDERS, grants=[granted("V5", "2025-04-01", "2025-10-01")])
+    t = run(programme(**SHORT), ended)
+    # The V2 held before the grant, judged on an empty window: V1; no review lowered it.
+    assert t.tiers == {"V1": 1} and not t.downgrades
+    revoked = member(
+        orders=[*ORDERS, order(2, local("2025-06-01"), 40_000)],
+        grants=[granted("V5", "2025-04-01", "2026-04-01", revoked="2025-07-01")],
+    )
+    t = run(programme(**SHORT), revoked)
+    # Revoked on 1 July with 400 growth in the window: V2 kept (retention 300), then
+    # the review 90 days later finds nothing and drops it.
+    assert t.tiers == {"V1": 1} and dict(t.downgrades) == {"V2": 1}
+
+
+def test_a_grant_of_a_level_the_draft_lacks_stands_for_the_highest_level_below_it() -> None:
+    example = programme()
+    renamed = example_programme()
+    for level in renamed["tiers"]["levels"]:
+        level["code"] = level["code"].replace("V", "G")
+    renamed["tiers"]["levels"][3]["threshold"] = 6_000  # G4 above V4's 5,000
+    draft, problems = check(renamed)
+    assert draft is not None, problems
+    assert grant_level(draft, example, "V4") == "G3"  # by threshold: 2,000 <= 5,000 < 6,000
+    assert grant_level(draft, example, "V6") == "G6"
+    assert grant_level(example, example, "V4") == "V4"
+    assert grant_level(draft, example, "X9") is None
+    spend = example_programme()
+    spend["tiers"]["basis"] = "spend"
+    for level in spend["tiers"]["levels"]:
+        level["code"] = level["code"].replace("V", "S")
+    by_spend, problems = check(spend)
+    assert by_spend is not None, problems
+    assert grant_level(by_spend, example, "V4") == "S4"  # other basis: by position
+    # Replayed under the draft with the programme in force as the reference.
+    h = member(orders=ORDERS, grants=[granted("V4", "2025-04-01", "2027-01-01")])
+    t = run(draft, h, reference=example)
+    assert t.tiers == {"G3": 1} and t.grants_skipped == 0
+    unknown = member(orders=ORDERS, grants=[granted("X9", "2025-04-01", "2027-01-01")])
+    assert run(draft, unknown, reference=example).grants_skipped == 1
+
+
 def test_spending_more_than_the_draft_gives_is_capped_and_reported() -> None:
     # 1,000 yuan earn 1,000 points (x1 on V1) under the example, 100 under a tenth of it;
     # the member spent 800 a month later.
@@ -85,6 +157,22 @@ def test_a_refund_after_the_clearing_leaves_a_debt_that_later_points_settle() ->
     # from nothing: a debt, settled by the 300 (x1.1 on V2 = 330) of order 2.
     assert t.points_expired == 500 and t.points_reversed == 500
     assert t.points_debt == 500 - 330 and t.points_outstanding == 0
+
+
+def test_under_allow_negative_a_shortfall_is_a_balance_below_zero_not_a_debt() -> None:
+    paid = datetime(2025, 12, 20, 2, tzinfo=clock.UTC)
+    h = member(
+        orders=[
+            order(1, paid, 50_000),
+            order(2, datetime(2026, 2, 1, 2, tzinfo=clock.UTC), 30_000),
+        ],
+        refunds=[RefundFact(9, 1, datetime(2026, 1, 5, 2, tzinfo=clock.UTC), ((1, 50_000),))],
+    )
+    t = run(programme(points__events__signup=None, points__negative_balance="allow_negative"), h)
+    # As in the debt case, but the 500 taken from nothing lower the balance, and the 330
+    # of order 2 fill the hole: the balance ends at -170, with no debt.
+    assert t.points_reversed == 500 and t.points_debt == 0
+    assert t.points_outstanding == 330 - 500
 
 
 def test_bonus_events_are_repriced_with_their_limit_and_adjustments_carried() -> None:

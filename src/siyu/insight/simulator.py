@@ -9,12 +9,16 @@ paid plan. ``simulate`` answers that side by side with the programme in force.
 How it stays honest
 -------------------
 - **The live engine's rules.** Every decision is taken by the pure functions the live
-  engine calls: ``tiers.rules`` (growth of a line, ``climb`` for immediate upgrades,
-  ``review_decision`` for 保级, windows and review days), ``points.rules`` (``earn_lines``
-  with tier, item and campaign multipliers, ``expires_at``, ``allocate`` oldest first,
-  ``reversal`` and ``settle``), ``benefits.rules`` (``gets_pack``) and ``paid.rules``
-  (``eligibility_refusal``). The replay only orders the facts in time, as the handlers and
-  the daily jobs do.
+  engine calls: ``tiers.rules`` (growth of a line, ``refund_growth``, ``join_level``,
+  ``climb`` for immediate upgrades, ``upgrade_to`` after a bonus or an adjustment,
+  ``first_order_bonus`` and ``bonus_growth`` with its per-member limit, ``review_decision``
+  for 保级 under a grant's ``floor``, ``granted_level`` and ``grant_end_level`` for
+  grants, ``period_after`` for the review day a change opens, windows), ``points.rules``
+  (``earn_lines`` with tier, item and campaign multipliers, ``expires_at``, ``allocate``
+  oldest first, ``reversal``, ``take_back``, ``shortfall`` and ``settle``),
+  ``benefits.rules`` (``gets_pack``, ``gets_upgrade_pack``, ``upgrade_period``) and
+  ``paid.rules`` (``eligibility_refusal``). The replay only orders the facts in time, as
+  the handlers and the daily jobs do.
 - **Like for like.** The baseline is the programme in force at ``end``, replayed over the
   same history by the same code path; so the difference between the two columns is the
   document, not the code. (Where the brand changed its programme during the history, the
@@ -37,7 +41,17 @@ points of orders, their reversal on refunds, the expiry of every lot. Carried as
 recorded: points from other sources (check-ins, events, packs, grants, adjustments) and
 manual growth adjustments, as amounts (their expiry follows the document); points spent,
 replayed at the time they were spent, oldest-expiring lot first, and capped at what the
-member would have held (the shortfall is reported). Manual tier grants are not replayed.
+member would have held (the shortfall is reported).
+
+Manual tier grants (授予) are replayed as the live engine applies them: made at their
+``starts_at`` (the level at once when above the one replayed), a floor for every review
+while they last, and ended by the daily job at the start of the first brand-local day at
+or after ``ends_at`` (or at their revocation, when revoked before), where the member
+returns to the level held before the grant as a review would judge it, or what their
+value earns, or another grant's floor. A grant is of a level of the programme in force;
+under a draft whose ladder lacks that code it stands for the highest draft level not
+above it (``grant_level``: by threshold on the same basis, by position otherwise), and a
+code neither ladder has is not replayed (noted).
 
 Period
 ------
@@ -82,7 +96,7 @@ from siyu.points.models import PointsEntry, PointsLot
 from siyu.programme import service as programmes
 from siyu.programme.rules import CashOff, Programme
 from siyu.tiers import rules as tier_rules
-from siyu.tiers.models import GrowthEntry
+from siyu.tiers.models import GrowthEntry, TierGrant
 from siyu.tiers.rules import Change, CountedOrder, Movement
 
 CHUNK = 2_000  # members per read
@@ -126,6 +140,18 @@ class GrowthFact:
 
 
 @dataclass(frozen=True)
+class GrantFact:
+    """A manual tier grant (授予): a floor from ``starts_at`` until ``ends_at``, or until
+    ``revoked_at`` when it was revoked before the end (as of the replay's end)."""
+
+    grant_id: int
+    code: str
+    starts_at: datetime
+    ends_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class MemberHistory:
     member_id: int
     joined_at: datetime
@@ -136,6 +162,7 @@ class MemberHistory:
     growth: list[GrowthFact] = field(default_factory=list)
     lots: list[tuple[datetime, int]] = field(default_factory=list)  # carried points
     spends: list[tuple[datetime, int]] = field(default_factory=list)
+    grants: list[GrantFact] = field(default_factory=list)
 
 
 # --- what one column adds up -------------------------------------------------------------------
@@ -162,6 +189,7 @@ class Tally:
     points_debt: int = 0
     packs: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     paid_eligible: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    grants_skipped: int = 0  # grants of a level neither ladder has (not replayed)
 
 
 @dataclass
@@ -169,6 +197,18 @@ class _Lot:
     id: int
     remaining: int
     expires_at: datetime | None
+
+
+@dataclass
+class _Grant:
+    """A grant being replayed: its level on this programme's ladder, the level held when
+    it was made (where its end returns to), and when the daily job ends it."""
+
+    id: int
+    code: str
+    held_code: str | None
+    ends_at: datetime
+    closes_at: datetime
 
 
 @dataclass
@@ -181,9 +221,16 @@ class _Replay:
     """One member under one programme: the handlers' and jobs' steps in time order."""
 
     def __init__(
-        self, programme: Programme, history: MemberHistory, start: datetime | None, end: datetime
+        self,
+        programme: Programme,
+        history: MemberHistory,
+        start: datetime | None,
+        end: datetime,
+        reference: Programme | None = None,
     ):
         self.p = programme
+        self.reference = reference or programme  # the ladder grants were made on
+        self.grants: list[_Grant] = []  # started, not yet ended
         self.h = history
         self.start = start
         self.end = end
@@ -198,7 +245,8 @@ class _Replay:
         self.line_amounts: dict[int, dict[int, int]] = {}
         self.refunded: dict[tuple[int, int], int] = defaultdict(int)
         self.bonus_counts: dict[str, int] = defaultdict(int)
-        self.debt = 0
+        self.hole = 0  # points below a zero balance (``allow_negative``)
+        self.debt = 0  # points owed (``debt``)
         self.join_tier: str | None = None
         self.next_expiry: datetime | None = None  # the earliest expiry of a lot with points
 
@@ -208,17 +256,15 @@ class _Replay:
     # tiers ------------------------------------------------------------------------------
 
     def _change(self, change: Change, tz: str, t: Tally) -> None:
-        reached = tier_rules.rank(self.p, change.to_code) > tier_rules.rank(
-            self.p, change.from_code
-        )
         self.held = change.to_code
         # In processing order: an order paid before joining is counted after the join, as
         # the live engine enrols first and ingests later.
         since = max(change.at, self.holdings[-1][0]) if self.holdings else change.at
         self.holdings.append((since, change.to_code))
         self.changes.append(change)
-        start = clock.local_date(change.at, tz)
-        self.review_on = tier_rules.first_review_on(self.p.tiers, start, reached=reached)
+        _, self.review_on = tier_rules.period_after(
+            self.p, change.at, change.from_code, change.to_code, tz
+        )
         if self.counts(change.at):
             if change.reason in ("upgrade", "adjust"):
                 t.upgrades[change.to_code] += 1
@@ -226,16 +272,24 @@ class _Replay:
                 t.downgrades[change.from_code] += 1
 
     def _reviews(self, until: datetime, tz: str, t: Tally) -> None:
-        """Reviews (保级) whose day began by ``until``, as the daily job does them."""
+        """Grant ends and reviews (保级) whose day began by ``until``, in time order, as the
+        daily job does them: on one day, the grants that ended first, then the review."""
         review = self.p.tiers.review
-        while self.review_on is not None and self.held is not None:
-            if tier_rules.day_start(self.review_on, tz) > until:
+        while self.held is not None:
+            closing = min((g.closes_at for g in self.grants), default=None)
+            due = tier_rules.day_start(self.review_on, tz) if self.review_on is not None else None
+            if closing is not None and closing <= until and (due is None or closing <= due):
+                self._end_grants([g for g in self.grants if g.closes_at == closing], closing, tz, t)
+                continue
+            if due is None or due > until:
                 return
+            assert self.review_on is not None
             start, end = tier_rules.review_window(review, self.review_on, tz)
             value = tier_rules.measure(
                 self.p.tiers.basis, (m for m in self.movements if start <= m.at < end)
             )
-            decided = tier_rules.review_decision(self.p, self.held, value)
+            floor, _ = tier_rules.floor(self.p, self._floors(end))
+            decided = tier_rules.review_decision(self.p, self.held, value, floor=floor)
             if decided == self.held:
                 self.review_on = tier_rules.next_review_on(review, self.review_on)
             else:
@@ -244,13 +298,52 @@ class _Replay:
     def _upgrade_at(self, at: datetime, reason: str, tz: str, t: Tally) -> None:
         """An upgrade after a movement that is not an order (a bonus, an adjustment): the
         decision of ``tiers.service._upgrade_one``, on the window ending at ``at``."""
+        target = tier_rules.upgrade_to(self.p, self.held, self._value_at(at, tz))
+        if target is not None:
+            self._change(Change(at, self.held, target, reason), tz, t)
+
+    def _value_at(self, at: datetime, tz: str) -> int:
+        """The value of the window that ends at ``at`` (inclusive), as the services read it."""
         start = tier_rules.window_start(self.p.tiers.review, at, tz)
-        value = tier_rules.measure(
+        return tier_rules.measure(
             self.p.tiers.basis, (m for m in self.movements if start <= m.at <= at)
         )
-        target = tier_rules.qualifying_level(self.p, value).code
-        if tier_rules.rank(self.p, target) > tier_rules.rank(self.p, self.held):
-            self._change(Change(at, self.held, target, reason), tz, t)
+
+    # grants ------------------------------------------------------------------------------
+
+    def _floors(self, at: datetime) -> list[tuple[str, datetime]]:
+        """The grants active at ``at`` (started, not ended, ``ends_at`` after it)."""
+        return [(g.code, g.ends_at) for g in self.grants if g.ends_at > at]
+
+    def grant(self, g: GrantFact, tz: str, t: Tally) -> None:
+        """A grant made: a floor from now on, and the level at once when it is above the
+        one held (``tiers.service.grant_tier``)."""
+        code = grant_level(self.p, self.reference, g.code)
+        if code is None:
+            t.grants_skipped += 1
+            return
+        closes_at = _grant_closes_at(g.ends_at, tz)
+        if g.revoked_at is not None and g.revoked_at < closes_at:
+            closes_at = g.revoked_at  # revoked before the daily job ended it
+        self.grants.append(_Grant(g.grant_id, code, self.held, g.ends_at, closes_at))
+        to = tier_rules.granted_level(self.p, self.held, code)
+        if to is not None:
+            self._change(Change(g.starts_at, self.held, to, "grant"), tz, t)
+
+    def _end_grants(self, ending: list[_Grant], at: datetime, tz: str, t: Tally) -> None:
+        """Grants ended (by the daily job, or revoked): the member settles as
+        ``tiers.service._end_grants`` settles them."""
+        self.grants = [g for g in self.grants if g not in ending]
+        floor, _ = tier_rules.floor(self.p, self._floors(at))
+        decided = tier_rules.grant_end_level(
+            self.p,
+            self.held,
+            self._value_at(at, tz),
+            [(g.code, g.held_code) for g in ending],
+            floor,
+        )
+        if decided is not None:
+            self._change(Change(at, self.held, decided, "grant_end"), tz, t)
 
     def _prune(self, at: datetime) -> None:
         """Forget movements no window can reach any more (a review looks back at most two
@@ -277,8 +370,9 @@ class _Replay:
                 self.next_expiry = min(self.next_expiry or lot.expires_at, lot.expires_at)
 
     def _add_lot(self, points: int, at: datetime, tz: str) -> _Lot:
-        s = points_rules.settle(points, balance=-self.debt, debt=0)
-        self.debt -= s.kept
+        s = points_rules.settle(points, balance=-self.hole, debt=self.debt)
+        self.hole -= s.hole
+        self.debt -= s.debt
         lot = _Lot(
             len(self.lots) + 1,
             points - s.kept,
@@ -289,11 +383,11 @@ class _Replay:
             self.next_expiry = min(self.next_expiry or lot.expires_at, lot.expires_at)
         return lot
 
-    def _live(self, *, skip: int | None = None) -> list[points_rules.LotState]:
+    def _live(self) -> list[points_rules.LotState]:
         return [
             points_rules.LotState(x.id, x.remaining, x.expires_at)
             for x in self.lots
-            if x.remaining > 0 and x.id != skip
+            if x.remaining > 0
         ]
 
     def _take(self, taken: Sequence[tuple[int, int]]) -> int:
@@ -312,8 +406,7 @@ class _Replay:
             self.growth_total += bonus
             if self.counts(at):
                 t.growth_issued += bonus
-        value = tier_rules.measure(self.p.tiers.basis, [Movement(at, bonus)])
-        code = tier_rules.qualifying_level(self.p, value).code
+        code = tier_rules.join_level(self.p)
         self._change(Change(at, None, code, "join"), tz, t)
         self.join_tier = code
         rule = self.p.points.events.signup
@@ -327,10 +420,8 @@ class _Replay:
         amounts = [x.amount_fen for x in o.lines]
         growth = sum(tier_rules.order_growth(p.growth.per_yuan, amounts))
         spend = sum(amounts)
-        bonus = 0
-        rule = _bonus_rule(p, "first_order")
-        if rule is not None and rule.growth > 0 and self.bonus_counts["first_order"] == 0:
-            bonus = rule.growth
+        bonus = tier_rules.first_order_bonus(p, had_one=self.bonus_counts["first_order"] > 0)
+        if bonus:
             self.bonus_counts["first_order"] += 1
         climbed = tier_rules.climb(
             self.held,
@@ -360,22 +451,18 @@ class _Replay:
         this = defaultdict(int)
         for line_no, amount in r.lines:
             this[line_no] += amount
-        growth = spend = points = 0
-        whole_after = whole_before = sum(amounts.values()) > 0
+        points = 0
         lot = self.order_lots[r.order_id]
+        lines = []
         for line_no, amount in amounts.items():
             before = self.refunded[(r.order_id, line_no)]
             after = min(before + this.get(line_no, 0), amount)
             self.refunded[(r.order_id, line_no)] = after
-            earned_growth = tier_rules.line_growth(self.p.growth.per_yuan, amount)
-            growth += tier_rules.line_reversal(earned_growth, amount, before, after)
-            spend += after - before
-            whole_after = whole_after and after >= amount
-            whole_before = whole_before and before >= amount
+            lines.append((amount, before, after))
             earned = lot.earned.get(line_no)
             if earned is not None:
                 points += points_rules.reversal(earned.points, earned.amount_fen, before, after)
-        orders = -1 if whole_after and not whole_before else 0
+        growth, spend, orders = tier_rules.refund_growth(self.p.growth.per_yuan, lines)
         if growth or spend or orders:
             self.movements.append(Movement(r.at, -growth, -spend, orders))
             self.growth_total -= growth
@@ -384,11 +471,15 @@ class _Replay:
         if points <= 0:
             return
         own = lot.lot
-        first = [(own.id, min(own.remaining, points))] if own is not None and own.remaining else []
-        taken = self._take(first)
-        rest = points - taken
-        taken += self._take(points_rules.allocate(self._live(skip=own.id if own else None), rest))
-        self.debt += points - taken  # a shortfall: a debt, or a balance below zero
+        taken, missing = points_rules.take_back(
+            points_rules.LotState(own.id, own.remaining, own.expires_at) if own else None,
+            points,
+            self._live,
+        )
+        self._take(taken)
+        short = points_rules.shortfall(missing, self.p.points.negative_balance)
+        self.hole += short.negative
+        self.debt += short.debt
         if self.counts(r.at):
             t.points_reversed += points
 
@@ -396,14 +487,13 @@ class _Replay:
         if g.event is None:
             growth, spend, orders, reason = g.growth, g.spend_fen, g.orders, "adjust"
         else:
-            rule = _bonus_rule(self.p, g.event)
-            if rule is None or rule.growth <= 0:
-                return
-            limit = rule.per_member_limit
-            if limit is not None and self.bonus_counts[g.event] >= limit:
+            growth = tier_rules.bonus_growth(
+                self.p, g.event, granted_before=self.bonus_counts[g.event]
+            )
+            if growth == 0:
                 return
             self.bonus_counts[g.event] += 1
-            growth, spend, orders, reason = rule.growth, 0, 0, "upgrade"
+            spend, orders, reason = 0, 0, "upgrade"
         self.movements.append(Movement(g.at, growth, spend, orders))
         self.growth_total += growth
         if self.counts(g.at):
@@ -440,6 +530,8 @@ class _Replay:
             steps.append((r.at, 4, r.refund_id, lambda r=r: self.refund(r, tz, t)))
         for i, (at, points) in enumerate(h.spends):
             steps.append((at, 5, i, lambda at=at, points=points: self.spend(at, points, t)))
+        for g in h.grants:
+            steps.append((g.starts_at, 6, g.grant_id, lambda g=g: self.grant(g, tz, t)))
         steps.sort(key=lambda s: (s[0], s[1], s[2]))
         for at, _, _, step in steps:
             if at > self.end:
@@ -460,6 +552,7 @@ class _Replay:
             t.points_outstanding += lot.remaining
             if lot.expires_at is not None and lot.expires_at <= horizon:
                 t.points_expiring += lot.remaining
+        t.points_outstanding -= self.hole  # the balance, as the ledger sums it
         t.points_debt += self.debt
         ladder = [level.code for level in self.p.tiers.levels]
         for plan in self.p.paid.plans if self.p.paid is not None else []:
@@ -499,9 +592,10 @@ class _Replay:
             elif trigger is benefit_rules.PackTrigger.tier_upgrade:
                 seen = set()
                 for c in self.changes:
-                    key = (c.to_code, clock.local_date(c.at, tz))
+                    up = tier_rules.rank(self.p, c.to_code) > tier_rules.rank(self.p, c.from_code)
+                    key = benefit_rules.upgrade_period(c.to_code, c.at, tz)
                     if (
-                        c.reason in ("upgrade", "adjust")
+                        benefit_rules.gets_upgrade_pack(c.reason, up=up)
                         and c.to_code in listing
                         and key not in seen
                     ):
@@ -540,16 +634,45 @@ def replay_member(
     end: datetime,
     tz: str,
     catalogue: dict[str, Pack] | None = None,
+    reference: Programme | None = None,
 ) -> None:
     """Replay one member's facts under ``programme`` and add the outcome to ``tally``:
-    plain data in, plain data out (no database), so it can be tested on its own."""
-    replay = _Replay(programme, history, start, end)
+    plain data in, plain data out (no database), so it can be tested on its own.
+    ``reference`` is the ladder grants were made on (the programme in force; default
+    ``programme`` itself), for grants of a level ``programme`` does not have."""
+    replay = _Replay(programme, history, start, end, reference)
     replay.run(tz, tally)
     replay.packs(catalogue or {}, tz, tally)
 
 
-def _bonus_rule(programme: Programme, event: str) -> Any:
-    return next((r for r in programme.growth.bonus_events if r.event == event), None)
+def grant_level(programme: Programme, reference: Programme, code: str) -> str | None:
+    """The level of ``programme`` a grant of ``code`` stands for.
+
+    The code itself when the ladder has it. Otherwise (a draft that renamed or dropped the
+    level) the highest level not above the granted one on the ladder the grant was made on
+    (``reference``, the programme in force): by threshold when both ladders are measured on
+    the same basis (the highest level whose threshold is at most the granted level's), by
+    position when they are not (capped at the top). None when neither ladder has the code:
+    the grant is not replayed."""
+    if tier_rules.rank(programme, code) >= 0:
+        return code
+    i = tier_rules.rank(reference, code)
+    if i < 0:
+        return None
+    granted = reference.tiers.levels[i]
+    levels = programme.tiers.levels
+    if reference.tiers.basis == programme.tiers.basis:
+        value = tier_rules.mark(reference.tiers, granted.threshold)
+        return tier_rules.qualifying_level(programme, value).code
+    return levels[min(i, len(levels) - 1)].code
+
+
+def _grant_closes_at(ends_at: datetime, tz: str) -> datetime:
+    """When the daily job ends a grant: at the start of the first brand-local day that
+    begins at or after ``ends_at`` (``tiers.service.end_grants_due``)."""
+    day = clock.local_date(ends_at, tz)
+    start = tier_rules.day_start(day, tz)
+    return start if start >= ends_at else tier_rules.day_start(day + timedelta(days=1), tz)
 
 
 def _add_months(at: datetime, months: int) -> datetime:
@@ -805,6 +928,23 @@ def _histories(
     ):
         if r.member_id in by_id and r.points < 0:
             by_id[r.member_id].spends.append((clock.as_utc(r.at), -int(r.points)))
+    tg = TierGrant
+    for r in conn.execute(
+        select(tg.id, tg.member_id, tg.tier_code, tg.starts_at, tg.ends_at, tg.revoked_at)
+        .where(of_chunk(tg.member_id), tg.starts_at <= end)
+        .order_by(tg.member_id, tg.starts_at, tg.id)
+    ):
+        if r.member_id in by_id:
+            revoked = clock.as_utc(r.revoked_at) if r.revoked_at is not None else None
+            by_id[r.member_id].grants.append(
+                GrantFact(
+                    r.id,
+                    r.tier_code,
+                    clock.as_utc(r.starts_at),
+                    clock.as_utc(r.ends_at),
+                    revoked if revoked is not None and revoked <= end else None,
+                )
+            )
     return list(by_id.values())
 
 
@@ -1049,7 +1189,14 @@ def simulate(
                 orders += len(history.orders)
                 for programme, tally in zip((baseline, draft), tallies, strict=True):
                     replay_member(
-                        programme, history, tally, start=start, end=end, tz=tz, catalogue=catalogue
+                        programme,
+                        history,
+                        tally,
+                        start=start,
+                        end=end,
+                        tz=tz,
+                        catalogue=catalogue,
+                        reference=baseline,
                     )
             done += len(ids)
             if progress:
@@ -1061,6 +1208,12 @@ def simulate(
     if any(t.tiers.get(NO_TIER) for t in tallies):
         levels.append(NO_TIER)
     notes = _notes(baseline, draft, catalogue, values, sample)
+    skipped = tallies[0].grants_skipped + tallies[1].grants_skipped
+    if skipped:
+        notes.append(
+            f"{skipped} tier grants of a level neither ladder has are not replayed (in "
+            f"force: {tallies[0].grants_skipped}, draft: {tallies[1].grants_skipped})"
+        )
     return Simulation(
         start=start,
         end=end,

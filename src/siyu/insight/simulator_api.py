@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from siyu.api.deps import get_db, require
 from siyu.core.auth import Principal, Role
 from siyu.core.db import Database
-from siyu.insight.simulator import simulate
+from siyu.insight.simulator import CouponValue, Figures, simulate
 from siyu.programme import service as programmes
 from siyu.programme.api import DOCUMENT_BODY, Document
 
@@ -41,48 +41,6 @@ class RowRead(_Read):
     unit: str
 
 
-class PackCostRead(_Read):
-    pack: str
-    trigger: str
-    tier: str
-    packs: int
-    cost_fen: int
-
-
-class CouponValueRead(_Read):
-    template: str
-    kind: str
-    face_fen: int
-    usage_rate: Decimal
-    rate_from: str
-
-
-class FiguresRead(_Read):
-    programme: str
-    members: int
-    tiers: dict[str, int]
-    upgrades: dict[str, int]
-    downgrades: dict[str, int]
-    growth_issued: int
-    points_issued: int
-    points_orders: int
-    points_signup: int
-    points_carried: int
-    points_reversed: int
-    points_spent: int
-    spend_shortfall: int
-    points_expired: int
-    points_expiring_12m: int
-    points_outstanding: int
-    points_debt: int
-    liability_fen: int
-    expiring_12m_fen: int
-    points_per_yuan: int
-    benefit_packs: list[PackCostRead]
-    benefit_cost_fen: int
-    paid_eligible: dict[str, int]
-
-
 class SimulationRead(_Read):
     start: datetime | None
     end: datetime
@@ -92,10 +50,12 @@ class SimulationRead(_Read):
     orders: int
     baseline_version_id: int
     levels: list[str]
-    baseline: FiguresRead
-    draft: FiguresRead
+    # The simulator's own dataclasses: one definition of a column's figures, validated
+    # and serialised by pydantic as they are.
+    baseline: Figures
+    draft: Figures
     rows: list[RowRead]
-    coupon_values: list[CouponValueRead]
+    coupon_values: list[CouponValue]
     notes: list[str]
 
 
