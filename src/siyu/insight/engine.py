@@ -108,19 +108,7 @@ class Publisher:
     def insert(self, target: str, columns: list[str], staged: str, *, where: str = "true") -> int:
         """Copy the rows of a staged result (those matching ``where``) into a live table;
         returns how many."""
-        names = ", ".join(f'"{c}"' for c in columns)
-        if self.duck is not None:
-            self.duck.execute(
-                f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM stage_{staged} "
-                f"WHERE {where}"
-            )
-            row = self.duck.fetchone()
-            return int(row[0]) if row else 0
-        assert self.live is not None
-        result = self.live.exec_driver_sql(
-            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged} WHERE {where}"
-        )
-        return int(result.rowcount)
+        return self._insert_select(target, columns, staged, where)
 
     def upsert(
         self, target: str, columns: list[str], key: str, staged: str, *, where: str = "true"
@@ -128,21 +116,27 @@ class Publisher:
         """Insert the staged rows (those matching ``where``), or update the rows with the
         same ``key`` in these ``columns`` only: the target's other columns (another
         step's) stay as they are."""
-        names = ", ".join(f'"{c}"' for c in columns)
         assign = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
-        # a WHERE clause is also what SQLite's parser needs to tell ON CONFLICT from a
-        # join's ON
+        # the WHERE clause before it is also what SQLite's parser needs to tell ON CONFLICT
+        # from a join's ON
+        return self._insert_select(
+            target, columns, staged, where, f' ON CONFLICT ("{key}") DO UPDATE SET {assign}'
+        )
+
+    def _insert_select(
+        self, target: str, columns: list[str], staged: str, where: str, tail: str = ""
+    ) -> int:
+        names = ", ".join(f'"{c}"' for c in columns)
         if self.duck is not None:
             self.duck.execute(
                 f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM stage_{staged} "
-                f'WHERE {where} ON CONFLICT ("{key}") DO UPDATE SET {assign}'
+                f"WHERE {where}{tail}"
             )
             row = self.duck.fetchone()
             return int(row[0]) if row else 0
         assert self.live is not None
         result = self.live.exec_driver_sql(
-            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged} WHERE {where} "
-            f'ON CONFLICT ("{key}") DO UPDATE SET {assign}'
+            f"INSERT INTO {target} ({names}) SELECT {names} FROM stage.{staged} WHERE {where}{tail}"
         )
         return int(result.rowcount)
 
