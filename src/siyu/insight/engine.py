@@ -46,6 +46,12 @@ from siyu.core.errors import SiyuError
 LIVE = "live"  # the catalog name of the attached live database inside DuckDB
 
 
+def sql_text(value: str) -> str:
+    """A SQL string literal (quotes doubled): for paths and queries spelled into DuckDB
+    statements that take no parameters (ATTACH, table functions)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 class AnalyticsUnavailable(SiyuError):
     code = "analytics_unavailable"
     status = 503
@@ -89,8 +95,7 @@ def attach_live(con: duckdb.DuckDBPyConnection, url: str, *, read_only: bool = T
         con.execute(f"ATTACH '{path}' AS {LIVE} (TYPE sqlite{mode})")
     elif url.startswith("postgresql"):
         con.execute(f"LOAD '{_extension('postgres_scanner')}'")
-        dsn = _postgres_dsn(url).replace("'", "''")
-        con.execute(f"ATTACH '{dsn}' AS {LIVE} (TYPE postgres{mode})")
+        con.execute(f"ATTACH {sql_text(_postgres_dsn(url))} AS {LIVE} (TYPE postgres{mode})")
     else:
         raise AnalyticsUnavailable(f"no analytics reader for the database {url.split(':')[0]}")
 
@@ -252,7 +257,7 @@ class Analytics:
         indexes answer it (an attached table is scanned whole): for the few rows a nightly
         run needs out of a large table. Write the query in SQL both databases read."""
         function = "sqlite_query" if self.sqlite else "postgres_query"
-        return f"{function}('{LIVE}', '{query.replace(chr(39), chr(39) * 2)}')"
+        return f"{function}('{LIVE}', {sql_text(query)})"
 
     def live_instant(self, at: datetime) -> str:
         """An instant as a literal of the live database's own SQL (see ``live_query``):
@@ -372,8 +377,7 @@ class Analytics:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{name} AS {query}")
         else:
             if not self._staging_attached:
-                path = self.staging_path().replace("'", "''")
-                self.con.execute(f"ATTACH '{path}' AS stage (TYPE sqlite)")
+                self.con.execute(f"ATTACH {sql_text(self.staging_path())} AS stage (TYPE sqlite)")
                 self._staging_attached = True
             relation = self.con.sql(f"SELECT * FROM ({query}) AS r_")
             spelled = ", ".join(

@@ -62,7 +62,7 @@ from siyu.core.db import Database, UTCDateTime
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.settings import get_settings
 from siyu.insight import facts, lifecycle, rfm, superusers
-from siyu.insight.engine import LIVE, Analytics, Publisher
+from siyu.insight.engine import LIVE, Analytics, Publisher, sql_text
 from siyu.insight.isolation import isolated
 from siyu.insight.models import InsightRun, MemberInsight
 from siyu.insight.rules import Marks, percentile_marks
@@ -614,9 +614,8 @@ def _read_previous(engine: Analytics, job: _Job) -> tuple[str, str | None]:
     read from (``copy`` or ``live``) and, from a copy, the brand-local month it was saved
     in (its ``month_start`` column is each member's stage when that month began)."""
     if job.state_path and job.state_token and os.path.exists(job.state_path):
-        path = job.state_path.replace("'", "''")
         try:
-            engine.sql(f"ATTACH '{path}' AS insight_copy (READ_ONLY)")
+            engine.sql(f"ATTACH {sql_text(job.state_path)} AS insight_copy (READ_ONLY)")
             row = engine.sql("SELECT token, month, version FROM insight_copy.meta").fetchone()
             if row is not None and row[0] == job.state_token and row[2] == COPY_VERSION:
                 engine.sql(
@@ -671,7 +670,7 @@ def _save_state(engine: Analytics, job: _Job, *, month: str, in_place: bool) -> 
         f"coalesce(r.{c}, p.{c}) AS {c}" if c in when else f"n.{c}" for c in ("member_id", *KEPT)
     )
     try:
-        engine.sql(f"ATTACH '{written.replace(chr(39), chr(39) * 2)}' AS insight_next")
+        engine.sql(f"ATTACH {sql_text(written)} AS insight_next")
         try:
             engine.sql(
                 f"CREATE TABLE insight_next.meta AS SELECT '{job.new_token}' AS token, "
@@ -704,7 +703,7 @@ def _update_state(engine: Analytics, job: _Job) -> bool:
     names = ", ".join(f"r.{c}" for c in ("member_id", *KEPT))
     try:
         engine.sql("DETACH DATABASE IF EXISTS insight_copy")
-        engine.sql(f"ATTACH '{job.state_path.replace(chr(39), chr(39) * 2)}' AS insight_copy")
+        engine.sql(f"ATTACH {sql_text(job.state_path)} AS insight_copy")
         try:
             engine.sql("BEGIN TRANSACTION")
             try:
