@@ -184,3 +184,46 @@ def test_cohort_retention(clean_db: Database, brand: dict[str, int]) -> None:
     may = table["2026-05"]  # E joined in May and bought in August
     assert may.buyers == [0, 0, 0, 1, 0, 0, 0]
     assert table["2026-01"].members == 0 and table["2026-01"].retention[0] is None
+
+
+def test_two_purchases_at_one_instant_are_a_first_and_a_second(
+    clean_db: Database, brand: dict[str, int]
+) -> None:
+    """The second purchase is the second earliest, even at the same instant as the first
+    (two orders paid together at the till), and a purchase refunded in full is neither."""
+    now = clock.now()
+    with clean_db.unit_of_work() as session:
+        f = members.enrol(
+            session,
+            EnrolDraft(
+                phone="13800000070", joined_at=now - timedelta(days=6), join_channel="store"
+            ),
+        ).member_id
+        g = members.enrol(
+            session,
+            EnrolDraft(
+                phone="13800000071", joined_at=now - timedelta(days=6), join_channel="store"
+            ),
+        ).member_id
+        at = now - timedelta(days=4)
+        drafts = [
+            _order("F-0", at, 60, f),
+            _order("F-1", at, 70, f),
+            _order("G-0", at, 60, g),  # refunded in full below: G's first is G-1
+            _order("G-1", at + timedelta(days=1), 70, g),
+        ]
+        orders.ingest_orders(session, drafts)
+        orders.record_refund(
+            session,
+            RefundDraft(
+                channel="mini_program",
+                external_id="R-G-0",
+                order_channel="mini_program",
+                order_external_id="G-0",
+                refunded_at=at + timedelta(hours=1),
+            ),
+        )
+    now_figures = kpis.kpi_report(clean_db, _period(), tz=TZ).current
+    # B, D, F and G bought for the first time; D and F a second time, G only once
+    assert (now_figures.first_buyers, now_figures.second_buyers) == (4, 2)
+    assert (now_figures.buyers, now_figures.member_orders) == (5, 8)

@@ -257,13 +257,18 @@ def _int(value: object) -> int:
 
 @dataclass(frozen=True)
 class _Sources:
-    """The live tables the periods read, each read once into DuckDB memory: a report is
-    twelve periods (four, each with its previous period and last year), and scanning the
-    live orders, points entries and tier history once per period was most of the nightly
-    KPI job."""
+    """What the periods read, each read once into DuckDB memory: a report is twelve periods
+    (four, each with its previous period and last year), and scanning the live orders,
+    points entries and tier history once per period was most of the nightly KPI job.
+
+    The live orders are read in one scan: an attached SQLite table is read whole whatever
+    the filter, so the periods' orders, the purchases and each buyer's first two purchases
+    all come from that one read instead of a scan each."""
 
     members: ibis.Table
-    orders: ibis.Table  # paid within the periods' span
+    orders: ibis.Table  # paid within the periods' span, guests' too, in time order
+    purchases: ibis.Table  # members' counted purchases within the span, in time order
+    firsts: ibis.Table  # each buyer's first and second purchase instants, ever
     entries: ibis.Table  # points per minute and kind (period bounds are whole minutes)
     history: ibis.Table  # tier changes up to the last period's end
 
@@ -272,18 +277,32 @@ def _sources(engine: Analytics, periods: Sequence[Period], tz: str) -> _Sources:
     bounds = [p.bounds(tz) for p in periods]
     first, last = instant(min(b[0] for b in bounds)), instant(max(b[1] for b in bounds))
     members = engine.table("members")
-    orders = engine.table("orders")
+    live_orders = engine.table("orders")
     entries = engine.table("points_entries")
     history = engine.table("tier_history")
     before = entries.filter(entries.at < last)
+    # every order before the last period's end, reduced to what the figures read: a guest
+    # order or one refunded in full only counts in the span (all revenue); a member's
+    # counted purchase before it only for the member's first two purchases
+    read = live_orders.filter(live_orders.paid_at < last)
+    counted = read.member_id.notnull() & (read.status != "refunded")
+    orders = engine.materialize(
+        "kpi_order_book",
+        read.filter(counted | (read.paid_at >= first)).select(
+            member_id=read.member_id,
+            paid_at=read.paid_at,
+            net_fen=(read.amount_fen - read.refunded_fen).cast("int64"),
+            counted=counted,
+        ),
+    )
+    span = engine.materialize(
+        "kpi_orders", orders.filter(orders.paid_at >= first).order_by("paid_at")
+    )
     return _Sources(
         members=engine.materialize("kpi_members", members.select("id", "joined_at", "status")),
-        orders=engine.materialize(
-            "kpi_orders",
-            orders.filter(orders.paid_at >= first, orders.paid_at < last)
-            .select("member_id", "paid_at", "amount_fen", "refunded_fen")
-            .order_by("paid_at"),
-        ),
+        orders=span,
+        purchases=span.filter(span.counted),
+        firsts=_firsts(engine, orders.filter(orders.counted)),
         entries=engine.materialize(
             "kpi_entries",
             before.group_by(at=before.at.truncate("m"), kind=before.kind).aggregate(
@@ -299,38 +318,19 @@ def _sources(engine: Analytics, periods: Sequence[Period], tz: str) -> _Sources:
     )
 
 
-def _purchases(engine: Analytics, until: datetime, members: ibis.Table) -> ibis.Table:
-    """Members' counted purchases up to ``until``, each with its rank in the member's history
-    (0 for the first) and the member's join time: computed once, read by every period."""
-    orders = engine.table("orders")
-    counted = orders.filter(
-        orders.member_id.notnull(), orders.status != "refunded", orders.paid_at < instant(until)
-    )
-    joined = counted.join(members.select("id", "joined_at"), counted.member_id == members.id)
-    ranked = joined.select(
-        member_id=joined.member_id,
-        paid_at=joined.paid_at,
-        net_fen=(joined.amount_fen - joined.refunded_fen).cast("int64"),
-        joined_at=joined.joined_at,
-        rank=ibis.row_number().over(
-            group_by=joined.member_id, order_by=[joined.paid_at, joined.id]
-        ),
-    )
-    # kept in time order: each period's range filter then skips the row groups outside it
-    return engine.materialize("kpi_purchases", ranked.order_by("paid_at"))
-
-
 def _firsts(engine: Analytics, purchases: ibis.Table) -> ibis.Table:
-    """Each buyer's first and second purchase instants."""
-    early = purchases.filter(purchases.rank <= 1)
+    """Each buyer's first and second purchase instants: the two earliest purchase times
+    (the same instant twice when two purchases share it), one grouping instead of ranking
+    every purchase of every member."""
+    two = engine.backend.sql(
+        f"SELECT member_id, min(paid_at, 2) AS earliest FROM ({engine.backend.compile(purchases)}) "
+        "AS p GROUP BY member_id"
+    )
     return engine.materialize(
         "kpi_firsts",
-        early.group_by("member_id")
-        .aggregate(
-            first_at=(early.rank == 0).ifelse(early.paid_at, ibis.null()).max(),
-            second_at=(early.rank == 1).ifelse(early.paid_at, ibis.null()).max(),
-        )
-        .order_by("first_at"),
+        two.select("member_id", first_at=two.earliest[0], second_at=two.earliest[1]).order_by(
+            "first_at"
+        ),
     )
 
 
@@ -345,8 +345,6 @@ def _figures(
     *,
     tz: str,
     programme: Programme,
-    purchases: ibis.Table,
-    firsts: ibis.Table,
     sources: _Sources,
 ) -> Figures:
     """The period's figures but the paid ones (read through SQLAlchemy by the caller)."""
@@ -367,6 +365,7 @@ def _figures(
     # Join conversion: new members of the period whose first purchase came within 30 days of
     # joining, and before the period's end.
     newcomers = counted_members.filter(counted_members.joined_at >= start)
+    firsts, purchases = sources.firsts, sources.purchases
     conv = newcomers.join(firsts, newcomers.id == firsts.member_id)
     converted = conv.filter(
         conv.first_at < end,
@@ -379,10 +378,8 @@ def _figures(
     in_period = orders.filter(orders.paid_at >= start, orders.paid_at < end)
     revenue = _one(
         in_period.aggregate(
-            revenue=(in_period.amount_fen - in_period.refunded_fen).sum(),
-            member_revenue=in_period.member_id.notnull()
-            .ifelse(in_period.amount_fen - in_period.refunded_fen, 0)
-            .sum(),
+            revenue=in_period.net_fen.sum(),
+            member_revenue=in_period.member_id.notnull().ifelse(in_period.net_fen, 0).sum(),
         )
     )
 
@@ -574,28 +571,17 @@ class _FiguresJob:
 
 
 def _figures_of(engine: Analytics, work: _FiguresJob) -> list[Figures]:
-    """Every period's figures (paid aside), over one ranking of purchases."""
-    latest_end = max(p.bounds(work.tz)[1] for p in work.periods)
+    """Every period's figures (paid aside), over one read of the sources."""
     sources = _sources(engine, work.periods, work.tz)
-    purchases = _purchases(engine, latest_end, sources.members)
-    firsts = _firsts(engine, purchases)
     return [
-        _figures(
-            engine,
-            p,
-            tz=work.tz,
-            programme=work.programme,
-            purchases=purchases,
-            firsts=firsts,
-            sources=sources,
-        )
+        _figures(engine, p, tz=work.tz, programme=work.programme, sources=sources)
         for p in work.periods
     ]
 
 
 def kpi_reports(db: Database, periods: Sequence[Period], *, tz: str) -> list[KpiReport]:
     """Each period's KPIs beside its previous period and the same period last year,
-    computed together (one ranking of purchases, one DuckDB process)."""
+    computed together (one read of the sources, one DuckDB process)."""
     began = timer.perf_counter()
     now = clock.now()
     triples = [(p, p.previous(), p.last_year()) for p in periods]
