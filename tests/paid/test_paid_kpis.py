@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from siyu.core import clock
+from siyu.core.auth import SYSTEM
 from siyu.core.db import Database
 from siyu.core.settings import get_settings
 from siyu.members import service as members
@@ -110,6 +111,20 @@ def test_month_kpis_exact(clean_db: Database, brand: dict[str, int]) -> None:
     assert k.savings_cost_fen == (309 + 309 + 619 + 155) + (100 + 100 + 200 + 50)
     assert k.benefit_cost_fen == 1_842
     assert k.roi == round(4 * PRICE / 1_842, 2)
+
+
+def test_members_who_left_count_nowhere(clean_db: Database, brand: dict[str, int]) -> None:
+    """A frozen member (E, free, bought 5,000) and a closed card holder (B, 20,000) are
+    neither active members nor in either side's GMV, so the multiple compares the same
+    people as penetration does."""
+    with clean_db.unit_of_work() as s:
+        members.set_status(s, brand["E"], "frozen", reason="fraud check", principal=SYSTEM)
+        members.set_status(s, brand["B"], "closed", reason="asked to leave", principal=SYSTEM)
+    with clean_db.unit_of_work() as s:
+        k = paid_kpis.kpis(s, month=date(2026, 11, 1))
+    assert (k.active_members, k.paid_members) == (6, 4)
+    assert (k.paid_buyers_gmv_fen, k.paid_orders) == (20_000, 2)  # A's two orders
+    assert (k.free_gmv_fen, k.free_orders, k.free_members) == (5_000, 1, 2)  # H in grace
 
 
 def test_card_coupons_are_counted_exactly(
