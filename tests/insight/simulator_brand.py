@@ -1,6 +1,7 @@
 """A small brand for the simulator's tests, built day by day through the services users
 call and the daily jobs, as the live engine would have seen it: members join, orders and
-refunds arrive on the day they happen, the review (保级) and expiry jobs run every day."""
+refunds arrive on the day they happen, the review (保级) and expiry jobs run every day (or
+the review job only on the days a schedule allows, as a brand whose server was down)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import func, select
 
 from siyu.core import clock
 from siyu.core.db import Database
+from siyu.jobs import service as jobs
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
@@ -132,6 +134,7 @@ def plan(seed: int, people: int, last_day: date) -> Plan:
 
 
 OnDay = Callable[[date, dict[str, int]], None]
+Schedule = Callable[[date], bool]
 
 
 def build(
@@ -140,10 +143,13 @@ def build(
     seed: int = 7,
     people: int = 24,
     on_day: OnDay | None = None,
+    review_days: Schedule | None = None,
 ) -> dict[str, Any]:
     """Run the plan day by day up to the fixed clock's day; the clock ends where it began.
     ``on_day(day, member ids by phone)`` runs after each day's business at 23:30 (an
-    operator's hand: tier grants and revocations)."""
+    operator's hand: tier grants and revocations). ``review_days``: the days the tier
+    review job runs, through the job runner so that its ledger records them (the first
+    day too, if allowed: it opens the ledger); by default every day, run directly."""
     end = fixed.now()
     last_day = clock.local_date(end, "Asia/Shanghai")
     the_plan = plan(seed, people, last_day)
@@ -155,8 +161,10 @@ def build(
         todays = the_plan.orders.get(day, [])
         refunds = the_plan.refunds.get(day, [])
         fixed.set(min(local(day, 23, 30), end))
-        if day >= due:
+        if review_days is None and day >= due:
             tier_jobs.review(db, day)
+        elif review_days is not None and (day >= due or day == FIRST_DAY) and review_days(day):
+            jobs.run(db, "tiers.review", day)
         if joins or todays or refunds:
             with db.unit_of_work() as session:
                 for phone, joined, birthday in joins:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from simulator_brand import build, example_programme, local
+from simulator_brand import FIRST_DAY, build, example_programme, local
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -21,6 +21,7 @@ from siyu.core.auth import SYSTEM
 from siyu.core.db import Database
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.insight.simulator import in_sample, read_only, simulate
+from siyu.jobs.models import JobRun
 from siyu.members.models import Member
 from siyu.points.models import PointsEntry, PointsLot
 from siyu.programme import service as programmes
@@ -189,6 +190,50 @@ def test_the_programme_in_force_replayed_reproduces_the_live_engine(
     assert result.estimate is False and result.baseline_version_id > 0
 
 
+# The server was down from October 2025 to mid-February 2026 (longer than a 120-day
+# period), and otherwise the review job ran on Mondays only.
+OUTAGE = (date(2025, 10, 1), date(2026, 2, 15))
+
+
+def mondays_after_an_outage(day: date) -> bool:
+    return day == FIRST_DAY or (day.weekday() == 0 and not OUTAGE[0] <= day < OUTAGE[1])
+
+
+@pytest.mark.parametrize("days", [120, 30])
+def test_the_replay_catches_up_missed_review_days_as_the_live_job_does(
+    clean_db: Database, fixed_clock: clock.FixedClock, apply_programme: Apply, days: int
+) -> None:
+    review = {"window": "days_since_change", "days": days}
+    apply_programme(document(**review))
+    build(clean_db, fixed_clock, on_day=make_grants(clean_db), review_days=mondays_after_an_outage)
+    live = live_figures(clean_db)
+    with clean_db.unit_of_work() as s:
+        ran = set(s.scalars(select(JobRun.run_date).where(JobRun.name == "tiers.review")))
+        reviewed_on = [
+            clock.local_date(clock.as_utc(at), "Asia/Shanghai")
+            for at in s.scalars(select(TierHistory.at).where(TierHistory.reason == "review"))
+        ]
+        grant_ends = list(
+            s.scalars(select(TierHistory.at).where(TierHistory.reason == "grant_end"))
+        )
+    # The job skipped days; grants ended, and members were lowered on review days it did
+    # not run on (a late run dates the drop on the review day), some from a period the
+    # outage skipped.
+    assert len(ran) < 120 and all(mondays_after_an_outage(d) for d in ran)
+    late = [d for d in reviewed_on if d not in ran]
+    assert grant_ends and late and any(OUTAGE[0] <= d < OUTAGE[1] for d in late)
+
+    result = simulate(clean_db, programmes.parse(document(**review)), end=fixed_clock.now())
+
+    base = result.baseline
+    assert nonzero(base.tiers) == live["tiers"]
+    assert nonzero(base.upgrades) == live["upgrades"]
+    assert nonzero(base.downgrades) == live["downgrades"]
+    assert base.points_orders == live["points_orders"]  # multiplied by the level then held
+    assert base.points_outstanding == live["points_outstanding"]
+    assert result.draft == result.baseline
+
+
 def _snapshot(db: Database) -> dict[str, str]:
     """A hash of every row of every table."""
     out = {}
@@ -252,6 +297,53 @@ def test_a_sample_replays_the_hashed_members_scales_and_reports_progress(
     # Progress counts replayed members, chunk by chunk, up to all of them.
     assert seen[0] == (0, len(picked)) and seen[-1] == (len(picked), len(picked))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 2
+
+
+def test_grants_no_ladder_replays_are_noted_once_and_scaled_like_the_figures(
+    clean_db: Database, fixed_clock: clock.FixedClock, apply_programme: Apply
+) -> None:
+    # A V7 the brand had, granted to every member; then a document without it.
+    with_v7 = document()
+    top = dict(with_v7["tiers"]["levels"][-1])
+    with_v7["tiers"]["levels"].append(top | {"code": "V7", "name": "至尊妈妈", "threshold": 40_000})
+    apply_programme(with_v7)
+    build(clean_db, fixed_clock, people=14)
+    end = fixed_clock.now()
+    fixed_clock.set(end - timedelta(days=10))
+    with clean_db.unit_of_work() as s:
+        ids = list(s.scalars(select(Member.id)))
+        for member_id in ids:
+            tiers.grant_tier(
+                s,
+                member_id,
+                "V7",
+                ends_at=end + timedelta(days=30),
+                reason="store event",
+                principal=SYSTEM,
+            )
+    apply_programme(document(), effective_from=end - timedelta(days=5))
+    fixed_clock.set(end)
+    picked = [i for i in ids if in_sample(i, 0.5)]
+    assert 0 < len(picked) < len(ids)
+
+    full = simulate(clean_db, programmes.parse(document()))
+    sampled = simulate(clean_db, programmes.parse(document()), sample=0.5)
+    restored = simulate(clean_db, programmes.parse(with_v7))
+
+    # Each grant once (not once per column), counted for the brand like every figure.
+    assert f"{len(ids)} tier grants of a level neither ladder has are not replayed" in full.notes
+    assert (
+        f"about {len(picked) * 2} tier grants of a level neither ladder has are not replayed "
+        f"({len(picked)} in the sample)"
+    ) in sampled.notes
+    assert sampled.members == len(picked) * 2
+    # A draft that has the level replays them: every member on V7 in the draft column.
+    assert (
+        f"{len(ids)} tier grants of a level the ladder in force lacks are not replayed in the "
+        f"column in force; {len(ids)} of them are of a level the draft has and are replayed "
+        "in the draft"
+    ) in restored.notes
+    assert restored.draft.tiers["V7"] == len(ids) and "V7" not in restored.baseline.tiers
 
 
 def test_flows_count_from_the_start_of_the_period_and_eligibility_follows_the_gate(

@@ -20,9 +20,11 @@ from siyu.insight.simulator import (
     OrderFact,
     Pack,
     RefundFact,
+    ReviewRuns,
     Tally,
     grant_level,
     replay_member,
+    review_runs,
 )
 from siyu.points.rules import Line
 from siyu.programme.rules import Programme, check
@@ -266,3 +268,87 @@ def test_points_add_up_whatever_the_facts(facts: list[tuple[str, int, int]], pol
         issued - t.points_spent - t.points_expired - t.points_reversed + t.points_debt
     )
     assert sum(t.tiers.values()) == 1
+
+
+# V2 on 2 March 2025 (800 growth), the order refunded on 5 March (200 left, below V2's
+# 300), 500 growth on 10 June; reviews every 90 days: due on 31 May and 29 August.
+REFUNDED = member(
+    orders=[*ORDERS, order(2, local("2025-06-10") + timedelta(hours=3), 50_000)],
+    refunds=[RefundFact(9, 1, local("2025-03-05") + timedelta(hours=3), ((1, 60_000),))],
+)
+
+
+def days(first: str, n: int) -> tuple[date, ...]:
+    return tuple(date.fromisoformat(first) + timedelta(days=i) for i in range(n))
+
+
+def test_a_run_after_missed_days_reviews_once_on_the_latest_period_that_ended() -> None:
+    daily = run(programme(**SHORT), REFUNDED)
+    # Reviewed on 31 May on 100: down to V1; the June order lifts her again (x1 points).
+    assert dict(daily.downgrades) == {"V2": 2} and dict(daily.upgrades) == {"V2": 2}
+    assert daily.points_orders == 600 + 500
+    assert run(programme(**SHORT), REFUNDED, runs=ReviewRuns()) == daily
+    # The job did not run from 2 March to 14 September: on 10 June she still held V2 (x1.1
+    # points, nothing to climb to); the run on 15 September reviews once, the period that
+    # ended on 29 August (500 in it: kept), not the one that ended on 31 May.
+    runs = ReviewRuns(days("2025-03-01", 1) + days("2025-09-15", 500))
+    late = run(programme(**SHORT), REFUNDED, runs=runs)
+    assert dict(late.upgrades) == {"V2": 1} and dict(late.downgrades) == {"V2": 1}
+    assert late.points_orders == 600 + 550
+    # The next review is 90 days after 29 August; had the job not run again, she would
+    # still hold V2 at the end.
+    stopped = run(
+        programme(**SHORT), REFUNDED, runs=ReviewRuns(days("2025-03-01", 1) + days("2025-09-15", 1))
+    )
+    assert stopped.tiers == {"V2": 1} and not stopped.downgrades
+
+
+def test_a_grant_ends_on_the_first_run_after_its_end() -> None:
+    h = member(orders=ORDERS, grants=[granted("V5", "2025-04-01", "2025-10-01")])
+    # No run from 1 October to the end: the grant is still a floor then.
+    runs = ReviewRuns(days("2025-03-01", 214))  # up to 30 September
+    assert run(programme(**SHORT), h, runs=runs).tiers == {"V5": 1}
+    assert run(programme(**SHORT), h).tiers == {"V1": 1}
+
+
+def test_the_runs_that_count_and_when_the_job_next_works() -> None:
+    started = datetime(2025, 6, 1, tzinfo=clock.UTC)
+    runs = review_runs(
+        [
+            (date(2025, 5, 1), started),
+            (date(2025, 5, 20), started + timedelta(days=1)),
+            (date(2025, 5, 10), started + timedelta(days=2)),  # after 20 May's: found nothing
+            (date(2025, 5, 30), started + timedelta(days=3)),
+        ]
+    )
+    assert runs.days == (date(2025, 5, 1), date(2025, 5, 20), date(2025, 5, 30))
+    # Every day before the ledger's first; the recorded days from it on; none after.
+    assert runs.next_run(local("2025-04-10") + timedelta(hours=1), TZ) == local("2025-04-11")
+    assert runs.next_run(local("2025-05-01"), TZ) == local("2025-05-01")
+    assert runs.next_run(local("2025-05-02"), TZ) == local("2025-05-20")
+    assert runs.next_run(local("2025-05-31"), TZ) is None
+    assert ReviewRuns().next_run(local("2030-01-01"), TZ) == local("2030-01-01")
+
+
+def test_a_grant_made_as_a_review_day_begins_is_a_floor_in_that_review() -> None:
+    # V3 on 2 March 2025 (2,100 growth), reviewed every 90 days: kept on 31 May on that
+    # order, nothing in the window of 29 August; a grant of V3, her own level, from the
+    # instant 29 August begins keeps her there.
+    v3 = [order(1, JOINED + timedelta(days=1), 190_000)]
+    at_the_instant = member(orders=v3, grants=[granted("V3", "2025-08-29", "2027-01-01")])
+    t = run(programme(**SHORT), at_the_instant)
+    assert t.tiers == {"V3": 1} and not t.downgrades
+    a_moment_before = GrantFact(
+        1, "V3", local("2025-08-29") - timedelta(seconds=1), local("2027-01-01")
+    )
+    assert run(programme(**SHORT), member(orders=v3, grants=[a_moment_before])) == t
+    # Another grant ending at that instant: the job ends it first, with the new grant as
+    # the floor (no fall to V2), then reviews her under the new grant.
+    both = member(
+        orders=v3,
+        grants=[
+            granted("V3", "2025-04-01", "2025-08-29"),
+            GrantFact(2, "V3", local("2025-08-29"), local("2027-01-01")),
+        ],
+    )
+    assert run(programme(**SHORT), both) == t

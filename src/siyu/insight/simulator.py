@@ -45,13 +45,25 @@ member would have held (the shortfall is reported).
 
 Manual tier grants (授予) are replayed as the live engine applies them: made at their
 ``starts_at`` (the level at once when above the one replayed), a floor for every review
-while they last, and ended by the daily job at the start of the first brand-local day at
-or after ``ends_at`` (or at their revocation, when revoked before), where the member
+while they last (a grant made at the very instant a review day begins included: it is in
+place before the job works that day), and ended by the daily job at the start of its first
+day at or after ``ends_at`` (or at their revocation, when revoked before), where the member
 returns to the level held before the grant as a review would judge it, or what their
 value earns, or another grant's floor. A grant is of a level of the programme in force;
 under a draft whose ladder lacks that code it stands for the highest draft level not
 above it (``grant_level``: by threshold on the same basis, by position otherwise), and a
-code neither ladder has is not replayed (noted).
+code neither ladder has is not replayed (noted, counted for the brand like the figures).
+
+The review job's days
+---------------------
+Reviews and grant ends happen when the tier review job runs, read from its ledger
+(``job_runs``; ``ReviewRuns``). On a day it did not run nothing is reviewed: the member
+keeps the level (orders climb from it, points multiply by it) until the next run, which
+ends the grants due by its day and then reviews each member due once, on the latest
+period that has ended, dated on that period's review day, with the grants still open at
+that day as floors, and sets the next review after the run's day, as
+``tiers.service.review_due`` does. A brand whose job ran every day is reviewed on each
+member's review day. Before the ledger's first day the job is taken to have run daily.
 
 Period
 ------
@@ -63,14 +75,16 @@ Sampling
 --------
 ``sample=0.1`` replays the members whose id hashes into the first tenth of 10,000
 buckets (the same members every run, in SQL, so no id list is loaded); every count is
-scaled by 1 / sample and the result is flagged as an estimate.
+scaled by 1 / sample and the result is flagged as an estimate. A count in a note (the tier
+grants not replayed) is scaled the same way, with the sample's own count beside it.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -87,6 +101,7 @@ from siyu.benefits.models import BenefitPack, Coupon, CouponTemplate
 from siyu.core import clock
 from siyu.core.db import IN_CHUNK, Database
 from siyu.core.errors import InvalidInput, Problem, invalid
+from siyu.jobs.models import JobRun
 from siyu.members.models import Member
 from siyu.members.rules import MemberStatus
 from siyu.orders.models import Order, OrderLine, Refund, RefundLine
@@ -94,7 +109,7 @@ from siyu.paid import rules as paid_rules
 from siyu.points import rules as points_rules
 from siyu.points.models import PointsEntry, PointsLot
 from siyu.programme import service as programmes
-from siyu.programme.rules import CashOff, Programme
+from siyu.programme.rules import CashOff, Programme, TierReview
 from siyu.tiers import rules as tier_rules
 from siyu.tiers.models import GrowthEntry, TierGrant
 from siyu.tiers.rules import Change, CountedOrder, Movement
@@ -105,6 +120,8 @@ HASH = 2_654_435_761  # Knuth's multiplicative hash; id * HASH stays within 64 b
 EXPIRY_HORIZON_MONTHS = 12  # "expected expiry": what expires within this after ``end``
 MIN_COUPONS_FOR_RATE = 20  # coupons of a template before its own usage rate is trusted
 NO_TIER = "none"
+GRANT = 0  # grants first among the facts of one instant (see ``_Replay.run``)
+REVIEW_JOB = "tiers.review"
 
 Progress = Callable[[int, int], None]  # (members done, members in all)
 
@@ -149,6 +166,43 @@ class GrantFact:
     starts_at: datetime
     ends_at: datetime
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReviewRuns:
+    """The brand-local days the daily tier review job (``tiers.review``) did its work for,
+    as its ledger (``job_runs``, finished runs) records them.
+
+    The job works on the day it runs for, at that day's start: it ends the grants due by
+    then and reviews the members whose review day has come, each once, on the latest
+    period that has ended (``tiers.service.review_due``). A day it did not run for is done
+    by the next run. Before the first recorded day the job is taken to have run every day
+    (a ledger that is empty, or history from before the ledger began); from that day on
+    only the recorded days count, and after the last one the job has not run yet."""
+
+    days: tuple[date, ...] = ()  # ascending
+
+    def next_run(self, at: datetime, tz: str) -> datetime | None:
+        """When the job next does its work at or after ``at`` (the start of the brand-local
+        day of that run); None when no recorded run is left."""
+        day = clock.local_date(at, tz)
+        if tier_rules.day_start(day, tz) < at:
+            day += timedelta(days=1)
+        if not self.days or day < self.days[0]:
+            return tier_rules.day_start(day, tz)
+        i = bisect_left(self.days, day)
+        return tier_rules.day_start(self.days[i], tz) if i < len(self.days) else None
+
+
+def review_runs(runs: Iterable[tuple[date, datetime]]) -> ReviewRuns:
+    """The days of finished review runs ``(run day, started at)`` that did work: a run for a
+    day earlier than one already run finds nothing due (every member due by then was
+    moved past the later day), so only runs later than every run before them count."""
+    days: list[date] = []
+    for day, _ in sorted(runs, key=lambda r: (clock.as_utc(r[1]), r[0])):
+        if not days or day > days[-1]:
+            days.append(day)
+    return ReviewRuns(tuple(days))
 
 
 @dataclass(frozen=True)
@@ -202,13 +256,15 @@ class _Lot:
 @dataclass
 class _Grant:
     """A grant being replayed: its level on this programme's ladder, the level held when
-    it was made (where its end returns to), and when the daily job ends it."""
+    it was made (where its end returns to), and when it is closed: revoked, or ended by
+    the daily job (None: not by the last recorded run)."""
 
     id: int
     code: str
     held_code: str | None
+    starts_at: datetime
     ends_at: datetime
-    closes_at: datetime
+    closes_at: datetime | None
 
 
 @dataclass
@@ -227,15 +283,18 @@ class _Replay:
         start: datetime | None,
         end: datetime,
         reference: Programme | None = None,
+        runs: ReviewRuns | None = None,
     ):
         self.p = programme
         self.reference = reference or programme  # the ladder grants were made on
+        self.runs = runs or ReviewRuns()  # the days the review job did its work
         self.grants: list[_Grant] = []  # started, not yet ended
         self.h = history
         self.start = start
         self.end = end
         self.held: str | None = None
         self.review_on: date | None = None
+        self._run_for: tuple[date, datetime | None] | None = None  # (review_on, its run)
         self.movements: list[Movement] = []
         self.growth_total = 0
         self.holdings: list[tuple[datetime, str]] = []
@@ -255,11 +314,16 @@ class _Replay:
 
     # tiers ------------------------------------------------------------------------------
 
-    def _change(self, change: Change, tz: str, t: Tally) -> None:
+    def _change(
+        self, change: Change, tz: str, t: Tally, *, applied_at: datetime | None = None
+    ) -> None:
+        """A tier change dated ``change.at``, held from ``applied_at`` (default: then): a
+        late review is dated on the review day but lowers the member when the job runs."""
         self.held = change.to_code
         # In processing order: an order paid before joining is counted after the join, as
         # the live engine enrols first and ingests later.
-        since = max(change.at, self.holdings[-1][0]) if self.holdings else change.at
+        since = applied_at or change.at
+        since = max(since, self.holdings[-1][0]) if self.holdings else since
         self.holdings.append((since, change.to_code))
         self.changes.append(change)
         _, self.review_on = tier_rules.period_after(
@@ -271,29 +335,52 @@ class _Replay:
             elif change.reason == "review" and change.from_code is not None:
                 t.downgrades[change.from_code] += 1
 
-    def _reviews(self, until: datetime, tz: str, t: Tally) -> None:
-        """Grant ends and reviews (保级) whose day began by ``until``, in time order, as the
-        daily job does them: on one day, the grants that ended first, then the review."""
+    def _due_run(self, tz: str) -> datetime | None:
+        """When the review job reviews the member: its first run on or after their review
+        day (that day itself when the job runs daily)."""
+        if self.review_on is None:
+            return None
+        if self._run_for is None or self._run_for[0] != self.review_on:
+            due = self.runs.next_run(tier_rules.day_start(self.review_on, tz), tz)
+            self._run_for = (self.review_on, due)
+        return self._run_for[1]
+
+    def _reviews(self, until: datetime, tz: str, t: Tally, *, before: bool = False) -> None:
+        """The review job's work due by ``until`` (strictly before it with ``before``), in
+        time order, as ``tiers.jobs.review`` does it on each day it runs: the grants that
+        ended first, then the member's review (保级) if their review day has come.
+
+        A run after missed days reviews once, on the latest period that has ended by the
+        run's day (its window, and the grants active at its end that the run has not
+        closed), and moves the next review past that day (``tiers.service.review_due``)."""
         review = self.p.tiers.review
+
+        def reached(at: datetime) -> bool:
+            return at < until if before else at <= until
+
         while self.held is not None:
-            closing = min((g.closes_at for g in self.grants), default=None)
-            due = tier_rules.day_start(self.review_on, tz) if self.review_on is not None else None
-            if closing is not None and closing <= until and (due is None or closing <= due):
+            closing = min((g.closes_at for g in self.grants if g.closes_at), default=None)
+            due = self._due_run(tz)
+            if closing is not None and reached(closing) and (due is None or closing <= due):
                 self._end_grants([g for g in self.grants if g.closes_at == closing], closing, tz, t)
                 continue
-            if due is None or due > until:
+            if due is None or not reached(due):
                 return
             assert self.review_on is not None
-            start, end = tier_rules.review_window(review, self.review_on, tz)
+            day = clock.local_date(due, tz)
+            on = _latest_review_on(review, self.review_on, day)
+            start, end = tier_rules.review_window(review, on, tz)
             value = tier_rules.measure(
                 self.p.tiers.basis, (m for m in self.movements if start <= m.at < end)
             )
             floor, _ = tier_rules.floor(self.p, self._floors(end))
             decided = tier_rules.review_decision(self.p, self.held, value, floor=floor)
             if decided == self.held:
-                self.review_on = tier_rules.next_review_on(review, self.review_on)
+                self.review_on = _review_after(review, tier_rules.next_review_on(review, on), day)
             else:
-                self._change(Change(end, self.held, decided, "review"), tz, t)
+                self._change(Change(end, self.held, decided, "review"), tz, t, applied_at=due)
+                assert self.review_on is not None
+                self.review_on = _review_after(review, self.review_on, day)
 
     def _upgrade_at(self, at: datetime, reason: str, tz: str, t: Tally) -> None:
         """An upgrade after a movement that is not an order (a bonus, an adjustment): the
@@ -312,8 +399,9 @@ class _Replay:
     # grants ------------------------------------------------------------------------------
 
     def _floors(self, at: datetime) -> list[tuple[str, datetime]]:
-        """The grants active at ``at`` (started, not ended, ``ends_at`` after it)."""
-        return [(g.code, g.ends_at) for g in self.grants if g.ends_at > at]
+        """The grants active at ``at`` (started by then, not closed, ``ends_at`` after it),
+        as ``tiers.service._floors`` reads them."""
+        return [(g.code, g.ends_at) for g in self.grants if g.starts_at <= at < g.ends_at]
 
     def grant(self, g: GrantFact, tz: str, t: Tally) -> None:
         """A grant made: a floor from now on, and the level at once when it is above the
@@ -322,10 +410,10 @@ class _Replay:
         if code is None:
             t.grants_skipped += 1
             return
-        closes_at = _grant_closes_at(g.ends_at, tz)
-        if g.revoked_at is not None and g.revoked_at < closes_at:
+        closes_at = self.runs.next_run(g.ends_at, tz)  # ``end_grants_due`` on that day
+        if g.revoked_at is not None and (closes_at is None or g.revoked_at < closes_at):
             closes_at = g.revoked_at  # revoked before the daily job ended it
-        self.grants.append(_Grant(g.grant_id, code, self.held, g.ends_at, closes_at))
+        self.grants.append(_Grant(g.grant_id, code, self.held, g.starts_at, g.ends_at, closes_at))
         to = tier_rules.granted_level(self.p, self.held, code)
         if to is not None:
             self._change(Change(g.starts_at, self.held, to, "grant"), tz, t)
@@ -345,7 +433,7 @@ class _Replay:
         if decided is not None:
             self._change(Change(at, self.held, decided, "grant_end"), tz, t)
 
-    def _prune(self, at: datetime) -> None:
+    def _prune(self, at: datetime, tz: str) -> None:
         """Forget movements no window can reach any more (a review looks back at most two
         calendar years, or N days)."""
         if len(self.movements) < 64:
@@ -353,6 +441,9 @@ class _Replay:
         review = self.p.tiers.review
         days = (review.days or 0) + 2 if review.window == "days_since_change" else 800
         horizon = at - timedelta(days=days)
+        if self.review_on is not None:  # a review the job has not done yet looks further back
+            pending, _ = tier_rules.review_window(review, self.review_on, tz)
+            horizon = min(horizon, pending)
         self.movements = [m for m in self.movements if m.at >= horizon]
 
     # points -----------------------------------------------------------------------------
@@ -531,15 +622,17 @@ class _Replay:
         for i, (at, points) in enumerate(h.spends):
             steps.append((at, 5, i, lambda at=at, points=points: self.spend(at, points, t)))
         for g in h.grants:
-            steps.append((g.starts_at, 6, g.grant_id, lambda g=g: self.grant(g, tz, t)))
+            steps.append((g.starts_at, GRANT, g.grant_id, lambda g=g: self.grant(g, tz, t)))
         steps.sort(key=lambda s: (s[0], s[1], s[2]))
-        for at, _, _, step in steps:
+        for at, kind, _, step in steps:
             if at > self.end:
                 break  # facts after the end are not replayed
             self._expire(at, t)
-            self._reviews(at, tz, t)
+            # A grant made at the instant the job's day begins is in place when the job
+            # works that day: a floor to the grants ending then and to that day's review.
+            self._reviews(at, tz, t, before=kind == GRANT)
             step()
-            self._prune(at)
+            self._prune(at, tz)
         self._expire(self.end, t)
         self._reviews(self.end, tz, t)
         self._close(tz, t)
@@ -635,12 +728,14 @@ def replay_member(
     tz: str,
     catalogue: dict[str, Pack] | None = None,
     reference: Programme | None = None,
+    runs: ReviewRuns | None = None,
 ) -> None:
     """Replay one member's facts under ``programme`` and add the outcome to ``tally``:
     plain data in, plain data out (no database), so it can be tested on its own.
     ``reference`` is the ladder grants were made on (the programme in force; default
-    ``programme`` itself), for grants of a level ``programme`` does not have."""
-    replay = _Replay(programme, history, start, end, reference)
+    ``programme`` itself), for grants of a level ``programme`` does not have. ``runs``: the
+    days the review job ran (default: every day)."""
+    replay = _Replay(programme, history, start, end, reference, runs)
     replay.run(tz, tally)
     replay.packs(catalogue or {}, tz, tally)
 
@@ -667,12 +762,20 @@ def grant_level(programme: Programme, reference: Programme, code: str) -> str | 
     return levels[min(i, len(levels) - 1)].code
 
 
-def _grant_closes_at(ends_at: datetime, tz: str) -> datetime:
-    """When the daily job ends a grant: at the start of the first brand-local day that
-    begins at or after ``ends_at`` (``tiers.service.end_grants_due``)."""
-    day = clock.local_date(ends_at, tz)
-    start = tier_rules.day_start(day, tz)
-    return start if start >= ends_at else tier_rules.day_start(day + timedelta(days=1), tz)
+def _latest_review_on(review: TierReview, review_on: date, day: date) -> date:
+    """The review a run on ``day`` does for a member due on ``review_on``: the latest
+    period that has ended by ``day``, not each one missed (``tiers.service.review_due``)."""
+    while (nxt := tier_rules.next_review_on(review, review_on)) <= day:
+        review_on = nxt
+    return review_on
+
+
+def _review_after(review: TierReview, review_on: date, day: date) -> date:
+    """``review_on`` moved on, a period at a time, past the day of the run that set it: a
+    late run's next review may have come already (``tiers.service._push_past``)."""
+    while review_on <= day:
+        review_on = tier_rules.next_review_on(review, review_on)
+    return review_on
 
 
 def _add_months(at: datetime, months: int) -> datetime:
@@ -811,6 +914,19 @@ def read_only(db: Database) -> Iterator[Connection]:
         with conn.begin() as tx:
             yield conn
             tx.rollback()
+
+
+def _review_runs(conn: Connection, end: datetime, tz: str) -> ReviewRuns:
+    """The days the review job had finished its work for by ``end``, from its ledger."""
+    rows = conn.execute(
+        select(JobRun.run_date, JobRun.started_at).where(
+            JobRun.name == REVIEW_JOB,
+            JobRun.status == "done",
+            JobRun.run_date <= clock.local_date(end, tz),
+            JobRun.started_at <= end,
+        )
+    )
+    return review_runs((r.run_date, clock.as_utc(r.started_at)) for r in rows)
 
 
 def _sampled(sample: float | None) -> Any:
@@ -1168,6 +1284,7 @@ def simulate(
         version = programmes.require_in_force(session, end)
         baseline = programmes.programme_of(version)
         catalogue, values = _catalogue(session, usage_rate, end)
+        runs = _review_runs(conn, end, tz)
         members_q = select(Member.id, Member.joined_at, Member.birthday, Member.status).where(
             Member.status != MemberStatus.merged.value, Member.joined_at <= end, _sampled(sample)
         )
@@ -1197,6 +1314,7 @@ def simulate(
                         tz=tz,
                         catalogue=catalogue,
                         reference=baseline,
+                        runs=runs,
                     )
             done += len(ids)
             if progress:
@@ -1208,12 +1326,9 @@ def simulate(
     if any(t.tiers.get(NO_TIER) for t in tallies):
         levels.append(NO_TIER)
     notes = _notes(baseline, draft, catalogue, values, sample)
-    skipped = tallies[0].grants_skipped + tallies[1].grants_skipped
+    skipped = _skipped_grants_note(tallies[0].grants_skipped, tallies[1].grants_skipped, scale)
     if skipped:
-        notes.append(
-            f"{skipped} tier grants of a level neither ladder has are not replayed (in "
-            f"force: {tallies[0].grants_skipped}, draft: {tallies[1].grants_skipped})"
-        )
+        notes.append(skipped)
     return Simulation(
         start=start,
         end=end,
@@ -1228,6 +1343,33 @@ def simulate(
         coupon_values=sorted(values.values(), key=lambda v: v.template),
         notes=notes,
     )
+
+
+def _skipped_grants_note(in_force: int, draft: int, scale: Decimal) -> str | None:
+    """The tier grants a column could not replay, counted for the brand like every other
+    figure (scaled from a sample, with the sample's own count beside it).
+
+    The column in force skips the grants of a level its ladder lacks (made under an
+    earlier document); the draft skips those of them whose level its ladder lacks too
+    (``grant_level``), so the draft's grants are among the in-force column's."""
+    if not in_force:
+        return None
+
+    def brand(n: int) -> str:
+        scaled = int((Decimal(n) * scale).to_integral_value())
+        return f"about {scaled}" if scale != 1 else str(n)
+
+    if draft == in_force:
+        note = f"{brand(in_force)} tier grants of a level neither ladder has are not replayed"
+    else:
+        note = (
+            f"{brand(in_force)} tier grants of a level the ladder in force lacks are not "
+            f"replayed in the column in force; {brand(in_force - draft)} of them are of a "
+            "level the draft has and are replayed in the draft"
+        )
+    if scale != 1:
+        note += f" ({in_force} in the sample)"
+    return note
 
 
 def _notes(
