@@ -25,6 +25,7 @@ PostgreSQL has no such trap.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from sqlalchemy.engine import make_url
 from siyu.core.clock import as_utc
 from siyu.core.db import Database
 from siyu.core.errors import SiyuError
+from siyu.core.settings import get_settings
 
 LIVE = "live"  # the catalog name of the attached live database inside DuckDB
 
@@ -55,6 +57,19 @@ def sql_text(value: str) -> str:
 class AnalyticsUnavailable(SiyuError):
     code = "analytics_unavailable"
     status = 503
+
+
+def analytics_file(db: Database, kind: str, analytics_dir: str | Path | None = None) -> str | None:
+    """Where one of this database's analytics files lives: ``<kind>-<digest of the database
+    URL>.duckdb`` in the analytics directory (default: the setting), so two databases never
+    share one; None when the directory cannot be made (callers then read the live tables)."""
+    folder = Path(analytics_dir if analytics_dir is not None else get_settings().analytics_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    digest = hashlib.sha256(db.url.encode()).hexdigest()[:16]
+    return str((folder / f"{kind}-{digest}.duckdb").resolve())
 
 
 def _extension(name: str) -> str:

@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 from siyu.core import clock
 from siyu.core.db import Database, upsert_insert
 from siyu.core.errors import Problem, invalid
-from siyu.insight.engine import Analytics, instant
+from siyu.insight import orderbook
+from siyu.insight.engine import Analytics, analytics_file, instant
 from siyu.insight.facts import EXCLUDED_STATUSES
 from siyu.insight.isolation import run_isolated
 from siyu.insight.kpi_models import KpiReportRow
@@ -261,9 +262,9 @@ class _Sources:
     (four, each with its previous period and last year), and scanning the live orders,
     points entries and tier history once per period was most of the nightly KPI job.
 
-    The live orders are read in one scan: an attached SQLite table is read whole whatever
-    the filter, so the periods' orders, the purchases and each buyer's first two purchases
-    all come from that one read instead of a scan each."""
+    The orders are read once, from the order book (``orderbook``, a DuckDB copy brought
+    up to date from the live database's indexes): the periods' orders, the purchases and
+    each buyer's first two purchases all come from that one read."""
 
     members: ibis.Table
     orders: ibis.Table  # paid within the periods' span, guests' too, in time order
@@ -273,26 +274,22 @@ class _Sources:
     history: ibis.Table  # tier changes up to the last period's end
 
 
-def _sources(engine: Analytics, periods: Sequence[Period], tz: str) -> _Sources:
+def _sources(engine: Analytics, periods: Sequence[Period], tz: str, every: ibis.Table) -> _Sources:
+    """``every``: every order, in the order book's shape (``orderbook.orders``)."""
     bounds = [p.bounds(tz) for p in periods]
     first, last = instant(min(b[0] for b in bounds)), instant(max(b[1] for b in bounds))
     members = engine.table("members")
-    live_orders = engine.table("orders")
     entries = engine.table("points_entries")
     history = engine.table("tier_history")
     before = entries.filter(entries.at < last)
     # every order before the last period's end, reduced to what the figures read: a guest
     # order or one refunded in full only counts in the span (all revenue); a member's
     # counted purchase before it only for the member's first two purchases
-    read = live_orders.filter(live_orders.paid_at < last)
-    counted = read.member_id.notnull() & (read.status != "refunded")
+    read = every.filter(every.paid_at < last)
     orders = engine.materialize(
         "kpi_order_book",
-        read.filter(counted | (read.paid_at >= first)).select(
-            member_id=read.member_id,
-            paid_at=read.paid_at,
-            net_fen=(read.amount_fen - read.refunded_fen).cast("int64"),
-            counted=counted,
+        read.filter(read.counted | (read.paid_at >= first)).select(
+            "member_id", "paid_at", "net_fen", "counted"
         ),
     )
     span = engine.materialize(
@@ -568,11 +565,13 @@ class _FiguresJob:
     periods: tuple[Period, ...]
     tz: str
     programme: Programme
+    book: orderbook.Place
 
 
 def _figures_of(engine: Analytics, work: _FiguresJob) -> list[Figures]:
     """Every period's figures (paid aside), over one read of the sources."""
-    sources = _sources(engine, work.periods, work.tz)
+    with orderbook.orders(engine, work.book) as (every, _):
+        sources = _sources(engine, work.periods, work.tz, every)
     return [
         _figures(engine, p, tz=work.tz, programme=work.programme, sources=sources)
         for p in work.periods
@@ -592,7 +591,8 @@ def kpi_reports(db: Database, periods: Sequence[Period], *, tz: str) -> list[Kpi
         paid = [
             _paid(session, p, tz=tz, cache=paid_cache) if programme.paid else None for p in flat
         ]
-    figures = run_isolated(db, _figures_of, _FiguresJob(flat, tz, programme))
+    book = orderbook.Place(analytics_file(db, "orders"), now)
+    figures = run_isolated(db, _figures_of, _FiguresJob(flat, tz, programme, book))
     figures = [replace(f, paid=x) for f, x in zip(figures, paid, strict=True)]
     seconds = round(timer.perf_counter() - began, 3)
     return [
@@ -634,6 +634,7 @@ class _CohortJob:
     offset: int  # the zone's UTC offset now, seconds
     since_at: datetime  # the first moment of the first join month
     now: datetime
+    book: orderbook.Place
 
 
 def _cohort_counts(
@@ -654,13 +655,13 @@ def _cohort_counts(
         members.joined_at <= now,
     ).select(id=members.id, cohort=month_index(members.joined_at))
     sizes = joined.group_by("cohort").aggregate(n=joined.count())
-    orders = engine.table("orders")
-    counted = orders.filter(
-        orders.member_id.notnull(),
-        orders.status != "refunded",
-        orders.paid_at >= since,
-        orders.paid_at <= now,
-    )
+    with orderbook.orders(engine, work.book) as (every, _):
+        counted = engine.materialize(
+            "kpi_cohort_orders",
+            every.filter(every.counted, every.paid_at >= since, every.paid_at <= now).select(
+                "member_id", "paid_at"
+            ),
+        )
     active = counted.join(joined, counted.member_id == joined.id)
     active = active.select(
         member_id=active.member_id,
@@ -691,7 +692,14 @@ def cohorts(db: Database, *, tz: str, months: int = COHORT_MONTHS) -> list[Cohor
     since_at = clock.as_utc(datetime.combine(first_month, time(), ZoneInfo(tz)))
 
     size_rows, buyer_rows = run_isolated(
-        db, _cohort_counts, _CohortJob(offset=offset, since_at=since_at, now=now)
+        db,
+        _cohort_counts,
+        _CohortJob(
+            offset=offset,
+            since_at=since_at,
+            now=now,
+            book=orderbook.Place(analytics_file(db, "orders"), now),
+        ),
     )
     out: list[Cohort] = []
     for index in range(first_index, this_index + 1):
