@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from insight_brand import SmallBrand, example_document
+from insight_brand import SmallBrand, example_document, order_draft
 from sqlalchemy import select, update
 
 from siyu.core import clock
@@ -26,6 +26,7 @@ from siyu.insight.models import (
 from siyu.insight.refresh import TOPIC, refresh
 from siyu.members import service as members
 from siyu.members.models import Member
+from siyu.orders import service as orders
 
 
 def insight_rows(brand: SmallBrand) -> dict[str, MemberInsight]:
@@ -203,6 +204,74 @@ def test_the_matrix_month_over_month(
     assert cells[("2027-03", "prospect", "prospect")] == 4
     assert [m.month for m in read.months] == ["2026-11", "2026-12", "2027-01", "2027-02", "2027-03"]
     assert all(sum(c.members for c in m.cells) == 11 for m in read.months)
+
+
+@pytest.mark.parametrize("source", ["copy", "transitions"])
+def test_the_matrix_of_members_merged_and_unmerged(
+    small_brand: SmallBrand, fixed_clock: clock.FixedClock, source: str
+) -> None:
+    """A member who stops counting (merged) and counts again (unmerged) is placed again, from
+    no stage: the months they did not count at the end of do not show them, and the month
+    they came back they come from "none", even if a stage was recorded for them earlier
+    that month. The same cells from the analytics copy and from the transitions."""
+    ids = small_brand.members
+    copy = refresh_module._state_path(None, small_brand.db)
+    assert copy is not None
+
+    def nightly() -> None:
+        if source == "transitions" and os.path.exists(copy):
+            os.remove(copy)
+        assert refresh(small_brand.db).previous == ("copy" if source == "copy" else "live")
+
+    refresh(small_brand.db)  # 2026-11-23
+    # given the prospect buys on December 1st (prospect -> new, recorded that day)
+    fixed_clock.advance(timedelta(days=8))
+    with small_brand.db.unit_of_work() as s:
+        made = orders.ingest_orders(
+            s, [order_draft(ids["prospect"], "prospect-0", clock.now() - timedelta(hours=1), 90)]
+        )
+        assert made[0].status == "created"
+    nightly()
+    # is merged into another member the next day, with a member who stays merged until
+    # February; a refresh runs while they are merged
+    fixed_clock.advance(timedelta(days=1))
+    with small_brand.db.unit_of_work() as s:
+        back_soon = members.merge(
+            s, ids["prospect"], ids["active"], reason="same person", principal=SYSTEM
+        ).id
+        back_later = members.merge(
+            s, ids["referred-0"], ids["referred-1"], reason="same person", principal=SYSTEM
+        ).id
+    nightly()
+    # and is unmerged the day after (placed again: new)
+    fixed_clock.advance(timedelta(days=1))
+    with small_brand.db.unit_of_work() as s:
+        members.unmerge(s, back_soon, principal=SYSTEM)
+    nightly()
+    fixed_clock.advance(timedelta(days=35))  # 2027-01-07
+    nightly()
+    fixed_clock.advance(timedelta(days=34))  # 2027-02-10
+    with small_brand.db.unit_of_work() as s:
+        members.unmerge(s, back_later, principal=SYSTEM)
+    nightly()
+
+    with small_brand.db.unit_of_work() as s:
+        cells = {
+            (c.month, c.from_stage, c.to_stage): c.members
+            for c in s.scalars(select(LifecycleMatrix))
+        }
+        read = views.matrix(s, months=6)
+    # December: the prospect came back (from none), not prospect -> new; the other merged
+    # member is not there
+    assert cells[("2026-12", "none", "new")] == 1
+    assert ("2026-12", "prospect", "new") not in cells
+    assert cells[("2026-12", "prospect", "prospect")] == 2
+    # January: the member still merged is nowhere; February: placed again
+    assert cells[("2027-01", "prospect", "prospect")] == 2
+    assert cells[("2027-02", "none", "prospect")] == 1
+    assert ("2027-02", "none", "new") not in cells
+    totals = {m.month: sum(c.members for c in m.cells) for m in read.months}
+    assert totals == {"2026-11": 11, "2026-12": 10, "2027-01": 10, "2027-02": 11}
 
 
 def test_early_signals_per_join_cohort(small_brand: SmallBrand) -> None:

@@ -1,6 +1,7 @@
 """The nightly refresh is incremental: after new orders, late imports, refunds, a merge, a
 new member and time passing, it leaves ``member_insight`` exactly as a full recompute from
-every order does; given the brand of ``insight_brand.PLAN``."""
+every order does, and removes the rows of members who no longer count; given the brand of
+``insight_brand.PLAN``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 
 from siyu.core import clock
 from siyu.core.auth import SYSTEM
+from siyu.insight import clv_jobs
 from siyu.insight import refresh as refresh_module
 from siyu.insight.models import InsightRun, LifecycleTransition, MemberInsight
 from siyu.insight.refresh import COMPUTED, KEPT, RefreshResult, refresh
@@ -229,3 +231,74 @@ def test_the_analytics_copy_is_read_only_when_it_is_the_last_finished_runs(
     os.remove(copy_path(small_brand))
     again = refresh(small_brand.db, as_of=clock.now())
     assert again.previous == "live" and (again.written, again.transitions) == (0, 0)
+
+
+@pytest.mark.parametrize("source", ["copy", "live"])
+def test_rows_of_members_who_no_longer_count_go_whichever_step_wrote_them(
+    small_brand: SmallBrand, fixed_clock: clock.FixedClock, source: str
+) -> None:
+    """The CLV step adds rows for buyers the refresh has not placed yet, which the analytics
+    copy (the refresh's rows) does not hold: when such a buyer is merged into another or
+    their account is closed, the next refresh removes their row all the same, as it does
+    a placed buyer's, whether it reads the last run's rows from the copy or from the live
+    table."""
+    refresh(small_brand.db)
+
+    # given three members who joined and bought after the last refresh, scored by the CLV job
+    # (rows without a stage), and a placed buyer whose row the CLV job completed
+    fixed_clock.advance(timedelta(days=1))
+    now = clock.now()
+    with small_brand.db.unit_of_work() as s:
+        merged, closed, kept = (
+            members.enrol(
+                s,
+                EnrolDraft(
+                    phone=f"1370000000{k}", joined_at=now - timedelta(hours=5), join_channel="store"
+                ),
+            ).member_id
+            for k in range(3)
+        )
+        results = orders.ingest_orders(
+            s,
+            [
+                order_draft(m, f"late-{m}", now - timedelta(hours=4), 90)
+                for m in (merged, closed, kept)
+            ],
+        )
+        assert all(r.status == "created" for r in results)
+    fixed_clock.advance(timedelta(hours=1))
+    clv_jobs.run_clv(small_brand.db)
+    placed = small_brand.members["silent"]
+    with small_brand.db.unit_of_work() as s:
+        scored = {m: s.get(MemberInsight, m) for m in (merged, closed, kept)}
+        assert all(
+            r is not None and r.stage is None and r.p_alive is not None for r in scored.values()
+        )
+        placed_row = s.get(MemberInsight, placed)
+        assert placed_row is not None and placed_row.stage == "silent"
+        assert placed_row.p_alive is not None
+
+    # when one of them and the placed buyer are merged into other members, and one closes
+    # their account
+    with small_brand.db.unit_of_work() as s:
+        for source_id, into in ((merged, "active"), (placed, "sleeping")):
+            members.merge(
+                s, source_id, small_brand.members[into], reason="same person", principal=SYSTEM
+            )
+        members.set_status(s, closed, "closed", reason="asked to leave", principal=SYSTEM)
+    if source == "live":
+        os.remove(copy_path(small_brand))
+    fixed_clock.advance(timedelta(hours=1))
+    nightly = refresh(small_brand.db)
+
+    # then their rows are gone; the third buyer is placed and keeps its CLV
+    assert nightly.previous == source and not nightly.full
+    rows = live_rows(small_brand)
+    assert merged not in rows and closed not in rows and placed not in rows
+    assert rows[kept]["stage"] == "new"
+    with small_brand.db.unit_of_work() as s:
+        kept_row = s.get(MemberInsight, kept)
+        assert kept_row is not None and kept_row.p_alive is not None
+    assert analytics_copy(small_brand) == rows
+    again = refresh(small_brand.db)
+    assert again.previous == "copy" and (again.written, again.transitions) == (0, 0)

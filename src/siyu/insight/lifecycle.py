@@ -8,6 +8,17 @@ so one row per change (a few percent of members a day) holds the whole history, 
 snapshot would copy every member every month. A stage also depends on the marks in force
 on the day it was recorded (the document may change), which history rebuilt from orders
 would get wrong; the transitions keep what the brand saw.
+
+A member who stops counting (merged into another, closed) leaves the refresh's rows with
+no transition recorded, and is placed again from no stage (``from_stage`` null) when they
+count again (an unmerge, a reopened account). The matrix takes that record as it stands:
+a month whose end finds them not counted does not show them, and in the month they are
+placed again they come from ``none`` like a member placed for the first time, even if a
+stage was recorded for them earlier that month, before they left. So the months in
+between show them nowhere, each month's cells add up to the members counted at its end,
+and the matrix built from transitions (``build_matrix``) agrees with the one built from
+the refresh's analytics copy (``matrix_from_stages``), where a member who left has no row
+and so no stage at the start of the month.
 """
 
 from __future__ import annotations
@@ -83,6 +94,10 @@ def build_matrix(
     So the cost is the months' movements, not the whole history: reading every transition
     ever recorded grows by a few percent of the members every day.
 
+    A member placed within a month (first placed, or placed again after they stopped
+    counting) comes from ``none`` in it, whatever was recorded of them earlier that
+    month: see the module's docstring.
+
     Also materializes ``month_start`` (member_id, stage): each current member's stage when
     the last of these months began (null: not placed yet), which the refresh keeps in its
     analytics copy for ``matrix_from_stages``."""
@@ -119,7 +134,9 @@ def build_matrix(
             FROM {new_moves}
         )
         SELECT b.month, t.member_id,
-               arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}}) AS from_stage,
+               CASE WHEN bool_or(t.from_stage = '{NONE}' AND t.at_ <= b.end_at)
+                    THEN '{NONE}'
+                    ELSE arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}}) END AS from_stage,
                arg_min(t.from_stage, {{'at': t.at_, 'seq': t.seq}})
                    FILTER (WHERE t.at_ > b.end_at) AS after_end
         FROM matrix_bounds b JOIN moves t ON t.at_ >= b.start_at
@@ -173,8 +190,10 @@ def matrix_from_stages(
     when that refresh's month began (``month_start``; null: not placed yet); ``current``
     their stage now. ``months`` starts with the last refresh's month. Stages change only
     when a refresh records them, so through that month's end a member stayed in the stage
-    it recorded, and so through every month after it until this one. The same rows as
-    ``build_matrix``, and the same ``month_start`` for the copy this refresh saves."""
+    it recorded, and so through every month after it until this one. A member who left
+    (merged, closed) has no row in the copy: if they count again, they come from ``none``
+    (see the module's docstring). The same rows as ``build_matrix``, and the same
+    ``month_start`` for the copy this refresh saves."""
     last = months[-1]
     cells = []
     for i, month in enumerate(months):

@@ -24,9 +24,10 @@ no member row passes through Python:
 
 - ``member_insight``: only the rows that changed (compared in DuckDB with the rows read
   at the start), in member-id ranges, one transaction each, so the live database is never
-  locked for long; columns other steps own (CLV) are carried over. Recency is not stored
-  (it changes every day for everyone): it is days since ``last_order_at``, computed when
-  read; ``computed_at`` is when the row last changed;
+  locked for long; columns other steps own (CLV) are carried over. The rows of members who
+  no longer count (merged, closed) are removed, whichever step wrote them. Recency is not
+  stored (it changes every day for everyone): it is days since ``last_order_at``, computed
+  when read; ``computed_at`` is when the row last changed;
 - ``lifecycle_transitions``: one row per member whose stage changed (or was first placed),
   and an ``insight.stage_changed`` outbox event for each change after the first refresh
   (the first only places everyone: nothing happened to them);
@@ -607,8 +608,9 @@ def _read_previous(engine: Analytics, job: _Job) -> tuple[str, str | None]:
     token is the one that run recorded: a DuckDB file reads a million rows in a fraction
     of the time the live table takes through the SQLite or PostgreSQL reader. Only this
     refresh writes these columns (the CLV step writes its own, and adds rows for buyers
-    not yet placed, which count as new here either way), so the copy is the live table's
-    columns exactly. Any doubt (no copy, another token, a failed run since, an unreadable
+    not yet placed, which count as new here either way, or are removed if the member no
+    longer counts: see ``_stage_members``), so the copy is the live table's columns
+    exactly. Any doubt (no copy, another token, a failed run since, an unreadable
     file) reads the live table. The copy stays attached while the run reads it (read in
     place: copying it into memory first would cost as much as the reads). Returns where it
     read from (``copy`` or ``live``) and, from a copy, the brand-local month it was saved
@@ -914,8 +916,9 @@ def _range(part: int) -> str:
 
 def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str], int]:
     """Stage, per member-id range, the ``member_insight`` rows that changed (compared in
-    DuckDB with ``insight_prev``), the members that left (merged, closed), the transitions
-    and (after the first refresh) their events. Only the columns the refresh computes are
+    DuckDB with ``insight_prev``), the rows of members who left (merged, closed: also the
+    rows only the CLV step wrote, found through the stage index), the transitions and
+    (after the first refresh) their events. Only the columns the refresh computes are
     written (an upsert: the CLV step's columns stay as they are). Returns the ranges, the
     columns and how many rows will be written or removed."""
     at = _ts(job.as_of)
@@ -937,9 +940,17 @@ def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str], 
         ORDER BY n.member_id
         """
     )
+    # the rows of members who no longer count (merged, closed): the refresh's own rows, and
+    # the rows the CLV step added for buyers not placed yet, which the analytics copy does
+    # not hold (no stage: the stage index finds the few of them, no scan of the table)
+    unplaced = engine.live_query("SELECT member_id FROM member_insight WHERE stage IS NULL")
+    excluded = ", ".join(f"'{status}'" for status in facts.EXCLUDED_STATUSES)
     engine.sql(
         "CREATE OR REPLACE TEMP TABLE insight_gone AS SELECT member_id FROM insight_prev "
-        "WHERE member_id NOT IN (SELECT member_id FROM insight_new)"
+        "WHERE member_id NOT IN (SELECT member_id FROM insight_new) "
+        "UNION SELECT CAST(u.member_id AS BIGINT) "
+        f"FROM {unplaced} AS u JOIN members_now AS m ON m.id = u.member_id "
+        f"WHERE m.status IN ({excluded})"
     )
     engine.sql(
         f"CREATE OR REPLACE TEMP TABLE new_moves AS SELECT member_id, previous_stage AS "
