@@ -63,7 +63,7 @@ from siyu.core.db import Database, UTCDateTime
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.settings import get_settings
 from siyu.insight import facts, lifecycle, rfm, superusers
-from siyu.insight.engine import LIVE, Analytics, Publisher, sql_text
+from siyu.insight.engine import LIVE, Analytics, Publisher, analytics_file, sql_text
 from siyu.insight.isolation import isolated
 from siyu.insight.models import InsightRun, MemberInsight
 from siyu.insight.rules import Marks, percentile_marks
@@ -585,16 +585,9 @@ KEPT = tuple(c for c in COMPUTED if c != "member_id")
 
 
 def _state_path(analytics_dir: str | Path | None, db: Database) -> str | None:
-    """Where this database's analytics copy of ``member_insight`` lives: one file per
-    database (named by a digest of its URL) in the analytics directory, or None when the
-    directory cannot be made (the refresh then reads the live table)."""
-    folder = Path(analytics_dir if analytics_dir is not None else get_settings().analytics_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    digest = hashlib.sha256(db.url.encode()).hexdigest()[:16]
-    return str((folder / f"insight-{digest}.duckdb").resolve())
+    """Where this database's analytics copy of ``member_insight`` lives (None: the
+    directory cannot be made, and the refresh reads the live table)."""
+    return analytics_file(db, "insight", analytics_dir)
 
 
 COPY_VERSION = 1  # bump when the copy's columns change: an older copy is not read
