@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time as timer
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -560,42 +561,54 @@ def _paid(
 
 @dataclass(frozen=True)
 class _FiguresJob:
-    """What the DuckDB part of reports needs, picklable for the child process (SQLite)."""
+    """What the DuckDB part of reports needs, picklable for the child process (SQLite);
+    with ``cohorts``, the cohort table's counts too, from the same read of the orders."""
 
     periods: tuple[Period, ...]
     tz: str
     programme: Programme
     book: orderbook.Place
+    cohorts: _CohortJob | None = None
 
 
-def _figures_of(engine: Analytics, work: _FiguresJob) -> list[Figures]:
+def _figures_of(engine: Analytics, work: _FiguresJob) -> tuple[list[Figures], _CohortCounts | None]:
     """Every period's figures (paid aside), over one read of the sources."""
     with orderbook.orders(engine, work.book) as (every, _):
         sources = _sources(engine, work.periods, work.tz, every)
-    return [
+        counts = _cohort_counts(engine, work.cohorts, every) if work.cohorts else None
+    figures = [
         _figures(engine, p, tz=work.tz, programme=work.programme, sources=sources)
         for p in work.periods
     ]
+    return figures, counts
 
 
-def kpi_reports(db: Database, periods: Sequence[Period], *, tz: str) -> list[KpiReport]:
-    """Each period's KPIs beside its previous period and the same period last year,
-    computed together (one read of the sources, one DuckDB process)."""
+def _compute(
+    db: Database, periods: Sequence[Period], *, tz: str, cohort_months: int | None = None
+) -> tuple[list[KpiReport], CohortTable | None]:
+    """Reports of ``periods`` (and, with ``cohort_months``, the cohort table), in one
+    DuckDB computation; the paid figures, read through SQLAlchemy, are read here while it
+    runs (on SQLite it runs in a child process, so the two take a core each)."""
     began = timer.perf_counter()
     now = clock.now()
     triples = [(p, p.previous(), p.last_year()) for p in periods]
     flat = tuple(p for triple in triples for p in triple)
     with db.unit_of_work() as session:
         programme = programme_service.programme_at(session, now)
-        paid_cache: dict[date, paid_kpis.PaidKpis] = {}
-        paid = [
-            _paid(session, p, tz=tz, cache=paid_cache) if programme.paid else None for p in flat
-        ]
     book = orderbook.Place(analytics_file(db, "orders"), now)
-    figures = run_isolated(db, _figures_of, _FiguresJob(flat, tz, programme, book))
+    cohort_job = _cohort_job(tz, cohort_months, book) if cohort_months else None
+    work = _FiguresJob(flat, tz, programme, book, cohort_job)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis") as pool:
+        computing = pool.submit(run_isolated, db, _figures_of, work)
+        with db.unit_of_work() as session:
+            paid_cache: dict[date, paid_kpis.PaidKpis] = {}
+            paid = [
+                _paid(session, p, tz=tz, cache=paid_cache) if programme.paid else None for p in flat
+            ]
+        figures, counts = computing.result()
     figures = [replace(f, paid=x) for f, x in zip(figures, paid, strict=True)]
     seconds = round(timer.perf_counter() - began, 3)
-    return [
+    reports = [
         KpiReport(
             current=figures[3 * i],
             previous=figures[3 * i + 1],
@@ -607,6 +620,16 @@ def kpi_reports(db: Database, periods: Sequence[Period], *, tz: str) -> list[Kpi
         )
         for i in range(len(periods))
     ]
+    table = None
+    if cohort_job is not None and counts is not None:
+        table = CohortTable(_cohort_rows(cohort_job, counts), now, seconds)
+    return reports, table
+
+
+def kpi_reports(db: Database, periods: Sequence[Period], *, tz: str) -> list[KpiReport]:
+    """Each period's KPIs beside its previous period and the same period last year,
+    computed together (one read of the sources, one DuckDB process)."""
+    return _compute(db, periods, tz=tz)[0]
 
 
 def kpi_report(db: Database, period: Period, *, tz: str) -> KpiReport:
@@ -635,13 +658,31 @@ class _CohortJob:
     since_at: datetime  # the first moment of the first join month
     now: datetime
     book: orderbook.Place
+    first_index: int  # the first join month, counted from year 0
+    this_index: int  # the current month
+    months: int
 
 
-def _cohort_counts(
-    engine: Analytics, work: _CohortJob
-) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
+# members per join month; buyers per (join month, months since joining)
+_CohortCounts = tuple[dict[int, int], dict[tuple[int, int], int]]
+
+
+def _cohort_job(tz: str, months: int, book: orderbook.Place) -> _CohortJob:
+    if not 1 <= months <= 36:
+        raise invalid([Problem("months", "between 1 and 36")])
+    now = book.now
+    today = clock.local_date(now, tz)
+    offset = int(now.astimezone(ZoneInfo(tz)).utcoffset().total_seconds())  # type: ignore[union-attr]
+    this_index = today.year * 12 + today.month - 1
+    first_index = this_index - months + 1
+    first_month = date(first_index // 12, first_index % 12 + 1, 1)
+    since_at = clock.as_utc(datetime.combine(first_month, time(), ZoneInfo(tz)))
+    return _CohortJob(offset, since_at, now, book, first_index, this_index, months)
+
+
+def _cohort_counts(engine: Analytics, work: _CohortJob, every: ibis.Table) -> _CohortCounts:
     """Members per join month, and buyers per (join month, months since joining); months
-    are counted from year 0 (``year * 12 + month - 1``)."""
+    are counted from year 0 (``year * 12 + month - 1``). ``every``: the order book."""
 
     def month_index(column: ibis.Value) -> ibis.Value:
         local = column + ibis.interval(seconds=work.offset)
@@ -655,13 +696,7 @@ def _cohort_counts(
         members.joined_at <= now,
     ).select(id=members.id, cohort=month_index(members.joined_at))
     sizes = joined.group_by("cohort").aggregate(n=joined.count())
-    with orderbook.orders(engine, work.book) as (every, _):
-        counted = engine.materialize(
-            "kpi_cohort_orders",
-            every.filter(every.counted, every.paid_at >= since, every.paid_at <= now).select(
-                "member_id", "paid_at"
-            ),
-        )
+    counted = every.filter(every.counted, every.paid_at >= since, every.paid_at <= now)
     active = counted.join(joined, counted.member_id == joined.id)
     active = active.select(
         member_id=active.member_id,
@@ -676,35 +711,17 @@ def _cohort_counts(
     return size_rows, buyer_rows
 
 
-def cohorts(db: Database, *, tz: str, months: int = COHORT_MONTHS) -> list[Cohort]:
-    """The cohort retention table: the last ``months`` join months × months since joining.
+def _cohorts_of(engine: Analytics, work: _CohortJob) -> _CohortCounts:
+    with orderbook.orders(engine, work.book) as (every, _):
+        return _cohort_counts(engine, work, every)
 
-    Months are brand-local at the zone's current UTC offset (exact for zones without
-    daylight saving, such as China's)."""
-    if not 1 <= months <= 36:
-        raise invalid([Problem("months", "between 1 and 36")])
-    now = clock.now()
-    today = clock.local_date(now, tz)
-    offset = int(now.astimezone(ZoneInfo(tz)).utcoffset().total_seconds())  # type: ignore[union-attr]
-    this_index = today.year * 12 + today.month - 1
-    first_index = this_index - months + 1
-    first_month = date(first_index // 12, first_index % 12 + 1, 1)
-    since_at = clock.as_utc(datetime.combine(first_month, time(), ZoneInfo(tz)))
 
-    size_rows, buyer_rows = run_isolated(
-        db,
-        _cohort_counts,
-        _CohortJob(
-            offset=offset,
-            since_at=since_at,
-            now=now,
-            book=orderbook.Place(analytics_file(db, "orders"), now),
-        ),
-    )
+def _cohort_rows(work: _CohortJob, counts: _CohortCounts) -> list[Cohort]:
+    size_rows, buyer_rows = counts
     out: list[Cohort] = []
-    for index in range(first_index, this_index + 1):
+    for index in range(work.first_index, work.this_index + 1):
         size = size_rows.get(index, 0)
-        reached = this_index - index + 1
+        reached = work.this_index - index + 1
         buyers = [buyer_rows.get((index, k), 0) for k in range(reached)]
         out.append(
             Cohort(
@@ -712,10 +729,20 @@ def cohorts(db: Database, *, tz: str, months: int = COHORT_MONTHS) -> list[Cohor
                 members=size,
                 buyers=buyers,
                 retention=[_ratio(n, size) if size else None for n in buyers]
-                + [None] * (months - reached),
+                + [None] * (work.months - reached),
             )
         )
     return out
+
+
+def cohorts(db: Database, *, tz: str, months: int = COHORT_MONTHS) -> list[Cohort]:
+    """The cohort retention table: the last ``months`` join months × months since joining.
+
+    Months are brand-local at the zone's current UTC offset (exact for zones without
+    daylight saving, such as China's)."""
+    now = clock.now()
+    work = _cohort_job(tz, months, orderbook.Place(analytics_file(db, "orders"), now))
+    return _cohort_rows(work, run_isolated(db, _cohorts_of, work))
 
 
 def show(name: str, value: float) -> str:
@@ -898,6 +925,13 @@ def cohorts_for(
     table = CohortTable(
         cohorts(db, tz=tz, months=months), now, round(timer.perf_counter() - began, 3)
     )
+    store_cohorts(db, table, tz=tz, months=months)
+    return table
+
+
+def store_cohorts(db: Database, table: CohortTable, *, tz: str, months: int) -> None:
+    """Keep a cohort table as the current window's (``cohorts_for`` serves it)."""
+    start, end = _cohort_key(tz, months)
     with db.unit_of_work() as session:
         _store(
             session,
@@ -906,10 +940,9 @@ def cohorts_for(
             end=end,
             tz=tz,
             report={"cohorts": [asdict(c) for c in table.cohorts]},
-            computed_at=now,
+            computed_at=table.computed_at,
             seconds=table.seconds,
         )
-    return table
 
 
 def standard_periods(day: date) -> list[Period]:
@@ -937,9 +970,10 @@ def kpis_job(db: Database, day: date) -> dict[str, Any]:
         # Nothing to measure against yet (the tier distribution needs a ladder): a brand
         # that has not applied its programme is not a failing job.
         return {"skipped": "no programme in force; apply one with `siyu programme apply`"}
-    reports = kpi_reports(db, standard_periods(day), tz=tz)
+    reports, table = _compute(db, standard_periods(day), tz=tz, cohort_months=COHORT_MONTHS)
+    assert table is not None
     store_reports(db, reports)
-    table = cohorts_for(db, tz=tz, fresh=True)
+    store_cohorts(db, table, tz=tz, months=COHORT_MONTHS)
     return {
         "periods": [r.current.period.label() for r in reports],
         "cohort_months": len(table.cohorts),
