@@ -332,62 +332,80 @@ def _firsts(engine: Analytics, purchases: ibis.Table) -> ibis.Table:
     )
 
 
-def _one(expr: ibis.Table) -> dict[str, object]:
-    frame = expr.to_pyarrow().to_pylist()
-    return frame[0] if frame else {}
+def _by_period(expr: ibis.Table) -> dict[int, dict[str, Any]]:
+    return {int(row.pop("i")): row for row in expr.to_pyarrow().to_pylist()}
 
 
-def _figures(
+def _in(table: ibis.Table, periods: ibis.Table, column: str) -> ibis.Table:
+    """Each row of ``table`` once for every period its ``column`` instant falls in."""
+    return table.join(periods, [table[column] >= periods.start_at, table[column] < periods.end_at])
+
+
+def _periods_table(engine: Analytics, periods: Sequence[Period], tz: str) -> ibis.Table:
+    rows = ", ".join(
+        f"({i}, TIMESTAMP '{b[0].replace(tzinfo=None).isoformat()}', "
+        f"TIMESTAMP '{b[1].replace(tzinfo=None).isoformat()}')"
+        for i, b in enumerate(p.bounds(tz) for p in periods)
+    )
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE kpi_periods AS SELECT * FROM "
+        f"(VALUES {rows}) AS p(i, start_at, end_at)"
+    )
+    return engine.backend.table("kpi_periods")
+
+
+def _all_figures(
     engine: Analytics,
-    period: Period,
+    periods: Sequence[Period],
     *,
     tz: str,
     programme: Programme,
     sources: _Sources,
-) -> Figures:
-    """The period's figures but the paid ones (read through SQLAlchemy by the caller)."""
-    start_at, end_at = period.bounds(tz)
-    start, end = instant(start_at), instant(end_at)
-
+) -> list[Figures]:
+    """Every period's figures but the paid ones (read through SQLAlchemy by the caller):
+    each figure is one grouped query over all the periods (a row counted once for each
+    period it falls in), not one query per period: a nightly computation is twelve
+    periods, and a query's own cost was most of a small period's."""
+    spans = _periods_table(engine, periods, tz)
     members = sources.members
-    counted_members = members.filter(
-        ~members.status.isin(EXCLUDED_STATUSES), members.joined_at < end
-    )
-    m = _one(
-        counted_members.aggregate(
-            members=counted_members.count(),
-            new_members=(counted_members.joined_at >= start).ifelse(1, 0).sum(),
+    counted = members.filter(~members.status.isin(EXCLUDED_STATUSES))
+    # counted members of each period: those who had joined by its end
+    member_periods = counted.cross_join(spans)
+    member_periods = member_periods.filter(member_periods.joined_at < member_periods.end_at)
+    m = _by_period(
+        member_periods.group_by("i").aggregate(
+            members=member_periods.count(),
+            new_members=(member_periods.joined_at >= member_periods.start_at).ifelse(1, 0).sum(),
         )
     )
 
-    # Join conversion: new members of the period whose first purchase came within 30 days of
-    # joining, and before the period's end.
-    newcomers = counted_members.filter(counted_members.joined_at >= start)
-    firsts, purchases = sources.firsts, sources.purchases
-    conv = newcomers.join(firsts, newcomers.id == firsts.member_id)
-    converted = conv.filter(
-        conv.first_at < end,
-        conv.first_at.epoch_seconds() - conv.joined_at.epoch_seconds()
+    # Join conversion: new members of the period whose first purchase came within 30 days
+    # of joining, and before the period's end.
+    firsts = sources.firsts
+    joined = counted.join(firsts, counted.id == firsts.member_id)
+    newcomers = _in(joined, spans, "joined_at")
+    converted = newcomers.filter(
+        newcomers.first_at < newcomers.end_at,
+        newcomers.first_at.epoch_seconds() - newcomers.joined_at.epoch_seconds()
         <= JOIN_CONVERSION_DAYS * 86_400,
     )
-    new_members_converted = _int(converted.count().to_pyarrow().as_py())
+    conv = _by_period(converted.group_by("i").aggregate(n=converted.count()))
 
-    orders = sources.orders
-    in_period = orders.filter(orders.paid_at >= start, orders.paid_at < end)
-    revenue = _one(
-        in_period.aggregate(
-            revenue=in_period.net_fen.sum(),
-            member_revenue=in_period.member_id.notnull().ifelse(in_period.net_fen, 0).sum(),
+    orders = _in(sources.orders, spans, "paid_at")
+    revenue = _by_period(
+        orders.group_by("i").aggregate(
+            revenue=orders.net_fen.sum(),
+            member_revenue=orders.member_id.notnull().ifelse(orders.net_fen, 0).sum(),
         )
     )
 
-    # Buyers of the period and their orders in it.
-    during = purchases.filter(purchases.paid_at >= start, purchases.paid_at < end)
-    bought = during.group_by("member_id").aggregate(
+    # Buyers of each period and their orders in it.
+    during = _in(sources.purchases, spans, "paid_at")
+    bought = during.group_by(["i", "member_id"]).aggregate(
         orders=during.count(), spend=during.net_fen.sum()
     )
-    b = _one(
-        bought.aggregate(
+    b = _by_period(
+        bought.group_by("i").aggregate(
             buyers=bought.count(),
             orders=bought.orders.sum(),
             spend=bought.spend.sum(),
@@ -395,127 +413,139 @@ def _figures(
         )
     )
 
-    first = firsts.filter(firsts.first_at >= start, firsts.first_at < end)
-    f = _one(
-        first.aggregate(
+    first = _in(firsts, spans, "first_at")
+    f = _by_period(
+        first.group_by("i").aggregate(
             first_buyers=first.count(),
-            second=(first.second_at.notnull() & (first.second_at < end)).ifelse(1, 0).sum(),
+            second=(first.second_at.notnull() & (first.second_at < first.end_at))
+            .ifelse(1, 0)
+            .sum(),
         )
     )
 
     entries = sources.entries
-    before_end = entries.filter(entries.at < end)
-    p = _one(
-        before_end.aggregate(
-            issued=((before_end.at >= start) & before_end.kind.isin(ISSUED_KINDS))
-            .ifelse(before_end.points, 0)
-            .sum(),
-            redeemed=((before_end.at >= start) & before_end.kind.isin(REDEEMED_KINDS))
-            .ifelse(before_end.points, 0)
-            .sum(),
-            expired=((before_end.at >= start) & (before_end.kind == "expire"))
-            .ifelse(before_end.points, 0)
-            .sum(),
-            liability_start=(before_end.at < start).ifelse(before_end.points, 0).sum(),
-            liability=before_end.points.sum(),
+    before = entries.join(spans, entries.at < spans.end_at)
+    within = before.at >= before.start_at
+    p = _by_period(
+        before.group_by("i").aggregate(
+            issued=(within & before.kind.isin(ISSUED_KINDS)).ifelse(before.points, 0).sum(),
+            redeemed=(within & before.kind.isin(REDEEMED_KINDS)).ifelse(before.points, 0).sum(),
+            expired=(within & (before.kind == "expire")).ifelse(before.points, 0).sum(),
+            liability_start=(~within).ifelse(before.points, 0).sum(),
+            liability=before.points.sum(),
         )
     )
 
-    distribution, moves = _tiers(
-        sources.history, programme, start=start, end=end, members=counted_members
-    )
-
-    member_revenue = _int(revenue.get("member_revenue"))
-    all_revenue = _int(revenue.get("revenue"))
-    buyers = _int(b.get("buyers"))
-    member_orders = _int(b.get("orders"))
-    spend = _int(b.get("spend"))
-    new_members = _int(m.get("new_members"))
-    issued = _int(p.get("issued"))
-    redeemed = -_int(p.get("redeemed"))
-    liability = _int(p.get("liability"))
-    first_buyers = _int(f.get("first_buyers"))
+    tiers = _tiers(sources.history, programme, spans=spans, member_periods=member_periods)
     cash_rate = programme.points.cash_off.points_per_yuan if programme.points.cash_off else 100
-    return Figures(
-        period=period,
-        members=_int(m.get("members")),
-        new_members=new_members,
-        revenue_fen=all_revenue,
-        member_revenue_fen=member_revenue,
-        member_sales_share=_ratio(member_revenue, all_revenue),
-        new_members_converted=new_members_converted,
-        join_conversion=_ratio(new_members_converted, new_members),
-        buyers=buyers,
-        member_orders=member_orders,
-        member_order_value_fen=spend // buyers if buyers else 0,
-        price_per_order_fen=spend // member_orders if member_orders else 0,
-        purchase_frequency=_ratio(member_orders, buyers, 3),
-        repeat_buyers=_int(b.get("repeat")),
-        repurchase_rate=_ratio(_int(b.get("repeat")), buyers),
-        first_buyers=first_buyers,
-        second_buyers=_int(f.get("second")),
-        second_purchase_conversion=_ratio(_int(f.get("second")), first_buyers),
-        one_time_buyers=first_buyers - _int(f.get("second")),
-        one_time_buyer_share=_ratio(first_buyers - _int(f.get("second")), first_buyers),
-        points_issued=issued,
-        points_redeemed=redeemed,
-        points_expired=-_int(p.get("expired")),
-        redemption_rate=_ratio(redeemed, issued),
-        liability_points_start=_int(p.get("liability_start")),
-        liability_points=liability,
-        liability_fen=liability * 100 // int(cash_rate),
-        tier_distribution=distribution,
-        tier_moves=moves,
-        tier_upgrades=sum(x.members for x in moves if x.direction == "up"),
-        tier_downgrades=sum(x.members for x in moves if x.direction == "down"),
-    )
+    out: list[Figures] = []
+    for i, period in enumerate(periods):
+        mi, ri, bi, fi, pi = (x.get(i, {}) for x in (m, revenue, b, f, p))
+        distribution, moves = tiers[i]
+        member_revenue = _int(ri.get("member_revenue"))
+        all_revenue = _int(ri.get("revenue"))
+        buyers = _int(bi.get("buyers"))
+        member_orders = _int(bi.get("orders"))
+        spend = _int(bi.get("spend"))
+        new_members = _int(mi.get("new_members"))
+        new_members_converted = _int(conv.get(i, {}).get("n"))
+        issued = _int(pi.get("issued"))
+        redeemed = -_int(pi.get("redeemed"))
+        liability = _int(pi.get("liability"))
+        first_buyers = _int(fi.get("first_buyers"))
+        second = _int(fi.get("second"))
+        repeat = _int(bi.get("repeat"))
+        out.append(
+            Figures(
+                period=period,
+                members=_int(mi.get("members")),
+                new_members=new_members,
+                revenue_fen=all_revenue,
+                member_revenue_fen=member_revenue,
+                member_sales_share=_ratio(member_revenue, all_revenue),
+                new_members_converted=new_members_converted,
+                join_conversion=_ratio(new_members_converted, new_members),
+                buyers=buyers,
+                member_orders=member_orders,
+                member_order_value_fen=spend // buyers if buyers else 0,
+                price_per_order_fen=spend // member_orders if member_orders else 0,
+                purchase_frequency=_ratio(member_orders, buyers, 3),
+                repeat_buyers=repeat,
+                repurchase_rate=_ratio(repeat, buyers),
+                first_buyers=first_buyers,
+                second_buyers=second,
+                second_purchase_conversion=_ratio(second, first_buyers),
+                one_time_buyers=first_buyers - second,
+                one_time_buyer_share=_ratio(first_buyers - second, first_buyers),
+                points_issued=issued,
+                points_redeemed=redeemed,
+                points_expired=-_int(pi.get("expired")),
+                redemption_rate=_ratio(redeemed, issued),
+                liability_points_start=_int(pi.get("liability_start")),
+                liability_points=liability,
+                liability_fen=liability * 100 // int(cash_rate),
+                tier_distribution=distribution,
+                tier_moves=moves,
+                tier_upgrades=sum(x.members for x in moves if x.direction == "up"),
+                tier_downgrades=sum(x.members for x in moves if x.direction == "down"),
+            )
+        )
+    return out
 
 
 def _tiers(
-    history: ibis.Table,
-    programme: Programme,
-    *,
-    start: ibis.Scalar,
-    end: ibis.Scalar,
-    members: ibis.Table,
-) -> tuple[dict[str, int], list[TierMove]]:
-    """Members by tier at the period's end (each member's last tier change before it) and
-    the moves between tiers during the period, upgrades and downgrades by the ladder."""
-    before = history.filter(history.at < end)
+    history: ibis.Table, programme: Programme, *, spans: ibis.Table, member_periods: ibis.Table
+) -> dict[int, tuple[dict[str, int], list[TierMove]]]:
+    """Per period: members by tier at its end (each counted member's last tier change
+    before it) and the moves between tiers during it, upgrades and downgrades by the
+    ladder."""
+    before = history.join(spans, history.at < spans.end_at)
     last = before.mutate(
         n=ibis.row_number().over(
-            group_by=before.member_id, order_by=[before.at.desc(), before.id.desc()]
+            group_by=[before.i, before.member_id], order_by=[before.at.desc(), before.id.desc()]
         )
     )
-    last = last.filter(last.n == 0).select("member_id", "to_code")
-    placed = members.select(mid=members.id).left_join(last, members.id == last.member_id)
+    last = last.filter(last.n == 0).select(li=last.i, lmember=last.member_id, to_code=last.to_code)
+    placed = member_periods.left_join(
+        last, [member_periods.i == last.li, member_periods.id == last.lmember]
+    )
     placed = placed.mutate(code=placed.to_code.fill_null(""))
-    rows = placed.group_by("code").aggregate(n=placed.count()).to_pyarrow().to_pylist()
+    counts_rows = placed.group_by(["i", "code"]).aggregate(n=placed.count()).to_pyarrow()
     order = [level.code for level in programme.tiers.levels]
-    counts = {row["code"] or "—": int(row["n"]) for row in rows}
-    distribution = {code: counts.pop(code, 0) for code in order}
-    distribution.update(counts)  # codes no longer on the ladder, and members with none
+    rank = {code: i for i, code in enumerate(order)}
+    counts: dict[int, dict[str, int]] = {}
+    for row in counts_rows.to_pylist():
+        counts.setdefault(int(row["i"]), {})[row["code"] or "—"] = int(row["n"])
 
-    during = history.filter(history.at >= start, history.at < end, history.from_code.notnull())
+    during = _in(history, spans, "at")
+    during = during.filter(during.from_code.notnull())
     move_rows = (
-        during.group_by(["from_code", "to_code"])
+        during.group_by(["i", "from_code", "to_code"])
         .aggregate(n=during.count())
         .to_pyarrow()
         .to_pylist()
     )
-    rank = {code: i for i, code in enumerate(order)}
-    moves = [
-        TierMove(
-            row["from_code"],
-            row["to_code"],
-            int(row["n"]),
-            "up" if rank.get(row["to_code"], -1) > rank.get(row["from_code"], -1) else "down",
+    moves: dict[int, list[TierMove]] = {}
+    for row in move_rows:
+        if row["from_code"] == row["to_code"]:
+            continue
+        moves.setdefault(int(row["i"]), []).append(
+            TierMove(
+                row["from_code"],
+                row["to_code"],
+                int(row["n"]),
+                "up" if rank.get(row["to_code"], -1) > rank.get(row["from_code"], -1) else "down",
+            )
         )
-        for row in move_rows
-        if row["from_code"] != row["to_code"]
-    ]
-    moves.sort(key=lambda x: (rank.get(x.from_code, 99), rank.get(x.to_code, 99)))
-    return distribution, moves
+    out: dict[int, tuple[dict[str, int], list[TierMove]]] = {}
+    for i in range(int(spans.count().to_pyarrow().as_py())):
+        found = dict(counts.get(i, {}))
+        distribution = {code: found.pop(code, 0) for code in order}
+        distribution.update(found)  # codes no longer on the ladder, and members with none
+        period_moves = moves.get(i, [])
+        period_moves.sort(key=lambda x: (rank.get(x.from_code, 99), rank.get(x.to_code, 99)))
+        out[i] = (distribution, period_moves)
+    return out
 
 
 def _months(period: Period) -> list[date]:
@@ -576,10 +606,9 @@ def _figures_of(engine: Analytics, work: _FiguresJob) -> tuple[list[Figures], _C
     with orderbook.orders(engine, work.book) as (every, _):
         sources = _sources(engine, work.periods, work.tz, every)
         counts = _cohort_counts(engine, work.cohorts, every) if work.cohorts else None
-    figures = [
-        _figures(engine, p, tz=work.tz, programme=work.programme, sources=sources)
-        for p in work.periods
-    ]
+    figures = _all_figures(
+        engine, work.periods, tz=work.tz, programme=work.programme, sources=sources
+    )
     return figures, counts
 
 
