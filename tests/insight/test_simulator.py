@@ -20,6 +20,7 @@ from siyu.core import clock
 from siyu.core.auth import SYSTEM
 from siyu.core.db import Database
 from siyu.core.errors import InvalidInput, NotFound
+from siyu.core.text import Text
 from siyu.insight.simulator import in_sample, read_only, simulate
 from siyu.jobs.models import JobRun
 from siyu.members.models import Member
@@ -293,7 +294,11 @@ def test_a_sample_replays_the_hashed_members_scales_and_reports_progress(
     assert result.estimate is True and result.sample == 0.5
     assert result.members == len(picked) * 2
     assert sum(result.baseline.tiers.values()) == len(picked) * 2
-    assert any("estimate" in note for note in result.notes)
+    # The notes are in Chinese and English, numbers alike in both.
+    assert result.notes[0] == Text(
+        "估算：抽样回放了 50.00% 的会员，各项数字放大 2 倍",
+        "estimate: 50.00% of members replayed, figures scaled by 2",
+    )
     # Progress counts replayed members, chunk by chunk, up to all of them.
     assert seen[0] == (0, len(picked)) and seen[-1] == (len(picked), len(picked))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 2
@@ -330,19 +335,36 @@ def test_grants_no_ladder_replays_are_noted_once_and_scaled_like_the_figures(
     sampled = simulate(clean_db, programmes.parse(document()), sample=0.5)
     restored = simulate(clean_db, programmes.parse(with_v7))
 
-    # Each grant once (not once per column), counted for the brand like every figure.
-    assert f"{len(ids)} tier grants of a level neither ladder has are not replayed" in full.notes
+    # Each grant once (not once per column), counted for the brand like every figure, in
+    # Chinese and English.
     assert (
-        f"about {len(picked) * 2} tier grants of a level neither ladder has are not replayed "
-        f"({len(picked)} in the sample)"
-    ) in sampled.notes
+        Text(
+            f"{len(ids)} 条等级授予的等级在现行方案和草稿的等级中都没有，未回放",
+            f"{len(ids)} tier grants of a level neither ladder has are not replayed",
+        )
+        in full.notes
+    )
+    assert (
+        Text(
+            f"约 {len(picked) * 2} 条等级授予的等级在现行方案和草稿的等级中都没有，未回放"
+            f"（样本中 {len(picked)} 条）",
+            f"about {len(picked) * 2} tier grants of a level neither ladder has are not "
+            f"replayed ({len(picked)} in the sample)",
+        )
+        in sampled.notes
+    )
     assert sampled.members == len(picked) * 2
     # A draft that has the level replays them: every member on V7 in the draft column.
     assert (
-        f"{len(ids)} tier grants of a level the ladder in force lacks are not replayed in the "
-        f"column in force; {len(ids)} of them are of a level the draft has and are replayed "
-        "in the draft"
-    ) in restored.notes
+        Text(
+            f"{len(ids)} 条等级授予的等级在现行方案的等级中没有，现行方案一栏未回放；"
+            f"其中草稿等级里有的（{len(ids)} 条）已在草稿一栏回放",
+            f"{len(ids)} tier grants of a level the ladder in force lacks are not replayed in "
+            f"the column in force; {len(ids)} of them are of a level the draft has and are "
+            "replayed in the draft",
+        )
+        in restored.notes
+    )
     assert restored.draft.tiers["V7"] == len(ids) and "V7" not in restored.baseline.tiers
 
 
@@ -395,6 +417,14 @@ def test_benefit_cost_prices_the_packs_the_ladder_lists(
     assert result.draft.benefit_cost_fen < base.benefit_cost_fen
     values = {v.template: v for v in result.coupon_values}
     assert values["welcome_20"].face_fen == 2_000 and values["welcome_20"].rate_from == "given"
+    # A gift has no money value: priced 0, and a note says so in Chinese and English. The
+    # usage rate was given, so none is assumed.
+    assert result.notes == [
+        Text(
+            "权益包 vip_service：优惠券“vip_gift”（赠品券）没有金额面值（按 0 计价）",
+            "pack vip_service: coupon 'vip_gift' (gift) has no face value in money (priced 0)",
+        )
+    ]
     with clean_db.unit_of_work() as s:
         assert s.scalar(select(func.count()).select_from(BenefitPack)) == 4
 

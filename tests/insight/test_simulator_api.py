@@ -95,6 +95,19 @@ def test_simulate_a_json_draft_side_by_side(
     assert list(body["baseline"]) == [f.name for f in fields(Figures)]
     for pack in body["baseline"]["benefit_packs"]:
         assert list(pack) == [f.name for f in fields(PackCost)]
+    # Notes in Chinese and English, as the diagnosis answers its texts: {zh, en} each.
+    assert all(list(note) == ["zh", "en"] for note in body["notes"])
+    assert {
+        "zh": "现行方案：等级 V3 列出的权益包“monthly_freight”不是启用中的自动发放权益包，"
+        "未计入成本",
+        "en": "in force: level V3 lists the pack 'monthly_freight', which is not an active "
+        "automatic pack; it is not priced",
+    } in body["notes"]
+    assert {
+        "zh": "草稿：等级 V2 列出的权益包“birthday_gift”不是启用中的自动发放权益包，未计入成本",
+        "en": "draft: level V2 lists the pack 'birthday_gift', which is not an active "
+        "automatic pack; it is not priced",
+    } in body["notes"]
 
 
 def test_simulate_a_yaml_draft_with_options(
@@ -109,6 +122,11 @@ def test_simulate_a_yaml_draft_with_options(
     body = response.json()
     # Sixty days ago everyone had joined and nobody had bought yet.
     assert body["orders"] == 0 and body["baseline"]["tiers"]["V1"] == 3
+    # A sample of 1 is every member: not an estimate, in either language.
+    assert body["estimate"] is False and body["notes"]
+    assert not any(
+        n["zh"].startswith("估算") or n["en"].startswith("estimate") for n in body["notes"]
+    )
     assert body["end"].startswith(to[:19])
 
 
@@ -163,11 +181,20 @@ def test_cli_prints_both_columns_and_the_delta(
     assert shown.exit_code == 0, shown.output
     assert "in force" in shown.output and "draft" in shown.output and "Δ" in shown.output
     assert "points_orders" in shown.output and "eligible for super" in shown.output
+    # Each note in Chinese, the English beneath it, as ``siyu report diagnosis`` prints.
+    zh = "现行方案：等级 V2 列出的权益包“birthday_gift”不是启用中的自动发放权益包，未计入成本"
+    en = "in force: level V2 lists the pack 'birthday_gift', which is not an active automatic pack"
+    assert f"说明 note: {zh}\n{' ' * 11}{en}; it is not priced\n" in shown.output
 
     as_json_out = runner.invoke(cli.app, ["insight", "simulate", str(draft), "--json"])
     assert as_json_out.exit_code == 0, as_json_out.output
     body = json.loads(as_json_out.output)
     assert body["draft"]["tiers"]["V1"] == 2 and body["baseline"]["tiers"]["V1"] == 1
+    assert body["notes"][0] == {
+        "zh": "现行方案：等级 V2 列出的权益包“birthday_gift”不是启用中的自动发放权益包，未计入成本",
+        "en": "in force: level V2 lists the pack 'birthday_gift', which is not an active "
+        "automatic pack; it is not priced",
+    }
 
     bad = tmp_path / "bad.json"
     doc = as_json(example_programme())

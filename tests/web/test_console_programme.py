@@ -80,6 +80,13 @@ def shown(page: str) -> dict[str, tuple[str, str]]:
     return lines
 
 
+def notes_of(page: str) -> list[str]:
+    """The simulation's notes as shown, in the page's language."""
+    notes = re.search(r"<ul[^>]*data-notes>(.*?)</ul>", page, re.S)
+    assert notes is not None, "no notes shown"
+    return [html.unescape(n) for n in re.findall(r"<li>(.*?)</li>", notes.group(1), re.S)]
+
+
 def as_shown(value: int | None, unit: str = "members") -> str:
     if value is None:
         return "—"
@@ -139,6 +146,10 @@ def test_a_valid_draft_offers_a_simulation_whose_numbers_are_the_simulators(
     for plan, eligible in own.draft.paid_eligible.items():
         assert lines[f"paid::{plan}"][1] == as_shown(eligible)
 
+    # The notes are the simulator's own, in Chinese on a zh-CN page (the default).
+    assert own.notes[0].zh == "估算：抽样回放了 50.00% 的会员，各项数字放大 2 倍"
+    assert len(own.notes) >= 2 and notes_of(fragment) == [n.zh for n in own.notes]
+
     # Twice the points per yuan: more points issued, and the line is marked as a difference.
     assert own.draft.points_orders > own.baseline.points_orders
     row = re.search(r'<tr class="([^"]*)" data-line="points:Points issued:">', fragment)
@@ -152,10 +163,13 @@ def test_without_htmx_the_simulation_is_a_page_with_the_publish_button(
     csrf = log_in(client, brand, "ops")
     document = draft_of(preview(client, csrf, **{"points.frozen_days": "10"}))
     page = client.post(
-        "/console/programme/simulate", data={"document": document, "csrf_token": csrf}
+        "/console/programme/simulate?lang=en", data={"document": document, "csrf_token": csrf}
     )
     assert page.status_code == 200 and "<html" in page.text
     assert 'id="simulation-result"' in page.text and "data-estimate" not in page.text  # all
+    # An English page shows the notes in English.
+    own = simulator.simulate(brand.db, programmes.parse(json.loads(document, parse_float=Decimal)))
+    assert own.notes and notes_of(page.text) == [n.en for n in own.notes]
     publish = page.text[page.text.index('id="publish-form"') :]
     assert 'type="submit"' in publish
     value = re.search(r'name="document" value="([^"]*)"', publish).group(1)  # type: ignore[union-attr]
@@ -250,6 +264,14 @@ def test_edit_a_threshold_preview_and_simulate_in_the_browser(
     result.wait_for(timeout=60_000)
     text = result.inner_text()
     assert ("模拟" if lang == "zh_CN" else "Simulation") in text
+    # The notes in the page's language: the draft lists the packs the programme in force
+    # does, so the simulator notes the same for it.
+    with brand.db.unit_of_work() as s:
+        in_force = programmes.programme_of(programmes.require_in_force(s, clock.now()))
+    own = simulator.simulate(brand.db, in_force).notes
+    assert own, "the demo brand's simulation has notes"
+    shown_notes = tab.page.locator("[data-notes] li").all_inner_texts()
+    assert shown_notes == [n.zh if lang == "zh_CN" else n.en for n in own]
     tiers = tab.page.locator("table[data-group=tiers] tbody tr")
     assert tiers.count() >= 6
     for group in ("movements", "points", "liability"):

@@ -16,6 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# Re-exported (``as Text``): code reading findings imports their ``Text`` from here too.
+from siyu.core.text import Text as Text
+
 
 class Severity(StrEnum):
     high = "high"  # 严重: fix first
@@ -31,12 +34,6 @@ class Outcome(StrEnum):
 
 SEVERITY_NAMES = {"high": "严重", "medium": "中等", "low": "提示"}
 OUTCOME_NAMES = {"fired": "发现问题", "passed": "正常", "no_data": "数据不足"}
-
-
-@dataclass(frozen=True)
-class Text:
-    zh: str
-    en: str
 
 
 @dataclass(frozen=True)

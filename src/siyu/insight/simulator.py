@@ -101,6 +101,7 @@ from siyu.benefits.models import BenefitPack, Coupon, CouponTemplate
 from siyu.core import clock
 from siyu.core.db import IN_CHUNK, Database
 from siyu.core.errors import InvalidInput, Problem, invalid
+from siyu.core.text import Text
 from siyu.jobs.models import JobRun
 from siyu.members.models import Member
 from siyu.members.rules import MemberStatus
@@ -1152,7 +1153,9 @@ class Simulation:
     draft: Figures
     levels: list[str]
     coupon_values: list[CouponValue]
-    notes: list[str]
+    # What the figures assume or leave out, in Chinese and English: the console shows the
+    # page's language, the API answers both, the CLI prints both.
+    notes: list[Text]
 
     def rows(self) -> list[Row]:
         b, d = self.baseline, self.draft
@@ -1345,7 +1348,7 @@ def simulate(
     )
 
 
-def _skipped_grants_note(in_force: int, draft: int, scale: Decimal) -> str | None:
+def _skipped_grants_note(in_force: int, draft: int, scale: Decimal) -> Text | None:
     """The tier grants a column could not replay, counted for the brand like every other
     figure (scaled from a sample, with the sample's own count beside it).
 
@@ -1355,21 +1358,37 @@ def _skipped_grants_note(in_force: int, draft: int, scale: Decimal) -> str | Non
     if not in_force:
         return None
 
-    def brand(n: int) -> str:
+    def brand(n: int) -> tuple[str, str]:
         scaled = int((Decimal(n) * scale).to_integral_value())
-        return f"about {scaled}" if scale != 1 else str(n)
+        return (f"约 {scaled}", f"about {scaled}") if scale != 1 else (str(n), str(n))
 
+    (all_zh, all_en), (kept_zh, kept_en) = brand(in_force), brand(in_force - draft)
     if draft == in_force:
-        note = f"{brand(in_force)} tier grants of a level neither ladder has are not replayed"
+        zh = f"{all_zh} 条等级授予的等级在现行方案和草稿的等级中都没有，未回放"
+        en = f"{all_en} tier grants of a level neither ladder has are not replayed"
     else:
-        note = (
-            f"{brand(in_force)} tier grants of a level the ladder in force lacks are not "
-            f"replayed in the column in force; {brand(in_force - draft)} of them are of a "
+        zh = (
+            f"{all_zh} 条等级授予的等级在现行方案的等级中没有，现行方案一栏未回放；"
+            f"其中草稿等级里有的（{kept_zh} 条）已在草稿一栏回放"
+        )
+        en = (
+            f"{all_en} tier grants of a level the ladder in force lacks are not "
+            f"replayed in the column in force; {kept_en} of them are of a "
             "level the draft has and are replayed in the draft"
         )
     if scale != 1:
-        note += f" ({in_force} in the sample)"
-    return note
+        zh += f"（样本中 {in_force} 条）"
+        en += f" ({in_force} in the sample)"
+    return Text(zh, en)
+
+
+# The kinds of coupon as the console names them (``benefits.rules.CouponKind``).
+COUPON_KIND_ZH = {
+    benefit_rules.CouponKind.amount_off.value: "满减券",
+    benefit_rules.CouponKind.percent_off.value: "折扣券",
+    benefit_rules.CouponKind.freight.value: "运费券",
+    benefit_rules.CouponKind.gift.value: "赠品券",
+}
 
 
 def _notes(
@@ -1378,33 +1397,56 @@ def _notes(
     catalogue: dict[str, Pack],
     values: dict[str, CouponValue],
     sample: float | None,
-) -> list[str]:
+) -> list[Text]:
+    """What the figures assume or leave out, each once, in the order found."""
     notes = []
     if sample is not None and sample < 1:
         notes.append(
-            f"estimate: {sample:.2%} of members replayed, figures scaled by {1 / sample:g}"
+            Text(
+                f"估算：抽样回放了 {sample:.2%} 的会员，各项数字放大 {1 / sample:g} 倍",
+                f"estimate: {sample:.2%} of members replayed, figures scaled by {1 / sample:g}",
+            )
         )
-    for programme, which in ((baseline, "in force"), (draft, "draft")):
+    columns = ((baseline, "现行方案", "in force"), (draft, "草稿", "draft"))
+    for programme, which_zh, which_en in columns:
         for level in programme.tiers.levels:
             for code in level.benefits.benefit_packs:
                 if code not in catalogue:
                     notes.append(
-                        f"{which}: level {level.code} lists the pack '{code}', which is not an "
-                        "active automatic pack; it is not priced"
+                        Text(
+                            f"{which_zh}：等级 {level.code} 列出的权益包“{code}”不是启用中的"
+                            "自动发放权益包，未计入成本",
+                            f"{which_en}: level {level.code} lists the pack '{code}', which is "
+                            "not an active automatic pack; it is not priced",
+                        )
                     )
     for pack in catalogue.values():
         for template, _ in pack.contents:
             value = values.get(template)
             if value is None:
-                notes.append(f"pack {pack.code}: unknown coupon template '{template}' (priced 0)")
-            elif value.face_fen == 0:
                 notes.append(
-                    f"pack {pack.code}: coupon '{template}' ({value.kind}) has no face value "
-                    "in money (priced 0)"
+                    Text(
+                        f"权益包 {pack.code}：优惠券模板“{template}”不存在（按 0 计价）",
+                        f"pack {pack.code}: unknown coupon template '{template}' (priced 0)",
+                    )
+                )
+            elif value.face_fen == 0:
+                kind = COUPON_KIND_ZH.get(value.kind, value.kind)
+                notes.append(
+                    Text(
+                        f"权益包 {pack.code}：优惠券“{template}”（{kind}）"
+                        "没有金额面值（按 0 计价）",
+                        f"pack {pack.code}: coupon '{template}' ({value.kind}) has no face value "
+                        "in money (priced 0)",
+                    )
                 )
     if any(v.rate_from == "assumed" for v in values.values()):
         notes.append(
-            f"fewer than {MIN_COUPONS_FOR_RATE} settled coupons (used or past validity): "
-            "usage rate assumed 100%; pass a usage rate to set one"
+            Text(
+                f"已结算的优惠券（已使用或已过有效期）不足 {MIN_COUPONS_FOR_RATE} 张："
+                "使用率按 100% 假定；可传入使用率自行设定",
+                f"fewer than {MIN_COUPONS_FOR_RATE} settled coupons (used or past validity): "
+                "usage rate assumed 100%; pass a usage rate to set one",
+            )
         )
     return sorted(set(notes), key=notes.index)

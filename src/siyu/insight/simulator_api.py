@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from siyu.api.deps import get_db, require
 from siyu.core.auth import Principal, Role
 from siyu.core.db import Database
+from siyu.core.text import Text
 from siyu.insight.simulator import CouponValue, Figures, simulate
 from siyu.programme import service as programmes
 from siyu.programme.api import DOCUMENT_BODY, Document
@@ -56,7 +57,8 @@ class SimulationRead(_Read):
     draft: Figures
     rows: list[RowRead]
     coupon_values: list[CouponValue]
-    notes: list[str]
+    # ``{"zh": …, "en": …}`` each, as the health diagnosis answers its texts.
+    notes: list[Text]
 
 
 @router.post(

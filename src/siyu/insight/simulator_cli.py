@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -129,8 +130,10 @@ def simulate_command(
     console.print(table)
     if result.estimate:
         console.print(f"[yellow]estimate[/]: a {result.sample:.2%} sample, figures scaled")
+    # Chinese first, the English beneath it dimmed, as ``siyu report diagnosis`` prints.
     for note in result.notes:
-        console.print(f"[dim]note:[/] {note}", highlight=False)
+        console.print(f"[dim]说明 note:[/] {escape(note.zh)}", highlight=False)
+        console.print(f"           [dim]{escape(note.en)}[/]", highlight=False)
 
 
 def register(insight_app: typer.Typer, report_app: typer.Typer) -> None:
