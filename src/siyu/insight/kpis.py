@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time as timer
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -616,25 +615,24 @@ def _compute(
     db: Database, periods: Sequence[Period], *, tz: str, cohort_months: int | None = None
 ) -> tuple[list[KpiReport], CohortTable | None]:
     """Reports of ``periods`` (and, with ``cohort_months``, the cohort table), in one
-    DuckDB computation; the paid figures, read through SQLAlchemy, are read here while it
-    runs (on SQLite it runs in a child process, so the two take a core each)."""
+    DuckDB computation; the paid figures are read through SQLAlchemy, here."""
     began = timer.perf_counter()
     now = clock.now()
     triples = [(p, p.previous(), p.last_year()) for p in periods]
     flat = tuple(p for triple in triples for p in triple)
-    with db.unit_of_work() as session:
-        programme = programme_service.programme_at(session, now)
     book = orderbook.Place(analytics_file(db, "orders"), now)
     cohort_job = _cohort_job(tz, cohort_months, book) if cohort_months else None
+    with db.unit_of_work() as session:
+        programme = programme_service.programme_at(session, now)
+        paid_cache: dict[date, paid_kpis.PaidKpis] = {}
+        paid = [
+            _paid(session, p, tz=tz, cache=paid_cache) if programme.paid else None for p in flat
+        ]
+    # Not while the DuckDB work runs: on SQLite that work's child process reads the live
+    # file with DuckDB's own SQLite, and a query of the application's SQLite running at
+    # the same time once died of SIGBUS (its shared-memory index unmapped under it).
     work = _FiguresJob(flat, tz, programme, book, cohort_job)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis") as pool:
-        computing = pool.submit(run_isolated, db, _figures_of, work)
-        with db.unit_of_work() as session:
-            paid_cache: dict[date, paid_kpis.PaidKpis] = {}
-            paid = [
-                _paid(session, p, tz=tz, cache=paid_cache) if programme.paid else None for p in flat
-            ]
-        figures, counts = computing.result()
+    figures, counts = run_isolated(db, _figures_of, work)
     figures = [replace(f, paid=x) for f, x in zip(figures, paid, strict=True)]
     seconds = round(timer.perf_counter() - began, 3)
     reports = [
