@@ -179,8 +179,11 @@ def test_cli_prints_both_columns_and_the_delta(
     draft.write_text(yaml.safe_dump(as_json(higher_thresholds()), allow_unicode=True), "utf-8")
     shown = runner.invoke(cli.app, ["insight", "simulate", str(draft)], env={"COLUMNS": "160"})
     assert shown.exit_code == 0, shown.output
-    assert "in force" in shown.output and "draft" in shown.output and "Δ" in shown.output
-    assert "points_orders" in shown.output and "eligible for super" in shown.output
+    # the table's words in Chinese first, English beside them
+    for header in ("现行方案 in force", "草稿 draft", "差异 Δ", "积分 points"):
+        assert header in shown.output
+    assert "订单积分 from orders" in shown.output
+    assert "符合条件 super eligible for super" in shown.output
     # Each note in Chinese, the English beneath it, as ``siyu report diagnosis`` prints.
     zh = "现行方案：等级 V2 列出的权益包“birthday_gift”不是启用中的自动发放权益包，未计入成本"
     en = "in force: level V2 lists the pack 'birthday_gift', which is not an active automatic pack"

@@ -23,6 +23,53 @@ from siyu.core.money import format_yuan
 console = Console()
 
 
+# The table's words in Chinese first (the console's own labels), English beside them.
+SECTIONS = {
+    "tiers": "等级分布 tiers",
+    "upgrades": "升级 upgrades",
+    "downgrades": "降级 downgrades",
+    "growth": "成长值 growth",
+    "points": "积分 points",
+    "benefits": "权益 benefits",
+    "paid": "付费会员 paid",
+}
+METRICS = {
+    "growth_issued": "发放成长值 growth issued",
+    "points_issued": "发放积分 points issued",
+    "points_orders": "订单积分 from orders",
+    "points_signup": "注册积分 signup",
+    "points_carried": "其他来源积分 carried as recorded",
+    "points_reversed": "退款冲回 reversed",
+    "points_spent": "已使用 spent",
+    "spend_shortfall": "使用缺口 spend shortfall",
+    "points_expired": "已过期 expired",
+    "points_expiring_12m": "12个月内将过期 expiring in 12 months",
+    "points_outstanding": "未兑积分 outstanding",
+    "points_debt": "积分欠款 debt",
+    "liability_fen": "积分负债(元) liability",
+    "expiring_12m_fen": "将过期积分价值(元) expiring value",
+    "benefit_cost_fen": "权益成本(元) benefit cost",
+}
+LABELS = (  # metric prefixes that carry a code or a plan
+    ("to ", "升至 "),
+    ("from ", "降自 "),
+    ("eligible for ", "符合条件 "),
+)
+
+
+def _metric(name: str) -> str:
+    if name in METRICS:
+        return METRICS[name]
+    for english, chinese in LABELS:
+        if name.startswith(english):
+            return f"{chinese}{name[len(english) :]} {name}"
+    if name.endswith(" packs"):
+        return f"{name[: -len(' packs')]} 发放包数 packs"
+    if name.endswith(" cost"):
+        return f"{name[: -len(' cost')]} 成本(元) cost"
+    return name
+
+
 def _number(value: int | None, unit: str) -> str:
     if value is None:
         return "—"
@@ -110,18 +157,18 @@ def simulate_command(
     )
     table = Table(title=title, caption=f"{result.members:,} members, {result.orders:,} orders; "
                   f"flows from {since} to {result.end.isoformat()}")  # fmt: skip
-    table.add_column("section")
-    table.add_column("metric")
-    table.add_column("in force", justify="right")
-    table.add_column("draft", justify="right")
-    table.add_column("Δ", justify="right")
+    table.add_column("分区 section")
+    table.add_column("指标 metric")
+    table.add_column("现行方案 in force", justify="right")
+    table.add_column("草稿 draft", justify="right")
+    table.add_column("差异 Δ", justify="right")
     section = ""
     for row in result.rows():
         shown = row.section if row.section != section else ""
         section = row.section
         table.add_row(
-            shown,
-            row.metric,
+            SECTIONS.get(shown, shown),
+            _metric(row.metric),
             _number(row.baseline, row.unit),
             _number(row.draft, row.unit),
             _delta(row.delta, row.unit),
@@ -129,7 +176,10 @@ def simulate_command(
         )
     console.print(table)
     if result.estimate:
-        console.print(f"[yellow]estimate[/]: a {result.sample:.2%} sample, figures scaled")
+        console.print(
+            f"[yellow]估算 estimate[/]: 抽样 {result.sample:.2%} 的会员回放，各项数字按比例放大 "
+            f"(a {result.sample:.2%} sample, figures scaled)"
+        )
     # Chinese first, the English beneath it dimmed, as ``siyu report diagnosis`` prints.
     for note in result.notes:
         console.print(f"[dim]说明 note:[/] {escape(note.zh)}", highlight=False)
