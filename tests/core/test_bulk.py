@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -177,3 +177,63 @@ def test_snapshots_and_instants_are_stored_as_sqlalchemy_stores_them_across_call
     }
     for n in range(len(snapshots)):
         assert stored[f"bulk-{n}"] == stored[f"core-{n}"], n
+
+
+class _Earned(NamedTuple):
+    """A snapshot line as earning gives it (the fields of ``LineEarning``)."""
+
+    line_no: int
+    amount_fen: int
+    points: int
+
+
+class _Other(NamedTuple):
+    line_no: int
+    name: int
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(-(10**12), 10**12), _NUMBERS, st.integers(-(10**6), 10**6)),
+        max_size=4,
+    )
+)
+def test_a_snapshot_of_named_tuples_is_spelled_as_the_objects_of_their_fields(
+    values: list[tuple[Any, Any, Any]],
+) -> None:
+    # Named tuples of the snapshot's keys: the JSON of their fields as objects; any field
+    # that is not a whole number, or a field of another name: not taken at all
+    lines = [_Earned(*v) for v in values]
+    plain = all(type(x) is int for v in values for x in v)
+    assert _flat_json(lines) == (json.dumps([x._asdict() for x in lines]) if plain else None)
+    assert _flat_json([_Other(1, 2)]) is None and _flat_json([(1, 2, 3)]) is None
+
+
+def test_a_snapshot_of_named_tuples_is_stored_as_the_same_objects_as_dictionaries(
+    session: Session,
+) -> None:
+    # Given a lot whose snapshot is named tuples, and the same lot with dictionaries
+    member_id = members.enrol(session, EnrolDraft(phone="13800138004")).member_id
+    at = datetime(2026, 11, 11, 12, 0, tzinfo=UTC)
+    lines = [_Earned(1, 12_000, 120), _Earned(2, 0, 0)]
+    [lot_id] = next_ids(session, PointsLot.__table__, 1)
+    # When one is written by insert_rows and the other by SQLAlchemy's own insert
+    insert_rows(
+        session, PointsLot.__table__, [_lot(member_id, "bulk", at) | {"id": lot_id, "lines": lines}]
+    )
+    session.execute(
+        insert(PointsLot.__table__),
+        [_lot(member_id, "core", at) | {"lines": [x._asdict() for x in lines]}],
+    )
+    # Then both store the same text and read back as the same objects
+    stored = dict(session.execute(text("SELECT fact, lines FROM points_lots")).all())
+    assert stored["bulk"] == stored["core"]
+    lots = {lot.fact: lot for lot in session.scalars(select(PointsLot))}
+    assert (
+        lots["bulk"].lines
+        == lots["core"].lines
+        == [
+            {"line_no": 1, "amount_fen": 12_000, "points": 120},
+            {"line_no": 2, "amount_fen": 0, "points": 0},
+        ]
+    )

@@ -220,3 +220,115 @@ def test_the_written_format_is_the_documented_one(order: Make, tmp_path: Path) -
     assert lines[0] == HEADER == ",".join(importer.COLUMNS)
     assert lines[1].startswith("tmall,T1,2026-11-22T04:00:00+00:00,phone,13800138000,,S001,")
     assert lines[1].endswith(",2,256.00,10.00") and lines[2].endswith(",1,99.90,")
+
+
+# --- Parquet read column by column -------------------------------------------------------
+
+
+def _parquet(path: Path, rows: list[dict[str, object]], *, amount_scale: int = 2) -> None:
+    """Write rows as a Parquet file typed as write_orders_file types it (amounts with
+    ``amount_scale`` decimals)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("channel", pa.string()),
+            ("external_id", pa.string()),
+            ("paid_at", pa.timestamp("us", tz="UTC")),
+            ("buyer_channel", pa.string()),
+            ("buyer_id", pa.string()),
+            ("member_id", pa.int64()),
+            ("store_code", pa.string()),
+            ("sku", pa.string()),
+            ("category", pa.string()),
+            ("quantity", pa.int64()),
+            ("amount", pa.decimal128(18, amount_scale)),
+            ("freight", pa.decimal128(18, 2)),
+        ]
+    )
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def _row_by_row(path: Path) -> list[tuple[OrderDraft | None, list[tuple[int, list]]]]:
+    """The orders of a Parquet file as the row-by-row parse reads them (the reference)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    names = table.schema.names
+    columns = [importer._column_values(table.column(n).combine_chunks()) for n in names]
+    rows = [
+        importer._Row(n, dict(zip(names, values, strict=True)))
+        for n, values in enumerate(zip(*columns, strict=True), start=2)
+    ]
+    return [
+        (o.draft, [(r.number, list(r.errors)) for r in o.rows])
+        for o in importer._orders(rows, "Asia/Shanghai")
+    ]
+
+
+def _read(path: Path, batch: int) -> list[tuple[OrderDraft | None, list[tuple[int, list]]]]:
+    _, _, orders = importer._parquet_orders(path, batch, "Asia/Shanghai")
+    return [(o.draft, [(r.number, list(r.errors)) for r in o.rows]) for o in orders]
+
+
+def _messy_rows() -> list[dict[str, object]]:
+    """Orders of one to three lines with text to strip, buyers and stores or none, freight
+    or none, members given or not: what a channel's export holds."""
+    from decimal import Decimal
+
+    rows: list[dict[str, object]] = []
+    for n in range(9):
+        for line in range(n % 3 + 1):
+            rows.append(
+                {
+                    "channel": " tmall" if n % 4 == 0 else "tmall",
+                    "external_id": f"T{n} " if n % 2 else f"T{n}",
+                    "paid_at": datetime(2026, 11, 1 + n, 12, 30, 0, 250, tzinfo=UTC),
+                    "buyer_channel": None if n % 3 else " phone ",
+                    "buyer_id": None if n % 5 == 0 else f" 1380013800{n}",
+                    "member_id": 7 if n == 4 else None,
+                    "store_code": "S001 " if n % 2 else None,
+                    "sku": f" SKU-{line}",
+                    "category": "奶粉",
+                    "quantity": line + 1,
+                    "amount": Decimal("129.90") + line,
+                    "freight": Decimal("10.00") if line == 0 and n % 2 else None,
+                }
+            )
+    return rows
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 1_000])
+def test_parquet_read_by_columns_gives_the_drafts_the_row_by_row_parse_gives(
+    tmp_path: Path, batch: int
+) -> None:
+    # Given a Parquet file of messy but valid orders, read in batches that split orders
+    path = tmp_path / "orders.parquet"
+    _parquet(path, _messy_rows())
+    # When it is read column by column, then the drafts, rows and row numbers are those
+    # of the row-by-row parse
+    expected = _row_by_row(path)
+    assert len(expected) == 9 and all(draft is not None for draft, _ in expected)
+    assert _read(path, batch) == expected
+
+
+@pytest.mark.parametrize("batch", [2, 4, 1_000])
+def test_a_parquet_batch_with_a_value_to_report_is_parsed_row_by_row(
+    tmp_path: Path, batch: int
+) -> None:
+    # Given a file where one row lacks its sku and another has a fraction of a fen
+    from decimal import Decimal
+
+    rows = _messy_rows()
+    rows[3]["sku"] = "  "
+    rows[7]["amount"] = Decimal("1.005")
+    path = tmp_path / "orders.parquet"
+    _parquet(path, rows, amount_scale=3)
+    # When it is read, then the orders of those rows have no draft and the rows carry the
+    # parse's errors, as row by row; the other orders are read as before
+    expected = _row_by_row(path)
+    got = _read(path, batch)
+    assert got == expected
+    errors = [(number, e) for _, rows_ in got for number, e in rows_ if e]
+    assert [n for n, _ in errors] == [5, 9] and errors[0][1] == [("sku", "missing")]

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Table, insert, text
+from sqlalchemy import JSON, Boolean, Executable, Table, insert, text
 from sqlalchemy.orm import Session
 
 from siyu.core.db import UTCDateTime
@@ -35,20 +35,19 @@ def _sqlite_instant(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")[:26]
 
 
-# The stored text of instants converted lately: an imported order's ``paid_at`` is written
-# four times (the order, its growth entry, its points lot and the lot's entry), and the text
-# of an instant is the same wherever it goes (processors are pure functions). Bounded: it
-# is emptied when full, so it never holds more than a few chunks' instants.
-_INSTANT_TEXTS: dict[datetime, str] = {}
+# The stored text of instants converted lately, by the identity of the datetime object: an
+# imported order's ``paid_at`` is one object written four times (the order, its growth
+# entry, its points lot and the lot's entry), and the text of an instant is the same
+# wherever it goes (processors are pure functions). By identity, not by value: hashing an
+# aware datetime asks its zone for the offset each time, which cost more than the lookup
+# saved. Each entry holds its object, so an id is never reused while it is here. Bounded:
+# emptied when full, so it never holds more than a few chunks' instants.
+_INSTANT_TEXTS: dict[int, tuple[datetime, str]] = {}
 _INSTANT_TEXTS_MAX = 1 << 17
 
 
 def _sqlite_instants(values: Sequence[Any]) -> list[Any]:
-    """``_sqlite_instant`` of each value (None stays None), through ``_INSTANT_TEXTS``.
-
-    Only instants in ``UTC`` go through the memo (the import's all do): two datetimes of
-    one other zone compare by wall time, so one in a daylight-saving fold would find the
-    text of the other."""
+    """``_sqlite_instant`` of each value (None stays None), through ``_INSTANT_TEXTS``."""
     texts = _INSTANT_TEXTS
     if len(texts) > _INSTANT_TEXTS_MAX:
         texts.clear()
@@ -64,20 +63,26 @@ def _sqlite_instants(values: Sequence[Any]) -> list[Any]:
         last = v
         if v is None:
             text = None
-        elif v.tzinfo is UTC:
-            text = get(v)
-            if text is None:
-                text = texts[v] = _sqlite_instant(v)
         else:
-            text = _sqlite_instant(v)
+            key = id(v)
+            known = get(key)
+            if known is not None and known[0] is v:
+                text = known[1]
+            else:
+                # ``_sqlite_instant``, spelled out: this loop runs for every instant written
+                if v.tzinfo is not UTC and v.tzinfo is not None:
+                    text = v.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+                else:
+                    text = v.isoformat(" ", "microseconds")[:26]
+                texts[key] = (v, text)
         append(text)
     return out
 
 
-def _instant_converter(column: Any, dialect: Any, process: Any) -> Any:
+def _instant_converter(kind: Any, dialect: Any, process: Any) -> Any:
     """``_sqlite_instant`` where it gives exactly what SQLAlchemy would (checked on sample
     values once per column), else SQLAlchemy's own processor."""
-    if dialect.name != "sqlite" or not isinstance(column.type, UTCDateTime):
+    if dialect.name != "sqlite" or not isinstance(kind, UTCDateTime):
         return process
     samples = (
         datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
@@ -91,38 +96,74 @@ def _instant_converter(column: Any, dialect: Any, process: Any) -> Any:
 def _flat_json(value: Any) -> str | None:
     """``json.dumps`` of a list of flat objects of whole numbers (a points lot's line
     snapshot) in a few string joins; None for any other value (bool is not a whole number
-    here: JSON spells it ``true``). Keys are taken as they are, so callers check them."""
+    here: JSON spells it ``true``). Keys are taken as they are, so callers check them.
+
+    An object may also come as a named tuple of those keys (``LineEarning``): it is spelled
+    as the object of its fields, without a dictionary made per line first."""
     if type(value) is not list:
         return None
     parts = []
     for item in value:
-        if type(item) is not dict:
+        kind = type(item)
+        if kind is dict:
+            fields = []
+            for key, number in item.items():
+                if type(number) is not int or key not in _PLAIN_KEYS:
+                    return None
+                fields.append(f'"{key}": {number}')
+            parts.append("{" + ", ".join(fields) + "}")
+            continue
+        spelling = _RECORD_SPELLINGS.get(kind)
+        if spelling is None:
+            spelling = _RECORD_SPELLINGS[kind] = _record_spelling(kind)
+        if not spelling:
             return None
-        fields = []
-        for key, number in item.items():
-            if type(number) is not int or key not in _PLAIN_KEYS:
+        for number in item:
+            if type(number) is not int:
                 return None
-            fields.append(f'"{key}": {number}')
-        parts.append("{" + ", ".join(fields) + "}")
+        parts.append(spelling % item)
     return "[" + ", ".join(parts) + "]"
 
 
 # Keys of the lot snapshots, which JSON spells as they are between quotes (no escapes).
 _PLAIN_KEYS = frozenset({"line_no", "amount_fen", "points"})
+# Named tuple classes -> the spelling of one as a JSON object ("" for other classes).
+_RECORD_SPELLINGS: dict[type, str] = {}
 
 
-def _json_converter(column: Any, dialect: Any, process: Any) -> Any:
-    """A converter of JSON values that takes ``_flat_json`` where it gives what the
-    processor gives (checked on a sample once per column), else the processor."""
-    if dialect.name != "sqlite" or not isinstance(column.type, JSON):
+def _record_spelling(kind: type) -> str:
+    """``{"line_no": %d, ...}`` for a named tuple class of snapshot keys, else ""."""
+    fields = getattr(kind, "_fields", None) if issubclass(kind, tuple) else None
+    if not fields or any(name not in _PLAIN_KEYS for name in fields):
+        return ""
+    return "{" + ", ".join(f'"{name}": %d' for name in fields) + "}"
+
+
+def _as_objects(value: Any) -> Any:
+    """A list's named tuples as the dictionaries of their fields (what JSON stores of
+    them); any other value as it is."""
+    if type(value) is list and any(type(x) is not dict and hasattr(x, "_asdict") for x in value):
+        return [x._asdict() if hasattr(x, "_asdict") else x for x in value]
+    return value
+
+
+def _json_converter(kind: Any, dialect: Any, process: Any) -> Any:
+    """A converter of JSON values: ``_flat_json`` on SQLite where it gives what the
+    processor gives (checked on a sample once per column), else the processor, given
+    named tuples as the objects of their fields."""
+    if not isinstance(kind, JSON):
         return None
     sample = [{"line_no": 1, "amount_fen": 12990, "points": -129}, {"points": 0}]
-    if _flat_json(sample) != process(sample):
-        return None  # pragma: no cover - a serializer configured otherwise
+    if dialect.name != "sqlite" or _flat_json(sample) != process(sample):
+
+        def through_processor(value: Any) -> Any:
+            return process(_as_objects(value))
+
+        return through_processor
 
     def convert(value: Any) -> Any:
         text = _flat_json(value)
-        return process(value) if text is None else text
+        return process(_as_objects(value)) if text is None else text
 
     return convert
 
@@ -135,21 +176,25 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     reserve ids with ``next_ids`` when the caller needs them."""
     if not rows:
         return
+    keys = tuple(rows[0].keys())
+    # The rows' values as tuples by itemgetter (in C) instead of a Python loop per column.
+    pick = itemgetter(*keys)
+    values = list(map(pick, rows)) if len(keys) > 1 else [(pick(row),) for row in rows]
+    insert_tuples(session, table, keys, values)
+
+
+def insert_tuples(
+    session: Session, table: Table, keys: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """``insert_rows`` of rows given as tuples of the values of ``keys``, in that order:
+    the hot paths build a tuple per row, cheaper than a dictionary of a dozen keys."""
+    if not rows:
+        return
     connection = session.connection()
     dialect = connection.dialect
-    keys = list(rows[0].keys())
-    compiled = insert(table).compile(dialect=dialect, column_keys=keys, for_executemany=True)
-    names: list[str] = (
-        list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
-    )
-    given = [name for name in names if name in rows[0]]
-    # The rows' values column by column, transposed by itemgetter and zip (in C) instead
-    # of a Python loop per column over every row.
-    by_name: dict[str, Any] = {}
-    if given:
-        pick = itemgetter(*given)
-        picked = map(pick, rows) if len(given) > 1 else ((pick(row),) for row in rows)
-        by_name = dict(zip(given, zip(*picked, strict=True), strict=True))
+    sql, names, positional = _statement(table, dialect, tuple(keys))
+    # The rows' values column by column, transposed by zip (in C).
+    by_name = dict(zip(keys, zip(*rows, strict=True), strict=True))
     columns: list[Sequence[Any]] = []
     for name in names:
         column = table.c[name]
@@ -159,25 +204,44 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
             if default is None or not default.is_scalar:  # pragma: no cover - a caller's bug
                 raise ValueError(f"insert_rows: no value and no scalar default for {name}")
             values = [default.arg] * len(rows)  # type: ignore[attr-defined]
-        columns.append(_converted(column, dialect, values))
+        columns.append(_converted(column.type, dialect, values))
     parameters: list[Any] = list(zip(*columns, strict=True))
-    if not compiled.positional:
+    if not positional:
         parameters = [dict(zip(names, values, strict=True)) for values in parameters]
-    connection.exec_driver_sql(str(compiled), parameters)
+    connection.exec_driver_sql(sql, parameters)
 
 
-def _converted(column: Any, dialect: Any, values: Sequence[Any]) -> Sequence[Any]:
-    """A column's values as the driver takes them, through the bind processor SQLAlchemy
+# Compiled INSERTs by table, dialect and the columns given: an import writes the same few
+# statements for every chunk, and compiling one took longer than converting its values.
+_STATEMENTS: dict[tuple[Table, Any, tuple[str, ...]], tuple[str, list[str], bool]] = {}
+
+
+def _statement(table: Table, dialect: Any, keys: tuple[str, ...]) -> tuple[str, list[str], bool]:
+    """The ``INSERT`` of ``keys`` into ``table`` as the driver takes it: its text, the
+    names of its parameters in order, and whether they are positional."""
+    found = _STATEMENTS.get((table, dialect, keys))
+    if found is not None:
+        return found
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+    names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
+    if len(_STATEMENTS) > 256:
+        _STATEMENTS.clear()
+    found = _STATEMENTS[(table, dialect, keys)] = (str(compiled), names, compiled.positional)
+    return found
+
+
+def _converted(kind: Any, dialect: Any, values: Sequence[Any]) -> Sequence[Any]:
+    """Values of one type as the driver takes them, through the bind processor SQLAlchemy
     would use (or none where the driver stores the Python value as is)."""
-    if dialect.name == "sqlite" and isinstance(column.type, Boolean):
+    if dialect.name == "sqlite" and isinstance(kind, Boolean):
         return values  # sqlite3 stores True and False as 1 and 0, what the processor makes
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    process = kind.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
         return values
-    convert = _instant_converter(column, dialect, process)
+    convert = _instant_converter(kind, dialect, process)
     if convert is _sqlite_instant:
         return _sqlite_instants(values)
-    convert = _json_converter(column, dialect, process) or convert
+    convert = _json_converter(kind, dialect, process) or convert
     # Runs of one object are converted once: ``created_at`` is one instant for a whole
     # batch, and lots of one day share their expiry. (Processors are pure functions.)
     out: list[Any] = []
@@ -190,6 +254,48 @@ def _converted(column: Any, dialect: Any, values: Sequence[Any]) -> Sequence[Any
             converted = None if v is None else convert(v)
         append(converted)
     return out
+
+
+def execute_rows(
+    session: Session, statement: Executable, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """``session.execute(statement, rows)`` for a statement run once per row (an ``UPDATE
+    .. WHERE id = :b_id``, an upsert), with one ``executemany`` of the driver: compiled
+    once per statement object, values converted parameter by parameter as ``insert_rows``
+    converts them. Core's ``executemany`` builds and processes every row's parameters
+    one by one, which an import chunk pays for thousands of members.
+
+    ``statement`` should be built once and kept (the compiled form is kept by its
+    identity); rows carry every parameter of the statement under its name."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    keys = tuple(rows[0].keys())
+    cache_key = (id(statement), dialect, keys)
+    found = _COMPILED.get(cache_key)
+    if found is None or found[0] is not statement:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+        names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
+        kinds = [compiled.binds[name].type for name in names]
+        if len(_COMPILED) > 256:
+            _COMPILED.clear()
+        found = (statement, str(compiled), names, kinds, compiled.positional)
+        _COMPILED[cache_key] = found
+    _, sql, names, kinds, positional = found
+    pick = itemgetter(*names)
+    picked = map(pick, rows) if len(names) > 1 else ((pick(row),) for row in rows)
+    columns = [
+        _converted(kind, dialect, values)
+        for kind, values in zip(kinds, zip(*picked, strict=True), strict=True)
+    ]
+    parameters: list[Any] = list(zip(*columns, strict=True))
+    if not positional:
+        parameters = [dict(zip(names, values, strict=True)) for values in parameters]
+    connection.exec_driver_sql(sql, parameters)
+
+
+_COMPILED: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, str, list[str], list[Any], bool]] = {}
 
 
 def next_ids(session: Session, table: Table, count: int) -> list[int]:

@@ -33,8 +33,8 @@ from sqlalchemy.orm import Session
 
 from siyu.core import clock, outbox
 from siyu.core.auth import Principal, Role
-from siyu.core.bulk import insert_rows, next_ids
-from siyu.core.db import ONE_OF_CHUNK, expire_stale, in_chunks, one_of, upsert_insert
+from siyu.core.bulk import execute_rows, insert_tuples, next_ids
+from siyu.core.db import ONE_OF_CHUNK, expire_stale, in_chunks, one_of
 from siyu.core.errors import Conflict, InvalidInput, NotFound, Problem, invalid
 from siyu.core.events import publish
 from siyu.members import service as members
@@ -52,9 +52,10 @@ CHUNK = 1_000  # orders per set of statements; callers streaming files commit pe
 MAX_MERGE_HOPS = 20
 
 
-@dataclass
+@dataclass(slots=True)
 class IngestResult:
-    """What happened to one order of a batch; ``index`` is its position in the input."""
+    """What happened to one order of a batch; ``index`` is its position in the input.
+    (Slots: one is made for every order of an import.)"""
 
     index: int
     status: IngestStatus
@@ -333,7 +334,7 @@ def _resolve_stores(
     for chunk in in_chunks([i for i in ids if i not in known_ids and 0 < i <= rules.MAX_ID]):
         known_ids.update(session.scalars(select(Store.id).where(Store.id.in_(chunk))))
     for i, draft in enumerate(drafts):
-        if _names(problems[i], "store_code", "store_id"):
+        if problems[i] and _names(problems[i], "store_code", "store_id"):
             continue
         if draft.store_code:
             code = draft.store_code.strip()
@@ -377,9 +378,11 @@ def _follow_merges(session: Session, member_ids: Iterable[int]) -> dict[int, int
         todo = sorted(pending - states.keys())
         if not todo:
             break
-        for chunk in in_chunks(todo):
+        for chunk in in_chunks(todo, ONE_OF_CHUNK):
             rows = session.execute(
-                select(Member.id, Member.status, Member.merged_into_id).where(Member.id.in_(chunk))
+                select(Member.id, Member.status, Member.merged_into_id).where(
+                    one_of(session, Member.id, chunk)
+                )
             )
             for member_id, status, into in rows:
                 states[member_id] = (status, into)
@@ -505,61 +508,64 @@ def _insert_orders(
 ) -> list[int]:
     if not indexes:
         return []
-    rows = []
-    totals: dict[int, int] = {}
-    for i in indexes:
-        d = drafts[i]
-        buyer = d.buyer_identities[0] if d.buyer_identities else (None, None)
-        totals[i] = d.total_fen
-        rows.append(
-            {
-                "channel": d.channel,
-                "external_id": d.external_id,
-                "member_id": member_of[i],
-                "store_id": d.store_id,
-                "guide_id": d.guide_id,
-                "paid_at": d.paid_at,
-                "amount_fen": totals[i],
-                "freight_fen": d.freight_fen,
-                "discount_fen": d.discount_fen,
-                "refunded_fen": 0,
-                "status": rules.OrderStatus.paid.value,
-                "buyer_channel": buyer[0],
-                "buyer_external_id": buyer[1],
-                "content_hash": hashes[i],
-                "created_at": now,
-            }
-        )
     # Ids reserved up front and written with the rows: no RETURNING to map back (on SQLite
     # SQLAlchemy keeps the rows' order only one statement per row), and one plain
-    # executemany through ``insert_rows``, which does not pay SQLAlchemy's per-row
+    # executemany through ``insert_tuples``, which does not pay SQLAlchemy's per-row
     # parameter handling. Not the ORM: its bulk path splits a batch wherever the set of
-    # NULL columns changes (guest vs member).
-    order_ids = next_ids(session, Order.__table__, len(rows))
-    for row, order_id in zip(rows, order_ids, strict=True):
-        row["id"] = order_id
-    insert_rows(session, Order.__table__, rows)
-    line_rows = [
-        {
-            "order_id": order_id,
-            "line_no": n,
-            "sku": line.sku,
-            "category": line.category,
-            "quantity": line.quantity,
-            "amount_fen": line.amount_fen,
-            "refunded_quantity": 0,
-            "refunded_fen": 0,
-        }
-        for i, order_id in zip(indexes, order_ids, strict=True)
-        for n, line in enumerate(drafts[i].lines, start=1)
-    ]
-    insert_rows(session, OrderLine.__table__, line_rows)
+    # NULL columns changes (guest vs member). One pass over the orders makes the rows of
+    # both tables and the event's orders.
+    order_ids = next_ids(session, Order.__table__, len(indexes))
+    paid = rules.OrderStatus.paid.value
+    rows: list[tuple[Any, ...]] = []
+    line_rows: list[tuple[Any, ...]] = []
+    ingested: list[IngestedOrder] = []
+    metrics_of: list[tuple[int, datetime, int]] = []
+    as_utc = clock.as_utc
+    for i, order_id in zip(indexes, order_ids, strict=True):
+        d = drafts[i]
+        member_id = member_of[i]
+        lines = tuple(
+            [
+                IngestedLine(n, x.sku, x.category, x.quantity, x.amount_fen)
+                for n, x in enumerate(d.lines, start=1)
+            ]
+        )
+        total = d.freight_fen
+        for line in lines:
+            total += line.amount_fen
+            line_rows.append((order_id, *line))
+        buyer = d.buyer_identities[0] if d.buyer_identities else (None, None)
+        rows.append(
+            (
+                order_id,
+                d.channel,
+                d.external_id,
+                member_id,
+                d.store_id,
+                d.guide_id,
+                d.paid_at,
+                total,
+                d.freight_fen,
+                d.discount_fen,
+                paid,
+                buyer[0],
+                buyer[1],
+                hashes[i],
+                now,
+            )
+        )
+        if member_id is not None:
+            metrics_of.append((member_id, d.paid_at, total))
+            paid_at = as_utc(d.paid_at)
+            ingested.append(
+                IngestedOrder(
+                    order_id, member_id, d.channel, d.store_id, paid_at, total, d.freight_fen, lines
+                )
+            )
+    insert_tuples(session, Order.__table__, _ORDER_COLUMNS, rows)
+    insert_tuples(session, OrderLine.__table__, _LINE_COLUMNS, line_rows)
 
-    deltas = rules.aggregate_orders(
-        (member_of[i], drafts[i].paid_at, totals[i])  # type: ignore[misc]
-        for i in indexes
-        if member_of[i] is not None
-    )
+    deltas = rules.aggregate_orders(metrics_of)
     _add_to_metrics(
         session,
         [
@@ -575,28 +581,7 @@ def _insert_orders(
             for member_id, delta in sorted(deltas.items())
         ],
     )
-    publish(
-        session,
-        OrdersIngested(
-            tuple(
-                IngestedOrder(
-                    order_id,
-                    member_of[i],  # type: ignore[arg-type]
-                    drafts[i].channel,
-                    drafts[i].store_id,
-                    clock.as_utc(drafts[i].paid_at),
-                    totals[i],
-                    drafts[i].freight_fen,
-                    tuple(
-                        IngestedLine(n, x.sku, x.category, x.quantity, x.amount_fen)
-                        for n, x in enumerate(drafts[i].lines, start=1)
-                    ),
-                )
-                for i, order_id in zip(indexes, order_ids, strict=True)
-                if member_of[i] is not None
-            )
-        ),
-    )
+    publish(session, OrdersIngested(tuple(ingested)))
     # One message per chunk, not per order: a consumer (points, journeys) reads the orders
     # by id anyway, and 200 million orders a year would otherwise mean 200 million outbox
     # rows written and delivered one by one, doubling the insert cost of an import.
@@ -608,13 +593,52 @@ def _insert_orders(
     return order_ids
 
 
+# The columns of a new order and of its lines, in the order ``_insert_orders`` gives them
+# (refunded amounts start at their default, 0).
+_ORDER_COLUMNS = (
+    "id",
+    "channel",
+    "external_id",
+    "member_id",
+    "store_id",
+    "guide_id",
+    "paid_at",
+    "amount_fen",
+    "freight_fen",
+    "discount_fen",
+    "status",
+    "buyer_channel",
+    "buyer_external_id",
+    "content_hash",
+    "created_at",
+)
+_LINE_COLUMNS = ("order_id", "line_no", "sku", "category", "quantity", "amount_fen")
+
+
 def _add_to_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
     """Add deltas to ``member_metrics`` in one upsert. Rows come sorted by member id, so two
     chunks touching the same members lock them in the same order and cannot deadlock."""
     if not rows:
         return
+    execute_rows(session, _metrics_upsert(session.get_bind().dialect.name), rows)
+    expire_stale(session, MemberMetrics)
+
+
+_METRICS_UPSERTS: dict[str, Any] = {}
+
+
+def _metrics_upsert(dialect: str) -> Any:
+    """The upsert that adds a chunk's deltas to ``member_metrics``, built once per dialect
+    (``execute_rows`` keeps its compiled form by the statement's identity)."""
+    found = _METRICS_UPSERTS.get(dialect)
+    if found is not None:
+        return found
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
     table = MemberMetrics.__table__
-    stmt = upsert_insert(session, table)
+    stmt = dialect_insert(table)
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.member_id],
@@ -637,8 +661,8 @@ def _add_to_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
             ),
         },
     )
-    session.execute(stmt, rows)
-    expire_stale(session, MemberMetrics)
+    _METRICS_UPSERTS[dialect] = stmt
+    return stmt
 
 
 def _stored_summaries(session: Session, order_ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -44,4 +44,6 @@ def recompute_after_unmerge(session: Session, event: MembersUnmerged) -> None:
 @subscribe(GrowthApplied)
 def earn_on_orders(session: Session, event: GrowthApplied) -> None:
     """Points of a chunk of new orders, with the tier held when each was paid."""
-    service.earn_orders(session, event.orders, event.tier_at_order)
+    service.earn_orders(
+        session, event.orders, event.tier_at_order, programme_at_order=event.programme_at_order
+    )

@@ -14,7 +14,7 @@ Every fact is idempotent: a lot's ``fact`` is unique and entries are unique on
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock
 from siyu.core.auth import Principal
-from siyu.core.bulk import insert_rows, next_ids
+from siyu.core.bulk import execute_rows, insert_rows, insert_tuples, next_ids
 from siyu.core.db import ONE_OF_CHUNK, expire_stale, in_chunks, one_of
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.settings import get_settings
@@ -65,10 +65,10 @@ def _lock(session: Session, member_ids: Iterable[int]) -> dict[int, _Account]:
     cached balances. Unknown members are an error."""
     ids = sorted(set(member_ids))
     accounts: dict[int, _Account] = {}
-    for chunk in in_chunks(ids):
+    for chunk in in_chunks(ids, ONE_OF_CHUNK):
         query = (
             select(Member.id, Member.points_balance, Member.points_frozen, Member.points_debt)
-            .where(Member.id.in_(chunk))
+            .where(one_of(session, Member.id, chunk))
             .order_by(Member.id)
         )
         if session.get_bind().dialect.name == "postgresql":
@@ -88,20 +88,22 @@ def _save(session: Session, accounts: dict[int, _Account]) -> None:
         if a.changed
     ]
     if rows:
-        # Core's executemany, not the ORM's bulk update by primary key: the same UPDATE per
-        # member, without the ORM's per-row bookkeeping (an import chunk saves thousands).
-        table = Member.__table__
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(
-                points_balance=bindparam("b_balance"),
-                points_frozen=bindparam("b_frozen"),
-                points_debt=bindparam("b_debt"),
-            ),
-            rows,
-        )
+        # One executemany of the driver, not the ORM's bulk update by primary key nor
+        # Core's: the same UPDATE per member, without their per-row bookkeeping (an
+        # import chunk saves thousands).
+        execute_rows(session, _SET_BALANCES, rows)
         expire_stale(session, Member, (r["b_id"] for r in rows))
+
+
+_SET_BALANCES = (
+    update(Member.__table__)
+    .where(Member.__table__.c.id == bindparam("b_id"))
+    .values(
+        points_balance=bindparam("b_balance"),
+        points_frozen=bindparam("b_frozen"),
+        points_debt=bindparam("b_debt"),
+    )
+)
 
 
 def _entry(
@@ -117,27 +119,76 @@ def _entry(
     debt: int = 0,
     note: str | None = None,
 ) -> dict[str, Any]:
+    """An entry's row, applied to the account (its balance after)."""
+    return dict(
+        zip(
+            _ENTRY_COLUMNS,
+            _entry_values(
+                member_id,
+                kind,
+                points,
+                account,
+                fact=fact,
+                seq=seq,
+                at=at,
+                lot_id=lot_id,
+                debt=debt,
+                note=note,
+            ),
+            strict=True,
+        )
+    )
+
+
+def _entry_values(
+    member_id: int,
+    kind: str,
+    points: int,
+    account: _Account,
+    *,
+    fact: str,
+    seq: int,
+    at: datetime,
+    lot_id: int | None = None,
+    debt: int = 0,
+    note: str | None = None,
+) -> tuple[Any, ...]:
+    """``_entry`` as a tuple in the order of ``_ENTRY_COLUMNS`` (for ``insert_tuples``)."""
     account.balance += points
     account.debt += debt
     account.changed = True
-    return {
-        "member_id": member_id,
-        "kind": kind,
-        "points": points,
-        "debt": debt,
-        "balance_after": account.balance,
-        "lot_id": lot_id,
-        "fact": fact,
-        "seq": seq,
-        "at": at,
-        "note": note[:MAX_NOTE] if note else None,
-    }
+    return (
+        member_id,
+        kind,
+        points,
+        debt,
+        account.balance,
+        lot_id,
+        fact,
+        seq,
+        at,
+        note[:MAX_NOTE] if note else None,
+    )
+
+
+_ENTRY_COLUMNS = (
+    "member_id",
+    "kind",
+    "points",
+    "debt",
+    "balance_after",
+    "lot_id",
+    "fact",
+    "seq",
+    "at",
+    "note",
+)
 
 
 # --- points coming in ----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class LotDraft:
     member_id: int
     points: int
@@ -147,7 +198,9 @@ class LotDraft:
     available_at: datetime
     expires_at: datetime | None
     order_id: int | None = None
-    lines: list[dict[str, Any]] | None = None
+    # What each line earned: objects of line_no, amount_fen and points (dictionaries, or
+    # the ``LineEarning`` named tuples earning gives, stored alike)
+    lines: Sequence[Any] | None = None
     note: str | None = None
     kind: str = "earn"
 
@@ -167,22 +220,33 @@ def _add_lots(session: Session, drafts: Sequence[LotDraft]) -> dict[str, int]:
     """Store new lots and their entries; facts already stored are left alone. Points coming
     in settle a negative balance and a debt first. Returns fact -> lot id of every lot
     (new or known) of the drafts with points."""
+    return _store_lots(session, drafts)[0]
+
+
+def _store_lots(
+    session: Session, drafts: Sequence[LotDraft]
+) -> tuple[dict[str, int], frozenset[str]]:
+    """``_add_lots``, also saying which facts it stored now (the others were known)."""
     drafts = [d for d in drafts if d.points > 0]
     if not drafts:
-        return {}
+        return {}, frozenset()
     known = _existing_lots(session, [d.fact for d in drafts])
     new: dict[str, LotDraft] = {}
     for d in drafts:
         if d.fact not in known:
             new.setdefault(d.fact, d)
     if not new:
-        return known
+        return known, frozenset()
     now = clock.now()
     accounts = _lock(session, (d.member_id for d in new.values()))
+    # Ids reserved up front: the entries need them, and no RETURNING is needed to map
+    # them back (see ``siyu.core.bulk``). Rows are tuples in the order of ``_LOT_COLUMNS``
+    # and ``_ENTRY_COLUMNS``: an import chunk writes thousands of each.
+    ids = next_ids(session, PointsLot.__table__, len(new))
     lot_rows = []
     settlements = []
     as_utc, settle = clock.as_utc, rules.settle
-    for d in new.values():
+    for d, lot_id in zip(new.values(), ids, strict=True):
         account = accounts[d.member_id]
         s = settle(d.points, balance=account.balance, debt=account.debt)
         # Frozen: a return window that has not ended yet (lots without one never are).
@@ -193,46 +257,35 @@ def _add_lots(session: Session, drafts: Sequence[LotDraft]) -> dict[str, int]:
             account.frozen += remaining
         settlements.append(s)
         lot_rows.append(
-            {
-                "member_id": d.member_id,
-                "source": d.source,
-                "points": d.points,
-                "remaining": remaining,
-                "earned_at": d.earned_at,
-                "available_at": d.available_at,
-                "frozen": frozen,
-                "expires_at": d.expires_at,
-                "fact": d.fact,
-                "order_id": d.order_id,
-                "lines": d.lines,
-            }
+            (
+                lot_id,
+                d.member_id,
+                d.source,
+                d.points,
+                remaining,
+                d.earned_at,
+                d.available_at,
+                frozen,
+                d.expires_at,
+                d.fact,
+                d.order_id,
+                d.lines,
+            )
         )
-    # Ids reserved up front: the entries need them, and no RETURNING is needed to map
-    # them back (see ``siyu.core.bulk``).
-    ids = next_ids(session, PointsLot.__table__, len(lot_rows))
-    for row, lot_id in zip(lot_rows, ids, strict=True):
-        row["id"] = lot_id
-    insert_rows(session, PointsLot.__table__, lot_rows)
+    insert_tuples(session, PointsLot.__table__, _LOT_COLUMNS, lot_rows)
     entries = []
     for d, s, lot_id in zip(new.values(), settlements, ids, strict=True):
         account = accounts[d.member_id]
         at = max(clock.as_utc(d.earned_at), now) if d.kind != "earn" else d.earned_at
         entries.append(
-            _entry(
-                d.member_id,
-                d.kind,
-                d.points,
-                account,
-                fact=d.fact,
-                seq=0,
-                at=at,
-                lot_id=lot_id,
+            _entry_values(
+                d.member_id, d.kind, d.points, account, fact=d.fact, seq=0, at=at, lot_id=lot_id,
                 note=d.note,
             )
-        )
+        )  # fmt: skip
         if s.debt:
             entries.append(
-                _entry(
+                _entry_values(
                     d.member_id,
                     "settle",
                     -s.debt,
@@ -246,9 +299,25 @@ def _add_lots(session: Session, drafts: Sequence[LotDraft]) -> dict[str, int]:
                 )
             )
         known[d.fact] = lot_id
-    insert_rows(session, PointsEntry.__table__, entries)
+    insert_tuples(session, PointsEntry.__table__, _ENTRY_COLUMNS, entries)
     _save(session, accounts)
-    return known
+    return known, frozenset(new)
+
+
+_LOT_COLUMNS = (
+    "id",
+    "member_id",
+    "source",
+    "points",
+    "remaining",
+    "earned_at",
+    "available_at",
+    "frozen",
+    "expires_at",
+    "fact",
+    "order_id",
+    "lines",
+)
 
 
 def _lot_draft(
@@ -337,9 +406,8 @@ def grant_many(session: Session, grants: Sequence[Grant], *, at: datetime | None
         for g in grants
         if g.points > 0
     ]  # fmt: skip
-    known = _existing_lots(session, [d.fact for d in drafts])
-    _add_lots(session, drafts)
-    return sum(d.points for d in drafts if d.fact not in known)
+    _, added = _store_lots(session, drafts)
+    return sum(d.points for d in drafts if d.fact in added)
 
 
 def _merged_into(session: Session, member_id: int, survivor: int) -> bool:
@@ -644,36 +712,50 @@ def earn_orders(
     tier_at_order: dict[int, str | None],
     *,
     tz: str | None = None,
+    programme_at_order: Mapping[int, Programme | None] | None = None,
 ) -> int:
     """Points of a chunk of new orders (``IngestedOrder``): one lot and one entry per order
-    that earns, frozen through the return window, set-based. Returns the points earned."""
+    that earns, frozen through the return window, set-based. Returns the points earned.
+
+    ``programme_at_order`` (order id -> the programme in force when it was paid) is what the
+    tiers package worked out for the same orders; without it, it is looked up here."""
     tz = tz or _tz()
     zone = ZoneInfo(tz)
-    timeline = Timeline(session)
+    if programme_at_order is None:
+        timeline = Timeline(session)
+        programme_at_order = {o.order_id: timeline.at(o.paid_at) for o in orders}
     drafts = []
     # When a lot expires depends on the programme and the brand-local day it was earned:
-    # computed once per day of the chunk, not per order.
+    # computed once per day of the chunk, not per order; its return window once per
+    # programme.
     expiry: dict[tuple[int, date], datetime | None] = {}
+    frozen_for: dict[int, timedelta] = {}
+    as_utc, earn_lines = clock.as_utc, rules.earn_lines
     for order in orders:
-        paid_at = clock.as_utc(order.paid_at)
-        programme = timeline.at(paid_at)
+        programme = programme_at_order[order.order_id]
         if programme is None:
             continue
-        earned = rules.earn_lines(
+        paid_at = as_utc(order.paid_at)
+        earned = earn_lines(
             programme,
             order.lines,  # IngestedLine: what earning reads, as it is
             paid_at=paid_at,
             tier=tier_at_order.get(order.order_id),
             tz=tz,
         )
-        points = sum(x.points for x in earned)
+        points = 0
+        for x in earned:
+            points += x.points
         if points <= 0:
             continue
         day_key = (id(programme), paid_at.astimezone(zone).date())
         if day_key not in expiry:
             # In UTC, as it is stored: one conversion per day, not one per lot.
             expires = rules.expires_at(programme.points.expiry, paid_at, tz)
-            expiry[day_key] = None if expires is None else clock.as_utc(expires)
+            expiry[day_key] = None if expires is None else as_utc(expires)
+        frozen = frozen_for.get(id(programme))
+        if frozen is None:
+            frozen = frozen_for[id(programme)] = timedelta(days=programme.points.frozen_days)
         drafts.append(
             LotDraft(
                 order.member_id,
@@ -681,13 +763,11 @@ def earn_orders(
                 f"order:{order.order_id}",
                 "order",
                 paid_at,
-                paid_at + timedelta(days=programme.points.frozen_days),
+                paid_at + frozen,
                 expiry[day_key],
                 order_id=order.order_id,
-                lines=[
-                    {"line_no": x.line_no, "amount_fen": x.amount_fen, "points": x.points}
-                    for x in earned
-                ],
+                # ``LineEarning``s, stored as the objects of their fields (``siyu.core.bulk``)
+                lines=earned,
             )
         )
     _add_lots(session, drafts)

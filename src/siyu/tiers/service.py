@@ -11,16 +11,27 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from siyu.core import audit, clock
 from siyu.core.auth import Principal
-from siyu.core.bulk import insert_rows
-from siyu.core.db import ONE_OF_CHUNK, expire_stale, in_chunks, one_of, upsert_insert
+from siyu.core.bulk import execute_rows, insert_rows, insert_tuples
+from siyu.core.db import ONE_OF_CHUNK, expire_stale, in_chunks, one_of
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.events import publish
 from siyu.members import service as members
@@ -52,6 +63,9 @@ class GrowthApplied:
 
     orders: tuple[IngestedOrder, ...]  # the OrdersIngested orders, unchanged
     tier_at_order: dict[int, str | None]  # order_id -> tier code before this order counted
+    # order_id -> the programme in force when it was paid (None: none was); None when not
+    # worked out (no orders)
+    programme_at_order: dict[int, Programme | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,18 +119,25 @@ def _lock_members(session: Session, member_ids: Iterable[int]) -> None:
     holds the write lock already.)"""
     if not _is_postgres(session):
         return
-    for chunk in in_chunks(sorted(set(member_ids))):
+    for chunk in in_chunks(sorted(set(member_ids)), ONE_OF_CHUNK):
         session.execute(
-            select(Member.id).where(Member.id.in_(chunk)).order_by(Member.id).with_for_update()
+            select(Member.id)
+            .where(one_of(session, Member.id, chunk))
+            .order_by(Member.id)
+            .with_for_update()
         ).all()
 
 
 def _states(session: Session, member_ids: Iterable[int]) -> dict[int, tuple[str | None, str]]:
     """member id -> (tier code, status)."""
     found: dict[int, tuple[str | None, str]] = {}
-    for chunk in in_chunks(sorted(set(member_ids))):
+    # One parameter for the whole list (``one_of``): SQLAlchemy's expansion of an ``IN``
+    # list of 500 ids cost more than reading the rows.
+    for chunk in in_chunks(sorted(set(member_ids)), ONE_OF_CHUNK):
         rows = session.execute(
-            select(Member.id, Member.tier_code, Member.status).where(Member.id.in_(chunk))
+            select(Member.id, Member.tier_code, Member.status).where(
+                one_of(session, Member.id, chunk)
+            )
         )
         found.update((m, (code, status)) for m, code, status in rows)
     return found
@@ -139,14 +160,22 @@ def _movements(
     """Ledger movements of members from ``since`` on (the ``(member_id, at)`` index)."""
     found: dict[int, list[Movement]] = defaultdict(list)
     e = GrowthEntry
-    for chunk in in_chunks(sorted(set(member_ids))):
+    # On SQLite the instants come as their stored text, read by ``fromisoformat``: what
+    # ``UTCDateTime`` reads them as, without its processors' two steps per row (an import
+    # chunk reads tens of thousands). Elsewhere ``at`` comes back in UTC as it is.
+    as_text = not _is_postgres(session)
+    at_column = type_coerce(e.at, String()) if as_text else e.at
+    parse = datetime.fromisoformat
+    for chunk in in_chunks(sorted(set(member_ids)), ONE_OF_CHUNK):
         rows = session.execute(
-            select(e.member_id, e.at, e.growth, e.spend_fen, e.orders).where(
-                e.member_id.in_(chunk), e.at >= since
+            select(e.member_id, at_column, e.growth, e.spend_fen, e.orders).where(
+                one_of(session, e.member_id, chunk), e.at >= since
             )
         )
         for member_id, at, growth, spend, orders in rows:
-            found[member_id].append(Movement(clock.as_utc(at), growth, spend, orders))
+            if as_text:
+                at = parse(at).replace(tzinfo=UTC)
+            found[member_id].append(Movement(at, growth, spend, orders))
     return found
 
 
@@ -206,6 +235,20 @@ def _floors(
     return found
 
 
+_ENTRY_COLUMNS = (
+    "member_id",
+    "kind",
+    "growth",
+    "spend_fen",
+    "orders",
+    "fact",
+    "order_id",
+    "at",
+    "note",
+    "created_at",
+)
+
+
 def _insert_entries(session: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
         now = clock.now()
@@ -223,13 +266,7 @@ def _add_growth(session: Session, deltas: dict[int, int]) -> None:
     rows = [{"b_id": m, "b_delta": d} for m, d in sorted(deltas.items()) if d]
     if not rows:
         return
-    table = Member.__table__
-    session.execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(growth_balance=table.c.growth_balance + bindparam("b_delta")),
-        rows,
-    )
+    execute_rows(session, _ADD_GROWTH, rows)
     _expire_members(session, [r["b_id"] for r in rows])
 
 
@@ -266,11 +303,9 @@ def _record_changes(
     last: dict[int, tuple[Change, Programme]] = {}
     for member_id, change, programme in items:
         last[member_id] = (change, programme)
-    table = Member.__table__
-    session.execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(tier_code=bindparam("b_code"), tier_changed_at=bindparam("b_at")),
+    execute_rows(
+        session,
+        _SET_TIER,
         [{"b_id": m, "b_code": c.to_code, "b_at": c.at} for m, (c, _) in sorted(last.items())],
     )
     _expire_members(session, last)
@@ -287,14 +322,39 @@ def _record_changes(
 def _save_periods(session: Session, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    table = TierPeriod.__table__
-    stmt = upsert_insert(session, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.member_id],
-        set_={"period_start": stmt.excluded.period_start, "review_on": stmt.excluded.review_on},
-    )
-    session.execute(stmt, rows)
+    execute_rows(session, _periods_upsert(session.get_bind().dialect.name), rows)
     expire_stale(session, TierPeriod)
+
+
+# Statements run for many members at once, built once: ``execute_rows`` keeps their
+# compiled form by identity.
+_ADD_GROWTH = (
+    update(Member.__table__)
+    .where(Member.__table__.c.id == bindparam("b_id"))
+    .values(growth_balance=Member.__table__.c.growth_balance + bindparam("b_delta"))
+)
+_SET_TIER = (
+    update(Member.__table__)
+    .where(Member.__table__.c.id == bindparam("b_id"))
+    .values(tier_code=bindparam("b_code"), tier_changed_at=bindparam("b_at"))
+)
+_PERIODS_UPSERTS: dict[str, Any] = {}
+
+
+def _periods_upsert(dialect: str) -> Any:
+    found = _PERIODS_UPSERTS.get(dialect)
+    if found is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        table = TierPeriod.__table__
+        stmt = dialect_insert(table)
+        found = _PERIODS_UPSERTS[dialect] = stmt.on_conflict_do_update(
+            index_elements=[table.c.member_id],
+            set_={"period_start": stmt.excluded.period_start, "review_on": stmt.excluded.review_on},
+        )
+    return found
 
 
 def _publish_changes(session: Session, changes: Sequence[TierChange]) -> None:
@@ -352,10 +412,13 @@ def on_orders_ingested(session: Session, event: OrdersIngested, *, tz: str = TZ)
     history; update members and periods."""
     orders = event.orders
     tier_at_order: dict[int, str | None] = {}
+    programme_of: dict[int, Programme | None] | None = None
     tier_changes: list[TierChange] = []
     if orders:
-        tier_changes = _apply_orders(session, orders, tier_at_order, tz)
-    publish(session, GrowthApplied(orders, tier_at_order))
+        timeline = programmes.Timeline(session)
+        programme_of = {o.order_id: timeline.at(o.paid_at) for o in orders}
+        tier_changes = _apply_orders(session, orders, tier_at_order, tz, timeline, programme_of)
+    publish(session, GrowthApplied(orders, tier_at_order, programme_of))
     _publish_changes(session, tier_changes)
 
 
@@ -364,9 +427,9 @@ def _apply_orders(
     orders: Sequence[IngestedOrder],
     tier_at_order: dict[int, str | None],
     tz: str,
+    timeline: programmes.Timeline,
+    programme_of: dict[int, Programme | None],
 ) -> list[TierChange]:
-    timeline = programmes.Timeline(session)
-    programme_of = {o.order_id: timeline.at(o.paid_at) for o in orders}
     member_ids = sorted({o.member_id for o in orders})
     _lock_members(session, member_ids)
     states = _states(session, member_ids)
@@ -381,19 +444,25 @@ def _apply_orders(
 
     # The first-order bonus: to the member's earliest order here, if none had it yet.
     bonus_of: dict[int, int] = {}
-    wants_bonus = {
-        o.member_id
-        for o in earning
-        if rules.bonus_rule(programme_of[o.order_id], "first_order") is not None  # type: ignore[arg-type]
+    # Decided once per programme, not per order (a chunk has one or two programmes).
+    first_order_rule = {
+        id(p): rules.bonus_rule(p, "first_order") is not None
+        for p in {id(p): p for p in programme_of.values() if p is not None}.values()
     }
+    wants_bonus = {o.member_id for o in earning if first_order_rule[id(programme_of[o.order_id])]}
     if wants_bonus:
         had = set()
-        for chunk in in_chunks(sorted(wants_bonus)):
+        # Whether each member has one, not every such entry: the ledger is read in time
+        # order per member and stops at the first (a bonus comes with the first order).
+        for chunk in in_chunks(sorted(wants_bonus), ONE_OF_CHUNK):
             had.update(
                 session.scalars(
-                    select(GrowthEntry.member_id).where(
-                        GrowthEntry.member_id.in_(chunk),
-                        GrowthEntry.fact.like("bonus:first\\_order:%", escape="\\"),
+                    select(Member.id).where(
+                        one_of(session, Member.id, chunk),
+                        exists().where(
+                            GrowthEntry.member_id == Member.id,
+                            GrowthEntry.fact.like("bonus:first\\_order:%", escape="\\"),
+                        ),
                     )
                 )
             )
@@ -407,43 +476,41 @@ def _apply_orders(
                 bonus_of[o.order_id] = bonus
 
     counted: dict[int, list[CountedOrder]] = defaultdict(list)
-    entries: list[dict[str, Any]] = []
+    # Entries as tuples in the order of ``_ENTRY_COLUMNS``: an import chunk writes thousands.
+    entries: list[tuple[Any, ...]] = []
+    now = clock.now()
     deltas: dict[int, int] = defaultdict(int)
+    as_utc, order_growth = clock.as_utc, rules.order_growth
     for o in new:
         programme = programme_of[o.order_id]
         if programme is None:
             counted[o.member_id].append(CountedOrder(o.order_id, o.paid_at, 0, 0, None))
             continue
-        growth = sum(rules.order_growth(programme.growth.per_yuan, [x.amount_fen for x in o.lines]))
-        spend = sum(x.amount_fen for x in o.lines)
+        amounts = [x.amount_fen for x in o.lines]
+        growth = sum(order_growth(programme.growth.per_yuan, amounts))
+        spend = sum(amounts)
         bonus = bonus_of.get(o.order_id, 0)
         counted[o.member_id].append(
             CountedOrder(o.order_id, o.paid_at, growth, spend, programme, bonus)
         )
-        at = clock.as_utc(o.paid_at)
+        at = as_utc(o.paid_at)
         entries.append(
-            {
-                "member_id": o.member_id,
-                "kind": "earn",
-                "growth": growth,
-                "spend_fen": spend,
-                "orders": 1,
-                "fact": fact_of[o.order_id],
-                "order_id": o.order_id,
-                "at": at,
-            }
+            (o.member_id, "earn", growth, spend, 1, fact_of[o.order_id], o.order_id, at, None, now)
         )
         if bonus:
             entries.append(
-                {
-                    "member_id": o.member_id,
-                    "kind": "bonus",
-                    "growth": bonus,
-                    "fact": f"bonus:first_order:{o.member_id}:order:{o.order_id}",
-                    "order_id": o.order_id,
-                    "at": at,
-                    "note": "first_order",
-                }
+                (
+                    o.member_id,
+                    "bonus",
+                    bonus,
+                    0,
+                    0,
+                    f"bonus:first_order:{o.member_id}:order:{o.order_id}",
+                    o.order_id,
+                    at,
+                    "first_order",
+                    now,
+                )
             )
         deltas[o.member_id] += growth + bonus
 
@@ -454,11 +521,17 @@ def _apply_orders(
     # the ledger changes no sum).
     earliest: dict[int, tuple[Programme, datetime]] = {}
     climbing: set[int] = set()
+    at_top: dict[tuple[int, str | None], bool] = {}  # (programme, level) -> the top?
     for o in earning:
         programme = programme_of[o.order_id]
         assert programme is not None
         held = states.get(o.member_id, (None, ""))[0]
-        if held is not None and rules.rank(programme, held) == len(programme.tiers.levels) - 1:
+        top = at_top.get((id(programme), held))
+        if top is None:
+            top = at_top[(id(programme), held)] = (
+                held is not None and rules.rank(programme, held) == len(programme.tiers.levels) - 1
+            )
+        if top:
             continue
         climbing.add(o.member_id)
         seen = earliest.get(id(programme))
@@ -481,7 +554,7 @@ def _apply_orders(
             programme = timeline.at(change.at)
             assert programme is not None
             changes.append((member_id, change, programme))
-    _insert_entries(session, entries)
+    insert_tuples(session, GrowthEntry.__table__, _ENTRY_COLUMNS, entries)
     _add_growth(session, deltas)
     return _record_changes(session, changes, tz)
 
