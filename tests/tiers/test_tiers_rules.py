@@ -226,6 +226,27 @@ def test_review_dates_and_the_hold_through_the_next_period() -> None:
     assert rules.first_review_on(days, date(2026, 1, 1), reached=True) == date(2026, 4, 1)
 
 
+def test_a_late_review_run_reviews_the_latest_ended_period_and_sets_the_next_past_its_day() -> None:
+    days = doc(window="days_since_change", days=30).tiers.review
+    # due on 1 March, the job next ran on 15 April: the period ending 31 March is reviewed
+    assert rules.latest_review_on(days, date(2026, 3, 1), date(2026, 4, 15)) == date(2026, 3, 31)
+    assert rules.latest_review_on(days, date(2026, 3, 1), date(2026, 3, 1)) == date(2026, 3, 1)
+    # and the next review is the first period end after the run's day
+    assert rules.review_after(days, date(2026, 3, 31), date(2026, 4, 15)) == date(2026, 4, 30)
+    assert rules.review_after(days, date(2026, 5, 1), date(2026, 4, 15)) == date(2026, 5, 1)
+
+
+@given(st.integers(0, 800), st.integers(0, 800), st.sampled_from([1, 30, 365]))
+def test_review_days_move_by_whole_periods(due: int, late: int, length: int) -> None:
+    review = doc(window="days_since_change", days=length).tiers.review
+    on, day = date(2025, 1, 1) + timedelta(days=due), date(2025, 1, 1) + timedelta(days=due + late)
+    latest = rules.latest_review_on(review, on, day)
+    assert on <= latest <= day and (latest - on).days % length == 0
+    assert rules.next_review_on(review, latest) > day
+    after = rules.review_after(review, on, day)
+    assert after > day and (after - on).days % length == 0 and after - timedelta(length) <= day
+
+
 # --- review decisions --------------------------------------------------------------------------
 
 

@@ -110,7 +110,7 @@ from siyu.paid import rules as paid_rules
 from siyu.points import rules as points_rules
 from siyu.points.models import PointsEntry, PointsLot
 from siyu.programme import service as programmes
-from siyu.programme.rules import CashOff, Programme, TierReview
+from siyu.programme.rules import CashOff, Programme
 from siyu.tiers import rules as tier_rules
 from siyu.tiers.models import GrowthEntry, TierGrant
 from siyu.tiers.rules import Change, CountedOrder, Movement
@@ -369,7 +369,7 @@ class _Replay:
                 return
             assert self.review_on is not None
             day = clock.local_date(due, tz)
-            on = _latest_review_on(review, self.review_on, day)
+            on = tier_rules.latest_review_on(review, self.review_on, day)
             start, end = tier_rules.review_window(review, on, tz)
             value = tier_rules.measure(
                 self.p.tiers.basis, (m for m in self.movements if start <= m.at < end)
@@ -377,11 +377,13 @@ class _Replay:
             floor, _ = tier_rules.floor(self.p, self._floors(end))
             decided = tier_rules.review_decision(self.p, self.held, value, floor=floor)
             if decided == self.held:
-                self.review_on = _review_after(review, tier_rules.next_review_on(review, on), day)
+                self.review_on = tier_rules.review_after(
+                    review, tier_rules.next_review_on(review, on), day
+                )
             else:
                 self._change(Change(end, self.held, decided, "review"), tz, t, applied_at=due)
                 assert self.review_on is not None
-                self.review_on = _review_after(review, self.review_on, day)
+                self.review_on = tier_rules.review_after(review, self.review_on, day)
 
     def _upgrade_at(self, at: datetime, reason: str, tz: str, t: Tally) -> None:
         """An upgrade after a movement that is not an order (a bonus, an adjustment): the
@@ -761,22 +763,6 @@ def grant_level(programme: Programme, reference: Programme, code: str) -> str | 
         value = tier_rules.mark(reference.tiers, granted.threshold)
         return tier_rules.qualifying_level(programme, value).code
     return levels[min(i, len(levels) - 1)].code
-
-
-def _latest_review_on(review: TierReview, review_on: date, day: date) -> date:
-    """The review a run on ``day`` does for a member due on ``review_on``: the latest
-    period that has ended by ``day``, not each one missed (``tiers.service.review_due``)."""
-    while (nxt := tier_rules.next_review_on(review, review_on)) <= day:
-        review_on = nxt
-    return review_on
-
-
-def _review_after(review: TierReview, review_on: date, day: date) -> date:
-    """``review_on`` moved on, a period at a time, past the day of the run that set it: a
-    late run's next review may have come already (``tiers.service._push_past``)."""
-    while review_on <= day:
-        review_on = tier_rules.next_review_on(review, review_on)
-    return review_on
 
 
 def _add_months(at: datetime, months: int) -> datetime:

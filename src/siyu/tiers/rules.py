@@ -269,6 +269,23 @@ def next_review_on(review: TierReview, period_start: date) -> date:
     return add_months(period_start, 12)
 
 
+def latest_review_on(review: TierReview, review_on: date, day: date) -> date:
+    """The review a run of the review job on ``day`` does for a member due on
+    ``review_on``: the latest period that has ended by ``day``, not each one missed while
+    the job did not run."""
+    while (nxt := next_review_on(review, review_on)) <= day:
+        review_on = nxt
+    return review_on
+
+
+def review_after(review: TierReview, review_on: date, day: date) -> date:
+    """``review_on`` moved on, a period at a time, past ``day``: after a late run of the
+    review job, the next review a change or a kept level sets may have come already."""
+    while review_on <= day:
+        review_on = next_review_on(review, review_on)
+    return review_on
+
+
 def first_review_on(tiers: Tiers, start: date, *, reached: bool) -> date:
     """The first review of a level held from ``start``. A level *reached* (join, upgrade,
     grant) under ``hold_through_next_period`` lasts through the next period as well."""

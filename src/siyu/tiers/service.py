@@ -1018,10 +1018,7 @@ def review_due(
     # A late run reviews the latest period that has ended, not each missed one.
     by_day: dict[date, list[Any]] = defaultdict(list)
     for row in live:
-        review_on = row.review_on
-        while (nxt := rules.next_review_on(review, review_on)) <= day:
-            review_on = nxt
-        by_day[review_on].append(row)
+        by_day[rules.latest_review_on(review, row.review_on, day)].append(row)
     changes: list[tuple[int, Change, Programme]] = []
     kept_periods: list[dict[str, Any]] = []
     for review_on, group in sorted(by_day.items()):
@@ -1036,9 +1033,7 @@ def review_due(
             out.reviewed += 1
             if decided == row.tier_code:
                 out.kept += 1
-                nxt = rules.next_review_on(review, review_on)
-                while nxt <= day:
-                    nxt = rules.next_review_on(review, nxt)
+                nxt = rules.review_after(review, rules.next_review_on(review, review_on), day)
                 kept_periods.append(
                     {"member_id": row.member_id, "period_start": review_on, "review_on": nxt}
                 )
@@ -1066,9 +1061,13 @@ def _push_past(session: Session, member_ids: list[int], day: date, review: Any) 
     ).all()
     fixed = []
     for member_id, start, review_on in rows:
-        while review_on <= day:
-            review_on = rules.next_review_on(review, review_on)
-        fixed.append({"member_id": member_id, "period_start": start, "review_on": review_on})
+        fixed.append(
+            {
+                "member_id": member_id,
+                "period_start": start,
+                "review_on": rules.review_after(review, review_on, day),
+            }
+        )
     _save_periods(session, fixed)
 
 
