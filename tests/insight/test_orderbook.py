@@ -1,14 +1,15 @@
-"""The order book: a DuckDB copy of the orders the analytics figures read, brought up to date
-from the live database's indexes. Whatever happens to the orders (new ones, guests', partial
-and full refunds, merges and unmerges), after a sync the book equals the live orders; a
-book that no longer describes the database is rebuilt; and the KPIs read from it equal the
-KPIs read from the live table."""
+"""The order book: a DuckDB copy of the orders and order lines the analytics figures read,
+brought up to date from the live database's indexes. Whatever happens to the orders (new
+ones, guests', partial and full refunds, merges and unmerges), after a sync the book equals
+the live orders and lines; a book that no longer describes the database is rebuilt; and the
+KPIs read from it equal the KPIs read from the live table."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from sqlalchemy import select
 
@@ -21,11 +22,12 @@ from siyu.insight.isolation import run_isolated
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
-from siyu.orders.models import Order
+from siyu.orders.models import Order, OrderLine
 from siyu.orders.rules import LineDraft, OrderDraft, RefundDraft, RefundLineDraft
 
 TZ = "Asia/Shanghai"
 Row = tuple[int, int | None, datetime, int, bool]
+Line = tuple[int, int, str, bool]
 
 
 def _book(engine: Analytics, place: orderbook.Place) -> tuple[str, int, list[Row]]:
@@ -36,6 +38,28 @@ def _book(engine: Analytics, place: orderbook.Place) -> tuple[str, int, list[Row
         synced.orders_read,
         [(r["id"], r["member_id"], r["paid_at"], r["net_fen"], r["counted"]) for r in rows],
     )
+
+
+def _book_lines(engine: Analytics, place: orderbook.Place) -> tuple[str, int, int, list[Line]]:
+    with orderbook.book(engine, place) as held:
+        rows = held.lines.order_by(["order_id", "line_no"]).to_pyarrow().to_pylist()
+        synced = held.synced
+    return (
+        synced.how,
+        synced.orders_read,
+        synced.lines_read,
+        [(r["order_id"], r["line_no"], r["category"], r["counted"]) for r in rows],
+    )
+
+
+def _live_lines(db: Database) -> list[Line]:
+    with db.unit_of_work() as session:
+        return [
+            (line.order_id, line.line_no, line.category, line.refunded_quantity < line.quantity)
+            for line in session.scalars(
+                select(OrderLine).order_by(OrderLine.order_id, OrderLine.line_no)
+            )
+        ]
 
 
 def _live(db: Database) -> list[Row]:
@@ -54,6 +78,10 @@ def _live(db: Database) -> list[Row]:
 
 def _sync(db: Database, path: str | None) -> tuple[str, int, list[Row]]:
     return run_isolated(db, _book, orderbook.Place(path, clock.now()))
+
+
+def _sync_lines(db: Database, path: str | None) -> tuple[str, int, int, list[Line]]:
+    return run_isolated(db, _book_lines, orderbook.Place(path, clock.now()))
 
 
 def _order(key: str, at: datetime, yuan: int, member_id: int | None) -> OrderDraft:
@@ -146,6 +174,66 @@ def test_the_book_follows_every_change_to_the_orders(
     assert [r[1] for r in rows[:2]] == [brand["A"], brand["A"]]
 
 
+def test_the_books_lines_follow_every_change_to_the_orders(
+    clean_db: Database, brand: dict[str, int], tmp_path: Path
+) -> None:
+    # given a book built from five orders of two lines each
+    path = analytics_file(clean_db, "orders", tmp_path)
+    how, read, lines_read, lines = _sync_lines(clean_db, path)
+    assert (how, read, lines_read) == ("built", 5, 10) and lines == _live_lines(clean_db)
+    assert all(counted for *_, counted in lines)
+
+    # when new orders come, a line is refunded, two orders are refunded in full, and A is
+    # merged into D
+    now = clock.now()
+    with clean_db.unit_of_work() as session:
+        orders.ingest_orders(
+            session,
+            [
+                _order("D-0", now - timedelta(days=1), 80, brand["D"]),
+                _order("guest-1", now - timedelta(hours=3), 90, None),
+            ],
+        )
+        orders.record_refund(session, _refund("R-B-0", "B-0", now - timedelta(days=1), part=True))
+        orders.record_refund(session, _refund("R-C-0", "C-0", now - timedelta(days=2)))  # full
+        orders.record_refund(session, _refund("R-guest-0", "guest-0", now - timedelta(days=1)))
+        merge = members.merge(
+            session, brand["A"], brand["D"], reason="one person", principal=SYSTEM
+        ).id
+        ids = {
+            o.external_id: o.id
+            for o in session.scalars(select(Order).where(Order.external_id.in_(["B-0", "C-0"])))
+        }
+    how, read, lines_read, lines = _sync_lines(clean_db, path)
+    # then the book's lines are the live lines: B-0's second line and all of C-0's no
+    # longer count, the new orders' lines are there; each changed order's lines were read
+    assert how == "updated" and lines == _live_lines(clean_db) and len(lines) == 14
+    if clean_db.dialect == "sqlite":  # (PostgreSQL also reads the last ids again)
+        assert (read, lines_read) == (7, 14)
+    assert lines_read == 2 * read
+    not_counted = {(order_id, line_no) for order_id, line_no, _, counted in lines if not counted}
+    assert not_counted == {
+        (ids["B-0"], 2),
+        (ids["C-0"], 1),
+        (ids["C-0"], 2),
+        *((order_id, no) for order_id, no, *_ in lines if order_id == _guest_0(clean_db)),
+    }
+
+    # when the merge is undone, and a sync with nothing new
+    with clean_db.unit_of_work() as session:
+        members.unmerge(session, merge, principal=SYSTEM)
+    for _ in range(2):
+        how, _, _, lines = _sync_lines(clean_db, path)
+        assert how == "updated" and lines == _live_lines(clean_db)
+    # and the KPIs' view of the same book is unchanged by the lines
+    assert _sync(clean_db, path)[2] == _live(clean_db)
+
+
+def _guest_0(db: Database) -> int:
+    with db.unit_of_work() as session:
+        return session.scalars(select(Order.id).where(Order.external_id == "guest-0")).one()
+
+
 def test_a_book_that_no_longer_describes_the_database_is_rebuilt(
     clean_db: Database, brand: dict[str, int], tmp_path: Path
 ) -> None:
@@ -172,6 +260,22 @@ def test_a_book_that_no_longer_describes_the_database_is_rebuilt(
         )
     how, _, rows = _sync(clean_db, path)
     assert how == "built" and rows == _live(clean_db) and len(rows) == 1
+    assert _sync_lines(clean_db, path)[3] == _live_lines(clean_db)
+
+
+def test_an_older_books_file_is_rebuilt_with_lines(
+    clean_db: Database, brand: dict[str, int], tmp_path: Path
+) -> None:
+    # given a book written by the previous version (orders only)
+    path = analytics_file(clean_db, "orders", tmp_path)
+    assert path is not None
+    assert _sync(clean_db, path)[0] == "built"
+    with duckdb.connect(path) as con:
+        con.execute("DROP TABLE lines")
+        con.execute(f"UPDATE meta SET version = {orderbook.VERSION - 1}")
+    # then the next use rebuilds it, lines and all
+    how, _, lines_read, lines = _sync_lines(clean_db, path)
+    assert (how, lines_read) == ("built", 10) and lines == _live_lines(clean_db)
 
 
 def test_without_an_analytics_directory_the_live_table_is_read(
@@ -179,6 +283,8 @@ def test_without_an_analytics_directory_the_live_table_is_read(
 ) -> None:
     how, read, rows = _sync(clean_db, None)
     assert (how, read) == ("live", 0) and rows == _live(clean_db)
+    how, _, _, lines = _sync_lines(clean_db, None)
+    assert how == "live" and lines == _live_lines(clean_db) and len(lines) == 10
 
 
 def test_kpis_from_the_book_equal_kpis_from_the_live_table(

@@ -1,11 +1,13 @@
-"""The order book (订单副本): every live order, reduced to what the analytics figures read,
-kept in a DuckDB file in the analytics directory and brought up to date before each use.
+"""The order book (订单副本): every live order and order line, reduced to what the analytics
+figures read, kept in a DuckDB file in the analytics directory and brought up to date
+before each use.
 
-Why: an attached SQLite table is read whole whatever the filter, and the nightly KPIs and
-cohort table need every order (a buyer's first purchase may be years old). Scanning ten
-million orders out of SQLite costs seconds each time; reading the same columns out of a
-DuckDB file costs a tenth of a second. The book is brought up to date from the live
-database's indexes, never by a scan: a day of business costs a day of orders.
+Why: an attached SQLite table is read whole whatever the filter, and the nightly KPIs,
+the cohort table and the segment profile's purchases (``segments.profile``) need every
+order and line (a buyer's first purchase may be years old). Scanning ten million orders
+and twice as many lines out of SQLite costs seconds each time; reading the same columns
+out of a DuckDB file costs a fraction of that. The book is brought up to date from the
+live database's indexes, never by a scan: a day of business costs a day of orders.
 
 What changes an order after it is written, and how the book sees it (the same rules as
 the insight refresh's watermarks, ``insight.refresh``):
@@ -18,8 +20,11 @@ the insight refresh's watermarks, ``insight.refresh``):
 - a merge moves the merged member's orders to the survivor, an unmerge moves them back:
   every order of both members of a merge or unmerge since the last sync is read again.
 
-Orders are never deleted. A re-read order replaces its row, so reading one twice is
-harmless, and missing one is what the watermarks rule out. Anything unexpected (no
+An order's lines are read again with it, in the same statement (so the two agree): they
+change only through refunds (``refunded_quantity``), and their member is the order's.
+
+Orders are never deleted. A re-read order replaces its row and its lines, so reading one
+twice is harmless, and missing one is what the watermarks rule out. Anything unexpected (no
 analytics directory, a file another version wrote, a file that does not open) reads the
 live table instead, and a file that does not open is rebuilt: the book is a cache, never
 the truth.
@@ -43,7 +48,7 @@ import ibis
 from siyu.insight.engine import Analytics, sql_text
 
 BOOK = "order_book"  # the attached file's catalog name
-VERSION = 1  # bump when the book's columns change: an older book is rebuilt
+VERSION = 2  # bump when the book's columns change: an older book is rebuilt (2: lines)
 ID_OVERLAP = 10_000  # PostgreSQL: ids below the watermark read again (see the docstring)
 UNMERGE_ROOM = timedelta(hours=2)  # unmerges are found by time, with this much room
 
@@ -55,6 +60,14 @@ COLUMNS = (
     ("paid_at", "TIMESTAMP", "paid_at"),
     ("net_fen", "BIGINT", "CAST(amount_fen AS BIGINT) - CAST(refunded_fen AS BIGINT)"),
     ("counted", "BOOLEAN", "member_id IS NOT NULL AND status <> 'refunded'"),
+)
+# the same for a live ``order_lines`` row: what the segment profile's purchases read (a
+# line counts while not all of it was refunded)
+LINE_COLUMNS = (
+    ("order_id", "BIGINT", "order_id"),
+    ("line_no", "INTEGER", "line_no"),
+    ("category", "VARCHAR", "category"),
+    ("counted", "BOOLEAN", "CAST(refunded_quantity AS BIGINT) < CAST(quantity AS BIGINT)"),
 )
 
 
@@ -71,12 +84,21 @@ class Place:
 class Synced:
     how: str  # built | updated | live (the book was not used)
     orders_read: int
+    lines_read: int = 0
 
 
-def _select(source: str) -> str:
-    return ", ".join(f"CAST({expr} AS {kind}) AS {name}" for name, kind, expr in COLUMNS).join(
-        ("SELECT ", f" FROM {source}")
-    )
+@dataclass(frozen=True)
+class Book:
+    """The book's two tables for one use: ``orders`` as ``orders()`` describes them, and
+    ``lines`` as ``(order_id, line_no, category, counted)``."""
+
+    orders: ibis.Table
+    lines: ibis.Table
+    synced: Synced
+
+
+def _cast(columns: tuple[tuple[str, str, str], ...], prefix: str = "") -> str:
+    return ", ".join(f"CAST({expr} AS {kind}) AS {prefix}{name}" for name, kind, expr in columns)
 
 
 def _live(engine: Analytics) -> ibis.Table:
@@ -88,6 +110,17 @@ def _live(engine: Analytics) -> ibis.Table:
         paid_at=orders.paid_at,
         net_fen=(orders.amount_fen - orders.refunded_fen).cast("int64"),
         counted=orders.member_id.notnull() & (orders.status != "refunded"),
+    )
+
+
+def _live_lines(engine: Analytics) -> ibis.Table:
+    """The live order lines in the book's shape (read whole: the fallback)."""
+    lines = engine.table("order_lines")
+    return lines.select(
+        order_id=lines.order_id.cast("int64"),
+        line_no=lines.line_no.cast("int32"),
+        category=lines.category.cast("string"),
+        counted=lines.refunded_quantity < lines.quantity,
     )
 
 
@@ -115,21 +148,29 @@ def _marks(engine: Analytics) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def _build(engine: Analytics, now: datetime) -> int:
+def _build(engine: Analytics, now: datetime) -> Synced:
     marks = _marks(engine)  # before the read: what commits after it is read next time
-    engine.sql(f"DROP TABLE IF EXISTS {BOOK}.orders")
-    engine.sql(f"DROP TABLE IF EXISTS {BOOK}.meta")
+    for table in ("orders", "lines", "meta"):
+        engine.sql(f"DROP TABLE IF EXISTS {BOOK}.{table}")
     compiled = engine.backend.compile(_live(engine))
     engine.sql(f"CREATE TABLE {BOOK}.orders AS SELECT * FROM ({compiled}) AS o ORDER BY id")
+    # one scan of the lines; a line whose order commits after the scan of the orders waits
+    # for it outside the join, and is read again with it (its id is above the watermark)
+    compiled = engine.backend.compile(_live_lines(engine))
+    engine.sql(f"CREATE TABLE {BOOK}.lines AS SELECT * FROM ({compiled}) AS l")
     engine.sql(
         f"CREATE TABLE {BOOK}.meta AS SELECT {VERSION} AS version, {marks[0]}::BIGINT AS "
         f"order_id, {marks[1]}::BIGINT AS refund_id, {marks[2]}::BIGINT AS merge_id, "
         f"'{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP AS synced_at"
     )
-    return int(engine.scalar(f"SELECT count(*) FROM {BOOK}.orders"))
+    return Synced(
+        "built",
+        int(engine.scalar(f"SELECT count(*) FROM {BOOK}.orders")),
+        int(engine.scalar(f"SELECT count(*) FROM {BOOK}.lines")),
+    )
 
 
-def _update(engine: Analytics, meta: tuple[int, int, int, datetime], now: datetime) -> int:
+def _update(engine: Analytics, meta: tuple[int, int, int, datetime], now: datetime) -> Synced:
     order_id, refund_id, merge_id, synced_at = meta
     overlap = 0 if engine.sqlite else ID_OVERLAP
     marks = _marks(engine)
@@ -144,17 +185,35 @@ def _update(engine: Analytics, meta: tuple[int, int, int, datetime], now: dateti
         f"UNION SELECT id FROM orders WHERE member_id IN "
         f"(SELECT from_member_id {merges} UNION SELECT into_member_id {merges})"
     )
-    live = "id, member_id, paid_at, amount_fen, refunded_fen, status"
+    # the changed orders with their lines, in one statement: one snapshot of both
+    live = (
+        "SELECT o.id, o.member_id, o.paid_at, o.amount_fen, o.refunded_fen, o.status, "
+        "l.order_id, l.line_no, l.category, l.quantity, l.refunded_quantity "
+        f"FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id WHERE o.id IN ({changed})"
+    )
+    engine.sql(
+        f"CREATE OR REPLACE TEMP TABLE order_book_read AS SELECT {_cast(COLUMNS)}, "
+        f"{_cast(LINE_COLUMNS, 'line_')} FROM {engine.live_query(live)}"
+    )
+    order_names = ", ".join(name for name, _, _ in COLUMNS)
+    line_names = ", ".join(f"line_{name} AS {name}" for name, _, _ in LINE_COLUMNS)
     engine.sql(
         "CREATE OR REPLACE TEMP TABLE order_book_changed AS "
-        + _select(engine.live_query(f"SELECT {live} FROM orders WHERE id IN ({changed})"))
+        f"SELECT DISTINCT {order_names} FROM order_book_read"
     )
     read = int(engine.scalar("SELECT count(*) FROM order_book_changed"))
+    lines = int(engine.scalar("SELECT count(line_order_id) FROM order_book_read"))
     engine.sql("BEGIN TRANSACTION")
     try:
         if read:
-            engine.sql(f"DELETE FROM {BOOK}.orders WHERE id IN (SELECT id FROM order_book_changed)")
+            changed_ids = "(SELECT id FROM order_book_changed)"
+            engine.sql(f"DELETE FROM {BOOK}.orders WHERE id IN {changed_ids}")
             engine.sql(f"INSERT INTO {BOOK}.orders SELECT * FROM order_book_changed")
+            engine.sql(f"DELETE FROM {BOOK}.lines WHERE order_id IN {changed_ids}")
+            engine.sql(
+                f"INSERT INTO {BOOK}.lines SELECT {line_names} FROM order_book_read "
+                "WHERE line_order_id IS NOT NULL"
+            )
         engine.sql(
             f"UPDATE {BOOK}.meta SET order_id = {max(marks[0], order_id)}, "
             f"refund_id = {max(marks[1], refund_id)}, merge_id = {max(marks[2], merge_id)}, "
@@ -164,7 +223,7 @@ def _update(engine: Analytics, meta: tuple[int, int, int, datetime], now: dateti
         engine.sql("ROLLBACK")
         raise
     engine.sql("COMMIT")
-    return read
+    return Synced("updated", read, lines)
 
 
 def _same_database(engine: Analytics, order_id: int) -> bool:
@@ -209,27 +268,37 @@ def _attach(engine: Analytics, path: str) -> None:
 
 
 @contextmanager
-def orders(engine: Analytics, place: Place) -> Iterator[tuple[ibis.Table, Synced]]:
-    """Every live order as ``(id, member_id, paid_at, net_fen, counted)``: ``net_fen`` is
-    what was paid less what was refunded, ``counted`` a member's purchase not refunded in
-    full. Read what you need inside the block (into memory): the book is locked and
+def book(engine: Analytics, place: Place) -> Iterator[Book]:
+    """Every live order and order line, brought up to date once for the block: orders as
+    ``(id, member_id, paid_at, net_fen, counted)`` (``net_fen`` what was paid less what was
+    refunded, ``counted`` a member's purchase not refunded in full), lines as ``(order_id,
+    line_no, category, counted)`` (``counted``: not all of the line was refunded). Read
+    what you need inside the block (into memory or another file): the book is locked and
     attached only while it lasts."""
     if place.path is None:
-        yield _live(engine), Synced("live", 0)
+        yield Book(_live(engine), _live_lines(engine), Synced("live", 0))
         return
     with _locked(place.path):
         try:
             _attach(engine, place.path)
             meta = _meta(engine)
-            if meta is None:
-                synced = Synced("built", _build(engine, place.now))
-            else:
-                synced = Synced("updated", _update(engine, meta, place.now))
+            synced = _build(engine, place.now) if meta is None else _update(engine, meta, place.now)
         except (duckdb.Error, OSError):
             engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")
-            yield _live(engine), Synced("live", 0)
+            yield Book(_live(engine), _live_lines(engine), Synced("live", 0))
             return
         try:
-            yield engine.backend.table("orders", database=BOOK), synced
+            yield Book(
+                engine.backend.table("orders", database=BOOK),
+                engine.backend.table("lines", database=BOOK),
+                synced,
+            )
         finally:
             engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")
+
+
+@contextmanager
+def orders(engine: Analytics, place: Place) -> Iterator[tuple[ibis.Table, Synced]]:
+    """Every live order (``book``'s orders) and how the book was brought up to date."""
+    with book(engine, place) as held:
+        yield held.orders, held.synced

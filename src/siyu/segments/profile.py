@@ -10,13 +10,27 @@ definition serves two sources:
   /segments/profile/refresh``). A count over it scans two narrow columnar tables and
   answers in milliseconds at a million members; every answer carries the snapshot's
   ``data_as_of`` so nobody mistakes it for this second's truth.
-- **live**: the same expressions over the live database read in place by DuckDB's
-  scanner (``siyu.insight.engine``): up to date, and slower (the row store is read whole).
+- **live**: the same expressions over the live database read by DuckDB's scanner
+  (``siyu.insight.engine``): up to date, and slower (the row store is read whole, at each
+  query on PostgreSQL, once per use into a temporary file on SQLite).
 
 Why a snapshot: reading SQLite through the scanner costs seconds per million members for
 every count, and a console that counts on every click needs well under a second.
 Contact data (phone, name) never goes into the snapshot: samples read it from the live
 database for the few members shown.
+
+The snapshot's purchases come from the order book (``insight.orderbook``: every order and
+line in a DuckDB file, brought up to date from the live database's indexes), not from the
+live ``orders`` and ``order_lines``: the same rows (``book_purchases``), without reading
+ten million orders and their lines out of the live database every night.
+
+Where DuckDB reads the live database: through ``insight.isolation``, in a child process on
+SQLite (DuckDB's own SQLite library must not open the live file in the application's
+process: it does not see the application's locks, and a later reader in a child then
+finds the shared-memory index in disorder, "locking protocol", or the application dies of
+SIGBUS), in this process on PostgreSQL. So on SQLite the snapshot's tables, the rule-tag
+step's reads and the live source's tables are all computed in the child, into a DuckDB
+file that this process then opens alone.
 
 Each build is a new file, made current by switching a pointer atomically; readers keep a
 read-only connection per file (``ProfileReader``), so a refresh never blocks a count and
@@ -26,6 +40,7 @@ a count never sees half a refresh.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +48,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import ibis
@@ -41,7 +57,9 @@ from ibis.backends import BaseBackend
 from siyu.core import clock
 from siyu.core.db import Database
 from siyu.core.errors import NotFound
-from siyu.insight.engine import LIVE, attach_live
+from siyu.insight import orderbook
+from siyu.insight.engine import LIVE, Analytics, analytics_file, attach_live, sql_text
+from siyu.insight.isolation import run_isolated
 from siyu.segments.rules import IDENTITY_CHANNELS
 
 POINTER = "CURRENT"  # names the snapshot file in force
@@ -225,6 +243,21 @@ def profile_tables(t: TableOf) -> Sources:
     return Sources(profile=profile, purchases=purchases)
 
 
+def book_purchases(orders: ibis.Table, lines: ibis.Table) -> ibis.Table:
+    """The purchases of ``profile_tables`` out of the order book's orders and lines
+    (``orderbook.book``): a member's order lines not refunded in full."""
+    return (
+        lines.join(orders, lines.order_id == orders.id)
+        .filter(orders.member_id.notnull(), lines.counted)
+        .select(
+            member_id=orders.member_id,
+            order_id=orders.id,
+            paid_at=_ts(orders.paid_at),
+            category=lines.category,
+        )
+    )
+
+
 # --- connections -------------------------------------------------------------------------------
 
 
@@ -275,9 +308,25 @@ _live: dict[str, tuple[duckdb.DuckDBPyConnection, Sources]] = {}
 
 @contextmanager
 def live_backend(db: Database) -> Iterator[tuple[duckdb.DuckDBPyConnection, Sources]]:
-    """A cursor on a DuckDB with the live database attached, and the profile and purchases
-    over it. The connection (attaching costs a quarter of a second) and the expressions are
-    made once per process and database; the scanner reads the live tables at each query."""
+    """A cursor on a DuckDB with the live profile and purchases, read at this use.
+
+    PostgreSQL: the live database attached, and the expressions over it (the connection,
+    attaching costs a quarter of a second, and the expressions are made once per process
+    and database); the scanner reads the live tables at each query. SQLite: DuckDB must not
+    open the live file in the application's process (``insight.engine``), so the same
+    expressions are computed in the analytics child into a temporary DuckDB file, read
+    here while the block lasts: one read of the live tables per use, as a query over them
+    would cost."""
+    if db.dialect == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="siyu-live-profile-") as folder:
+            path = str(Path(folder) / "live.duckdb")
+            run_isolated(db, _in_snapshot, path, _write_live)
+            con = connect(path, read_only=True)
+            try:
+                yield con, unbound()
+            finally:
+                con.close()
+        return
     key = _url(db)
     with _live_lock:
         held = _live.get(key)
@@ -337,10 +386,71 @@ def _info(con: duckdb.DuckDBPyConnection, path: Path) -> ProfileInfo:
     )
 
 
+SNAPSHOT = "snapshot"  # the snapshot being built, in work over the live database
+
+SnapshotWork = Callable[..., Any]  # work(engine, *args) with the snapshot attached as SNAPSHOT
+
+
+def _in_snapshot(engine: Analytics, path: str, work: SnapshotWork, *args: Any) -> Any:
+    """``work(engine, *args)`` with the snapshot file attached as ``snapshot`` (and the
+    default catalog, so the snapshot's tables are found by their plain names); the file is
+    closed before it returns, for the process that opens it next."""
+    engine.sql(f"ATTACH {sql_text(path)} AS {SNAPSHOT}")
+    try:
+        engine.sql(f"USE {SNAPSHOT}")
+        return work(engine, *args)
+    finally:
+        engine.sql("USE memory")
+        engine.sql(f"DETACH DATABASE IF EXISTS {SNAPSHOT}")
+
+
+def _write_tables(engine: Analytics, book: orderbook.Place) -> None:
+    """The profile from the live tables, the purchases from the order book (brought up to
+    date as of ``book.now``)."""
+    profile = profile_tables(live_tables(engine.db, engine.backend)).profile
+    engine.sql(
+        f"CREATE TABLE {SNAPSHOT}.profile AS {ibis.to_sql(profile, dialect='duckdb')} "
+        "ORDER BY member_id"
+    )
+    with orderbook.book(engine, book) as held:
+        purchases = engine.backend.compile(book_purchases(held.orders, held.lines))
+        # sorted by category then time: a behaviour condition reads one category's recent
+        # row groups only (DuckDB skips the others by their min/max)
+        engine.sql(
+            f"CREATE TABLE {SNAPSHOT}.purchases AS SELECT * FROM ({purchases}) AS p "
+            "ORDER BY category, paid_at"
+        )
+
+
+def _write_live(engine: Analytics) -> None:
+    """The profile and purchases as ``profile_tables`` reads them from the live tables."""
+    sources = profile_tables(live_tables(engine.db, engine.backend))
+    for name, expr in (("profile", sources.profile), ("purchases", sources.purchases)):
+        engine.sql(f"CREATE TABLE {SNAPSHOT}.{name} AS {ibis.to_sql(expr, dialect='duckdb')}")
+
+
+def _retag(engine: Analytics) -> None:
+    """Every member's tags read again from the live database (after rule tags changed)."""
+    tags = ibis.to_sql(tags_expr(live_tables(engine.db, engine.backend)), dialect="duckdb")
+    engine.sql(
+        f"CREATE OR REPLACE TABLE {SNAPSHOT}.profile AS "
+        f"SELECT p.* REPLACE (t.tags AS tags) FROM {SNAPSHOT}.profile p "
+        f"LEFT JOIN ({tags}) t USING (member_id) ORDER BY member_id"
+    )
+    for table in ("rule_members", "rule_added", "rule_removed"):  # ``segments.tags``'s
+        engine.sql(f"DROP TABLE IF EXISTS {SNAPSHOT}.{table}")
+
+
 class Build:
-    """A new snapshot being written: the live database attached, the tables in a file of
-    its own. ``publish`` makes it current; ``discard`` throws it away. The tag-rule step
-    runs in between, on the new tables (see ``segments.tags``)."""
+    """A new snapshot being written in a file of its own. ``write_tables`` writes the
+    profile and purchases; ``run`` does more DuckDB work over the live database on it (the
+    tag-rule step, see ``segments.tags``), ``con`` reads it here; ``publish`` makes it
+    current; ``discard`` throws it away.
+
+    Every reading of the live database runs through ``insight.isolation``: on SQLite in a
+    child process, since DuckDB must not open the live SQLite file in the application's
+    process (``insight.engine``); ``con`` opens the snapshot file alone, and is closed
+    while a child has the file."""
 
     def __init__(self, db: Database, analytics_dir: str | Path) -> None:
         self.db = db
@@ -349,31 +459,33 @@ class Build:
         self.data_as_of = clock.now()
         stamp = self.data_as_of.strftime("%Y%m%dT%H%M%S")
         self.path = self.directory / f"profile-{stamp}-{uuid.uuid4().hex[:8]}.duckdb"
-        self.con = connect(str(self.path))
-        attach_live(self.con, _url(db))
-        self.live = live_tables(db, ibis.duckdb.from_connection(self.con))
+        # the order book beside the other analytics files, brought up to the snapshot's
+        # instant (this process's clock: on SQLite the tables are written in a child)
+        self.book = orderbook.Place(analytics_file(db, "orders", analytics_dir), self.data_as_of)
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The new snapshot, opened here (no live database attached)."""
+        if self._con is None:
+            self._con = connect(str(self.path))
+        return self._con
+
+    def run(self, work: SnapshotWork, *args: Any) -> Any:
+        """``work(engine, *args)`` over the live database, with the snapshot attached as
+        ``snapshot`` (see ``_in_snapshot``; module-level and plain data: it may run in a
+        child)."""
+        if self._con is not None:  # one process has the file at a time
+            self._con.close()
+            self._con = None
+        return run_isolated(self.db, _in_snapshot, str(self.path), work, *args)
 
     def write_tables(self) -> None:
-        sources = profile_tables(self.live)
-        self.con.execute(
-            f"CREATE TABLE profile AS {ibis.to_sql(sources.profile, dialect='duckdb')} "
-            "ORDER BY member_id"
-        )
-        # sorted by category then time: a behaviour condition reads one category's recent
-        # row groups only (DuckDB skips the others by their min/max)
-        self.con.execute(
-            f"CREATE TABLE purchases AS {ibis.to_sql(sources.purchases, dialect='duckdb')} "
-            "ORDER BY category, paid_at"
-        )
+        self.run(_write_tables, self.book)
 
     def retag(self) -> None:
         """Read every member's tags again from the live database (after rule tags changed)."""
-        tags = ibis.to_sql(tags_expr(self.live), dialect="duckdb")
-        self.con.execute(
-            "CREATE OR REPLACE TABLE profile AS "
-            "SELECT p.* REPLACE (t.tags AS tags) FROM profile p "
-            f"LEFT JOIN ({tags}) t USING (member_id) ORDER BY member_id"
-        )
+        self.run(_retag)
 
     def publish(self, seconds: float) -> ProfileInfo:
         members = self.con.execute("SELECT count(*) FROM profile").fetchone()[0]  # type: ignore[index]
@@ -391,7 +503,6 @@ class Build:
                 purchases,
             ],
         )
-        self.con.execute(f"DETACH {LIVE}")
         self.con.execute("CHECKPOINT")
         self.con.close()
         previous = current_path(self.directory.parent)
@@ -405,8 +516,9 @@ class Build:
         return ProfileInfo(self.path, self.data_as_of, built_at, seconds, members, purchases)
 
     def discard(self) -> None:
-        with suppress(duckdb.Error):  # already closed
-            self.con.close()
+        if self._con is not None:
+            with suppress(duckdb.Error):  # already closed
+                self._con.close()
         for leftover in (self.path, self.path.with_name(self.path.name + ".wal")):
             leftover.unlink(missing_ok=True)
 

@@ -2,7 +2,9 @@
 
 A tag rule is a name and a condition tree; members carry the tag while they meet the tree.
 The refresh (nightly job ``segments.tags``, or on demand) builds a new profile snapshot,
-evaluates every rule on it as one query each, writes only the difference to
+evaluates every rule on it as one query each, next to the members carrying the tag now
+(read by the live database's index; like all DuckDB reading of the live database, in the
+analytics child on SQLite: see ``segments.profile``), writes only the difference to
 ``member_rule_tags`` (one transaction per rule: a re-run adds and removes nothing), then
 puts the new tags into the snapshot and publishes it. Manual and QR-scene tags stay in
 ``member_tags`` and are never touched here.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from siyu.core import audit, clock
 from siyu.core.auth import Principal
 from siyu.core.db import IN_CHUNK, Database
 from siyu.core.errors import Conflict, NotFound, Problem, invalid
-from siyu.insight.engine import LIVE
+from siyu.insight.engine import Analytics
 from siyu.members.models import MemberTag
 from siyu.members.rules import check_tag
 from siyu.segments import compiler, rules, service
@@ -210,20 +213,24 @@ def refresh(
     try:
         say("profile: members and purchases")
         build.write_tables()
-        ids: list[int] = []
+        trees: list[tuple[int, Any]] = []
         if with_rules:
             with db.unit_of_work() as session:
-                ids = list(session.scalars(select(TagRule.id).order_by(TagRule.id)))
+                trees = [
+                    (rule.id, rule.tree)
+                    for rule in session.scalars(select(TagRule).order_by(TagRule.id))
+                ]
         outcomes = []
-        for rule_id in ids:
-            outcome = _recompute(db, build, rule_id, tz)
-            if outcome is not None:
-                say(
-                    f"tag {outcome.name}: {outcome.members} members "
-                    f"(+{outcome.added} -{outcome.removed})"
-                )
-                outcomes.append(outcome)
-        if ids:
+        if trees:
+            build.run(_differences, trees, build.data_as_of, tz)
+            for rule_id, _ in trees:
+                outcome = _write_difference(db, build, rule_id)
+                if outcome is not None:
+                    say(
+                        f"tag {outcome.name}: {outcome.members} members "
+                        f"(+{outcome.added} -{outcome.removed})"
+                    )
+                    outcomes.append(outcome)
             build.retag()
         info = build.publish(time.perf_counter() - started)
     except BaseException:
@@ -233,47 +240,63 @@ def refresh(
     return Refreshed(info, outcomes)
 
 
-def _recompute(db: Database, build: profiles.Build, rule_id: int, tz: str) -> RuleOutcome | None:
-    """One rule: its members on the new snapshot, and the difference written in one
-    transaction. Only the shape of the stored tree is checked again: a tier or category
-    that no longer exists simply matches nobody."""
-    with db.unit_of_work() as session:
-        rule = session.get(TagRule, rule_id)
-        if rule is None:  # deleted meanwhile
-            return None
-        tree = rule.tree
-    node, problems = rules.check(tree)
-    if node is None:  # pragma: no cover - stored trees were checked when saved
-        raise invalid(problems, what="tag_rule")
-    ctx = compiler.Context(now=build.data_as_of, tz=tz)
-    chosen = compiler.members(node, profiles.unbound(), ctx).select("member_id")
+def _differences(engine: Analytics, trees: list[tuple[int, Any]], as_of: datetime, tz: str) -> None:
+    """Each rule's members on the new snapshot and the difference from the members carrying
+    its tag now (read by the live database's index), kept in the snapshot for the writes
+    (``rule_members``, ``rule_added``, ``rule_removed``; ``retag`` drops them). Runs as
+    ``Build.run`` work. Only the shape of a stored tree is checked again: a tier or
+    category that no longer exists simply matches nobody."""
+    ctx = compiler.Context(now=as_of, tz=tz)
+    snapshot = profiles.SNAPSHOT
+    engine.sql(f"CREATE TABLE {snapshot}.rule_members (rule_id BIGINT, members BIGINT)")
+    for table in ("rule_added", "rule_removed"):
+        engine.sql(f"CREATE TABLE {snapshot}.{table} (rule_id BIGINT, member_id BIGINT)")
+    for rule_id, tree in trees:
+        node, problems = rules.check(tree)
+        if node is None:  # pragma: no cover - stored trees were checked when saved
+            raise invalid(problems, what="tag_rule")
+        chosen = compiler.members(node, profiles.unbound(), ctx).select("member_id")
+        engine.sql(
+            f"CREATE OR REPLACE TEMP TABLE rule_now AS {ibis.to_sql(chosen, dialect='duckdb')}"
+        )
+        before = engine.live_query(
+            f"SELECT member_id FROM member_rule_tags WHERE tag_rule_id = {int(rule_id)}"
+        )
+        engine.sql(
+            "CREATE OR REPLACE TEMP TABLE rule_before AS "
+            f"SELECT CAST(member_id AS BIGINT) AS member_id FROM {before}"
+        )
+        engine.sql(
+            f"INSERT INTO {snapshot}.rule_members SELECT {int(rule_id)}, count(*) FROM rule_now"
+        )
+        engine.sql(
+            f"INSERT INTO {snapshot}.rule_added SELECT {int(rule_id)}, member_id FROM "
+            "(SELECT member_id FROM rule_now EXCEPT SELECT member_id FROM rule_before)"
+        )
+        engine.sql(
+            f"INSERT INTO {snapshot}.rule_removed SELECT {int(rule_id)}, member_id FROM "
+            "(SELECT member_id FROM rule_before EXCEPT SELECT member_id FROM rule_now)"
+        )
+
+
+def _write_difference(db: Database, build: profiles.Build, rule_id: int) -> RuleOutcome | None:
+    """One rule's difference (``_differences``) written in one transaction."""
     con = build.con
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rule_now AS {ibis.to_sql(chosen, dialect='duckdb')}")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE rule_before AS SELECT member_id FROM "
-        f"{LIVE}.member_rule_tags WHERE tag_rule_id = ?",
-        [rule_id],
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE rule_added AS "
-        "SELECT member_id FROM rule_now EXCEPT SELECT member_id FROM rule_before"
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE rule_removed AS "
-        "SELECT member_id FROM rule_before EXCEPT SELECT member_id FROM rule_now"
-    )
-    members = con.execute("SELECT count(*) FROM rule_now").fetchone()[0]  # type: ignore[index]
+    row = con.execute("SELECT members FROM rule_members WHERE rule_id = ?", [rule_id]).fetchone()
+    members = int(row[0]) if row else 0
 
     def ids(table: str) -> Iterator[int]:
-        result = con.execute(f"SELECT member_id FROM {table} ORDER BY member_id")
+        result = con.cursor().execute(
+            f"SELECT member_id FROM {table} WHERE rule_id = ? ORDER BY member_id", [rule_id]
+        )
         while rows := result.fetchmany(BATCH):
-            for row in rows:
-                yield row[0]
+            for found in rows:
+                yield found[0]
 
     now = clock.now()
     with db.unit_of_work() as session:
         rule = session.get(TagRule, rule_id)
-        if rule is None:  # pragma: no cover - deleted meanwhile
+        if rule is None:  # deleted meanwhile
             return None
         removed = 0
         gone = ids("rule_removed")
@@ -292,5 +315,5 @@ def _recompute(db: Database, build: profiles.Build, rule_id: int, tz: str) -> Ru
         )
         rule.computed_at = now
         rule.data_as_of = build.data_as_of
-        rule.member_count = int(members)
-    return RuleOutcome(rule_id, rule.name, int(members), added, removed)
+        rule.member_count = members
+    return RuleOutcome(rule_id, rule.name, members, added, removed)
