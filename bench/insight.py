@@ -14,23 +14,28 @@ One run:
    services: enrolling a million members and ingesting ten million orders one business
    fact at a time would take hours and measure the loyalty engine, not insight (that is
    ``bench/ingest.py``). Orders skew towards a few heavy buyers (member ids drawn from a
-   squared uniform), fall between the member's joining and now, 2% are refunded in full;
-   5% of members hold a paid membership, 3% were referred by another member; order ids
-   follow payment time, as a live database hands them out;
+   squared uniform), fall between the member's joining and now, 2% are refunded in full
+   (their lines too); each order has one to three lines (about 1.8 on average) in the
+   demo catalogue's categories (``siyu.demo.catalogue.CATEGORIES``), which the segment
+   profile's purchases read; 5% of members hold a paid membership, 3% were referred by
+   another member; order ids follow payment time, as a live database hands them out;
 2. (b) times the first refresh (``siyu.insight.refresh``): full, every order read, every
    member placed (a transition each) and every ``member_insight`` row written. Then
    (unless ``--no-jobs``) runs the rest of that night's insight jobs, untimed, so
    that what they keep between nights exists, as it does for a brand running siyu: the
-   order book (``insight.orderbook``) the KPIs and the cohort table read;
+   order book (``insight.orderbook``) the KPIs, the cohort table and the segment
+   profile's purchases read;
 3. lands a day of business a day later, bulk-inserted like the history: about 1/365 of
-   the orders paid that day, refunds in full of about 1/50 as many earlier orders, and a
+   the orders paid that day (with their lines), refunds in full of about 1/50 as many
+   earlier orders (their lines' ``refunded_quantity`` too), and a
    day of new members (removed again at the start of the next run, so a rerun starts
    from the same history);
 4. (b) times the nightly refresh as it runs in production: incremental from the first
    run's watermark (only the members with new orders, refunds or an order crossing the
    RFM or 12-month edge are recomputed from their orders; only changed rows written);
    then times the nightly ``insight.kpis`` job (the standard periods' reports and the
-   cohort table; its order book brought up to date with the day) and ``segments.tags``;
+   cohort table; its order book brought up to date with the day) and ``segments.tags``
+   (the member profile, its purchases from the same order book, and rule tags);
 5. (b) times a full refresh (``full=True``) as of the same instant, for comparison: every
    order read again; it finds nothing to write, since the nightly run left the same rows;
 6. (a) times a bare DuckDB group-by over the same orders read from the same SQLite file:
@@ -63,6 +68,7 @@ from siyu.core import clock
 from siyu.core.db import Database
 from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
+from siyu.demo.catalogue import CATEGORIES
 from siyu.insight.engine import LIVE, _extension
 from siyu.insight.isolation import workers
 from siyu.insight.refresh import refresh
@@ -74,6 +80,35 @@ YEARS = 3  # members joined over the last three years
 
 def _naive(at: datetime) -> str:
     return at.replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _line_count() -> str:
+    """Lines of one order, drawn: one to three, 1.8 on average."""
+    return "1 + CAST(random() < 0.55 AS INT) + CAST(random() < 0.25 AS INT)"
+
+
+def _insert_lines(drawn: str, first_id: str) -> str:
+    """The lines of the orders in DuckDB table ``drawn`` (``id, amount, lines, refunded``),
+    ids from ``first_id`` + 1: the order's amount split between them, a category each from
+    the demo catalogue's, refunded in full with a refunded order."""
+    categories = "[" + ", ".join(f"'{c}'" for c in CATEGORIES) + "]"
+    return f"""
+        INSERT INTO {LIVE}.order_lines (id, order_id, line_no, sku, category, quantity,
+            amount_fen, refunded_quantity, refunded_fen)
+        WITH l AS (
+            SELECT d.id AS order_id, r.line_no, d.refunded,
+                   CASE WHEN r.line_no = d.lines
+                        THEN d.amount - (d.lines - 1) * (d.amount // d.lines)
+                        ELSE d.amount // d.lines END AS amount,
+                   CAST(floor(random() * {len(CATEGORIES)}) AS INT) + 1 AS k
+            FROM {drawn} d JOIN range(1, 4) r(line_no) ON r.line_no <= d.lines
+        )
+        SELECT {first_id} + row_number() OVER (ORDER BY order_id, line_no), order_id,
+               line_no, 'SKU-' || k, {categories}[k], 1, amount,
+               CASE WHEN refunded THEN 1 ELSE 0 END,
+               CASE WHEN refunded THEN amount ELSE 0 END
+        FROM l ORDER BY order_id, line_no
+        """
 
 
 def build(path: Path, *, members: int, orders: int) -> None:
@@ -93,7 +128,7 @@ def build(path: Path, *, members: int, orders: int) -> None:
             (name, ddl)
             for name, ddl in conn.exec_driver_sql(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                "AND tbl_name IN ('orders', 'members')"
+                "AND tbl_name IN ('orders', 'order_lines', 'members')"
             )
         ]
         for name, _ in indexes:
@@ -118,6 +153,26 @@ def build(path: Path, *, members: int, orders: int) -> None:
         FROM range(1, {members} + 1) t(i)
         """
     )
+    con.execute(
+        f"""
+        CREATE TEMP TABLE o AS
+        WITH drawn AS (
+            SELECT CAST(floor(pow(random(), 2) * {members}) AS BIGINT) + 1 AS member_id,
+                   random() AS r, CAST(5000 + floor(random() * 60000) AS BIGINT) AS amount,
+                   {_line_count()} AS lines
+            FROM range(1, {orders} + 1) t(i)
+        ),
+        timed AS (
+            SELECT d.member_id, d.amount, d.lines,
+                   m.joined_at + to_seconds(
+                       CAST(floor(d.r * epoch({now} - m.joined_at)) AS BIGINT)) AS paid_at
+            FROM drawn d JOIN m ON m.id = d.member_id
+        ),
+        -- ids in payment order, as a live database hands them out
+        n AS (SELECT row_number() OVER (ORDER BY paid_at) AS id, * FROM timed)
+        SELECT *, id % 50 = 0 AS refunded FROM n
+        """
+    )
     steps = [
         (
             "members",
@@ -138,27 +193,15 @@ def build(path: Path, *, members: int, orders: int) -> None:
             INSERT INTO {LIVE}.orders (id, channel, external_id, member_id, paid_at,
                 amount_fen, freight_fen, discount_fen, refunded_fen, status, content_hash,
                 created_at)
-            WITH o AS (
-                SELECT CAST(floor(pow(random(), 2) * {members}) AS BIGINT) + 1 AS member_id,
-                       random() AS r, CAST(5000 + floor(random() * 60000) AS BIGINT) AS amount
-                FROM range(1, {orders} + 1) t(i)
-            ),
-            timed AS (
-                SELECT o.member_id, o.amount,
-                       m.joined_at + to_seconds(
-                           CAST(floor(o.r * epoch({now} - m.joined_at)) AS BIGINT)) AS paid_at
-                FROM o JOIN m ON m.id = o.member_id
-            ),
-            -- ids in payment order, as a live database hands them out
-            n AS (SELECT row_number() OVER (ORDER BY paid_at) AS id, * FROM timed)
-            SELECT n.id, 'store', 'B' || n.id, n.member_id,
-                   strftime(n.paid_at, '%Y-%m-%d %H:%M:%S.%f'),
-                   n.amount, 0, 0, CASE WHEN n.id % 50 = 0 THEN n.amount ELSE 0 END,
-                   CASE WHEN n.id % 50 = 0 THEN 'refunded' ELSE 'paid' END, 'bench',
+            SELECT id, 'store', 'B' || id, member_id,
+                   strftime(paid_at, '%Y-%m-%d %H:%M:%S.%f'),
+                   amount, 0, 0, CASE WHEN refunded THEN amount ELSE 0 END,
+                   CASE WHEN refunded THEN 'refunded' ELSE 'paid' END, 'bench',
                    strftime({now}, '%Y-%m-%d %H:%M:%S.%f')
-            FROM n ORDER BY n.id
+            FROM o ORDER BY id
             """,
         ),
+        ("order lines", _insert_lines("o", "0")),
         (
             "paid members",
             f"""
@@ -214,11 +257,19 @@ def remove_day(path: Path) -> None:
     """Take out what an earlier run's day added: the history is the same at every run."""
     db = Database(f"sqlite:///{path}")
     with db.engine.begin() as conn:
+        refunded = f"(SELECT order_id FROM refunds WHERE reason = '{DAY_MARK}')"
         conn.exec_driver_sql(
-            "UPDATE orders SET refunded_fen = 0, status = 'paid' WHERE id IN "
-            f"(SELECT order_id FROM refunds WHERE reason = '{DAY_MARK}')"
+            f"UPDATE orders SET refunded_fen = 0, status = 'paid' WHERE id IN {refunded}"
+        )
+        conn.exec_driver_sql(
+            "UPDATE order_lines SET refunded_quantity = 0, refunded_fen = 0 "
+            f"WHERE order_id IN {refunded}"
         )
         conn.exec_driver_sql(f"DELETE FROM refunds WHERE reason = '{DAY_MARK}'")
+        conn.exec_driver_sql(
+            "DELETE FROM order_lines WHERE order_id IN "
+            f"(SELECT id FROM orders WHERE content_hash = '{DAY_MARK}')"
+        )
         conn.exec_driver_sql(f"DELETE FROM orders WHERE content_hash = '{DAY_MARK}'")
         conn.exec_driver_sql(f"DELETE FROM members WHERE joined_at > '{_naive(NOW)}'")
     db.dispose()
@@ -226,8 +277,9 @@ def remove_day(path: Path) -> None:
 
 def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
     """A day of business after ``NOW``: orders paid that day (about 1/365 of the history,
-    buyers drawn like the history's), full refunds of earlier orders, new members. Bulk
-    inserted by DuckDB, with no SQLAlchemy engine open on the file."""
+    buyers drawn like the history's) with their lines, full refunds of earlier orders
+    (their lines refunded too), new members. Bulk inserted by DuckDB, with no SQLAlchemy
+    engine open on the file."""
     day_orders = max(orders // 365, 1)
     day_refunds = max(day_orders // 50, 1)
     day_members = max(members // (365 * YEARS), 1)
@@ -250,18 +302,28 @@ def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
     )
     con.execute(
         f"""
-        INSERT INTO {LIVE}.orders (id, channel, external_id, member_id, paid_at,
-            amount_fen, freight_fen, discount_fen, refunded_fen, status, content_hash,
-            created_at)
-        SELECT {orders} + i, 'store', 'D' || i,
-               CAST(floor(pow(random(), 2) * {members}) AS BIGINT) + 1,
-               strftime({now} + to_seconds(CAST(floor(random() * 86400) AS BIGINT)),
-                        '%Y-%m-%d %H:%M:%S.%f'),
-               CAST(5000 + floor(random() * 60000) AS BIGINT), 0, 0, 0, 'paid',
-               '{DAY_MARK}', {stamp}
+        CREATE TEMP TABLE day AS
+        SELECT {orders} + i AS id, 'D' || i AS external_id,
+               CAST(floor(pow(random(), 2) * {members}) AS BIGINT) + 1 AS member_id,
+               {now} + to_seconds(CAST(floor(random() * 86400) AS BIGINT)) AS paid_at,
+               CAST(5000 + floor(random() * 60000) AS BIGINT) AS amount,
+               {_line_count()} AS lines, false AS refunded
         FROM range(1, {day_orders} + 1) t(i)
         """
     )
+    con.execute(
+        f"""
+        INSERT INTO {LIVE}.orders (id, channel, external_id, member_id, paid_at,
+            amount_fen, freight_fen, discount_fen, refunded_fen, status, content_hash,
+            created_at)
+        SELECT id, 'store', external_id, member_id,
+               strftime(paid_at, '%Y-%m-%d %H:%M:%S.%f'), amount, 0, 0, 0, 'paid',
+               '{DAY_MARK}', {stamp}
+        FROM day ORDER BY id
+        """
+    )
+    last_line = con.execute(f"SELECT COALESCE(max(id), 0) FROM {LIVE}.order_lines").fetchone()
+    con.execute(_insert_lines("day", str(last_line[0] if last_line else 0)))
     con.execute(
         f"""
         CREATE TEMP TABLE refunded AS
@@ -283,10 +345,15 @@ def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
     refunds = int(con.execute("SELECT count(*) FROM refunded").fetchone()[0])  # type: ignore[index]
     con.close()
     db = Database(f"sqlite:///{path}")
-    with db.engine.begin() as conn:  # the orders the refunds returned
+    with db.engine.begin() as conn:  # the orders the refunds returned, and their lines
+        refunded = f"(SELECT order_id FROM refunds WHERE reason = '{DAY_MARK}')"
         conn.exec_driver_sql(
             "UPDATE orders SET refunded_fen = amount_fen, status = 'refunded' WHERE id IN "
-            f"(SELECT order_id FROM refunds WHERE reason = '{DAY_MARK}')"
+            f"{refunded}"
+        )
+        conn.exec_driver_sql(
+            "UPDATE order_lines SET refunded_quantity = quantity, refunded_fen = amount_fen "
+            f"WHERE order_id IN {refunded}"
         )
     db.dispose()
     return day_orders, refunds, day_members
@@ -315,8 +382,7 @@ def nightly_jobs(
 ) -> list[tuple[str, float, float, str]]:
     """The rest of the nightly insight pass after the refresh, as the scheduler runs it:
     the stored KPI reports and cohorts (``insight.kpis``) and the segment profile with
-    rule tags (``segments.tags``). The bench brand has orders without lines, so the
-    profile's purchase lines are empty: its figure is the member part only.
+    rule tags (``segments.tags``, its purchases read from the same order book).
     ``fresh_book``: remove the order book first (a rerun of the bench starts over)."""
     from siyu.insight.engine import analytics_file
     from siyu.insight.kpis import kpis_job
@@ -381,8 +447,9 @@ def main(argv: list[str] | None = None) -> None:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     # v2: order ids in payment order (v1 drew payment times at random against the ids,
     # which no live database does and which turned every range read by time into random
-    # reads)
-    path = (args.data_dir / f"live-v2-{args.members}-{args.orders}.db").resolve()
+    # reads); v3: orders have lines (v2's had none, which hid the cost of the segment
+    # profile's purchases, read from every order line)
+    path = (args.data_dir / f"live-v3-{args.members}-{args.orders}.db").resolve()
     done = path.with_suffix(".built")
     if not done.exists():
         path.unlink(missing_ok=True)
