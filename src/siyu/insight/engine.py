@@ -17,10 +17,13 @@ SQLite and DuckDB in one process: DuckDB bundles its own copy of the SQLite libr
 two copies in one process do not see each other's POSIX locks. A DuckDB attachment of
 the live file therefore believes it is alone: read-write, it deletes the WAL on closing
 (the application's next commits are lost); even read-only, it may reset the shared-memory
-index while the application has it mapped (the process dies with SIGBUS). Work that
-reads a large SQLite database for long, such as the nightly refresh, runs its DuckDB part
-in a child process (``insight.refresh``); in-process reads are for short queries only.
-PostgreSQL has no such trap.
+index while the application has it mapped (the process dies with SIGBUS). Short reads are
+not safe either: once DuckDB's SQLite has opened the file in the application's process,
+its closing drops the process's locks, and a later reader elsewhere finds the shared
+memory in disorder ("locking protocol") or the application dies of SIGBUS (seen in the
+tests when a segment count read the live file in process). So on SQLite every DuckDB read
+of the live file runs in a child process (``insight.isolation``), where the application's
+SQLite never opens it. PostgreSQL has no such trap: the work runs in process.
 """
 
 from __future__ import annotations
