@@ -17,11 +17,11 @@ from siyu.members.models import Member
 from siyu.orders.models import Order
 
 
-def test_instants_come_back_as_utc(small_brand: SmallBrand) -> None:
-    with small_brand.db.unit_of_work() as s:
+def test_instants_come_back_as_utc(in_process_brand: SmallBrand) -> None:
+    with in_process_brand.db.unit_of_work() as s:
         paid_at = s.scalar(select(func.max(Order.paid_at)))
     assert paid_at is not None
-    with analytics(small_brand.db) as engine:
+    with analytics(in_process_brand.db) as engine:
         orders = engine.table("orders")
         assert orders.schema()["paid_at"].timezone is None  # naive UTC on both databases
         latest = engine.backend.execute(orders.paid_at.max())
@@ -32,8 +32,8 @@ def test_instants_come_back_as_utc(small_brand: SmallBrand) -> None:
     assert recent >= 1
 
 
-def test_writes_are_set_based_and_roll_back_together(small_brand: SmallBrand) -> None:
-    db = small_brand.db
+def test_writes_are_set_based_and_roll_back_together(in_process_brand: SmallBrand) -> None:
+    db = in_process_brand.db
     now = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
     columns = ["month", "from_stage", "to_stage", "members", "computed_at"]
     with analytics(db, read_only=False) as engine:
@@ -59,15 +59,15 @@ def test_writes_are_set_based_and_roll_back_together(small_brand: SmallBrand) ->
         assert s.scalar(select(func.count()).where(LifecycleMatrix.computed_at == now)) == 2
 
 
-def test_a_read_only_connection_refuses_to_write(small_brand: SmallBrand) -> None:
-    with analytics(small_brand.db) as engine, pytest.raises(SiyuError, match="read-only"):
+def test_a_read_only_connection_refuses_to_write(in_process_brand: SmallBrand) -> None:
+    with analytics(in_process_brand.db) as engine, pytest.raises(SiyuError, match="read-only"):
         engine.delete("lifecycle_matrix", "1 = 1")
 
 
-def test_the_application_keeps_writing_after_analytics_close(small_brand: SmallBrand) -> None:
+def test_the_application_keeps_writing_after_analytics_close(in_process_brand: SmallBrand) -> None:
     """DuckDB bundles its own SQLite: a read-write attachment in this process would delete
     the WAL on close and lose the application's next commits. It stays read-only."""
-    db: Database = small_brand.db
+    db: Database = in_process_brand.db
     for _ in range(2):
         engine = Analytics(db, read_only=False)
         engine.backend.execute(engine.table("members").count())
@@ -75,10 +75,10 @@ def test_the_application_keeps_writing_after_analytics_close(small_brand: SmallB
         with db.unit_of_work() as s:
             s.add(
                 Member(
-                    joined_at=small_brand.now,
+                    joined_at=in_process_brand.now,
                     join_channel="store",
-                    created_at=small_brand.now,
-                    updated_at=small_brand.now,
+                    created_at=in_process_brand.now,
+                    updated_at=in_process_brand.now,
                 )
             )
     with analytics(db) as engine:
@@ -87,8 +87,8 @@ def test_the_application_keeps_writing_after_analytics_close(small_brand: SmallB
         assert seen == s.scalar(select(func.count()).select_from(Member)) == 13
 
 
-def test_staged_results_publish_all_or_nothing(small_brand: SmallBrand) -> None:
-    db = small_brand.db
+def test_staged_results_publish_all_or_nothing(in_process_brand: SmallBrand) -> None:
+    db = in_process_brand.db
     columns = ["month", "from_stage", "to_stage", "members", "computed_at"]
     with analytics(db, read_only=False) as engine:
         engine.stage(

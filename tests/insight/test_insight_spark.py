@@ -65,20 +65,20 @@ def summary_on(backend: Any, orders: ibis.Table, members: ibis.Table, at: Any) -
 
 
 def test_the_rfm_summary_is_the_same_on_spark_and_duckdb(
-    small_brand: SmallBrand, spark: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    in_process_brand: SmallBrand, spark: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # Spark may still put its warehouse under the working dir
-    with analytics(small_brand.db) as engine:
+    with analytics(in_process_brand.db) as engine:
         orders = engine.table("orders").select(*ORDER_COLUMNS)
         members = engine.table("members").select(*MEMBER_COLUMNS)
-        on_duckdb = summary_on(engine.backend, orders, members, small_brand.now)
+        on_duckdb = summary_on(engine.backend, orders, members, in_process_brand.now)
         orders_df = engine.backend.execute(orders)
         members_df = engine.backend.execute(members)
 
     con = ibis.pyspark.connect(spark)
     spark_orders = con.create_table("insight_orders", orders_df, overwrite=True)
     spark_members = con.create_table("insight_members", members_df, overwrite=True)
-    on_spark = summary_on(con, spark_orders, spark_members, small_brand.now)
+    on_spark = summary_on(con, spark_orders, spark_members, in_process_brand.now)
 
     assert on_spark == on_duckdb
     assert sum(members for _, members, *_ in on_spark) == 7  # the brand's buyers

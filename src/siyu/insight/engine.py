@@ -439,6 +439,9 @@ class Analytics:
 def analytics(
     db: Database, *, read_only: bool = True, threads: int | None = None
 ) -> Iterator[Analytics]:
+    """An engine in this process. On SQLite only for a database file this process does not
+    otherwise use (see the module's docstring): the application's work goes through
+    ``insight.isolation``."""
     engine = Analytics(db, read_only=read_only, threads=threads)
     try:
         yield engine
