@@ -180,3 +180,25 @@ def test_refunds_never_take_back_more_than_was_paid(
         assert rest.freight_fen == freight
     else:
         assert rest is None and problems
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),  # noqa: DTZ001 - a naive bound: zones are drawn below
+        max_value=datetime(9998, 12, 31),  # noqa: DTZ001
+    ),
+    st.sampled_from([None, UTC, ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")]),
+)
+def test_an_instant_in_the_content_hash_is_spelled_as_isoformat_spells_it_in_utc(
+    at: datetime, zone: ZoneInfo | None
+) -> None:
+    # given an instant, naive or in any zone, with or without microseconds
+    at = at.replace(tzinfo=zone)
+    # then the hash spells it as isoformat does, in UTC when it is aware
+    expected = at.astimezone(UTC).isoformat() if zone is not None else at.isoformat()
+    assert rules._instant(at) == expected
+    assert rules._instant(at.replace(microsecond=0)) == (
+        at.replace(microsecond=0).astimezone(UTC).isoformat()
+        if zone is not None
+        else at.replace(microsecond=0).isoformat()
+    )

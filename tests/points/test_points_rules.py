@@ -9,7 +9,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siyu.points import rules
@@ -279,3 +279,57 @@ def test_a_refund_takes_from_its_own_lot_then_the_oldest_expiring_then_falls_sho
     assert rules.take_back(own, 1_200, read) == rules.TakeBack([(1, 300), (2, 200), (3, 500)], 200)
     assert rules.take_back(None, 100, lambda: []) == rules.TakeBack([], 100)
     assert rules.take_back(LotState(1, 0, later), 50, read).taken == [(2, 50)]
+
+
+# ``doc`` is only read and updated with the same values by every example
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["SKU-1", "SKU-X", "SKU-2"]),
+            st.sampled_from(["奶粉", "玩具", "营养品", "纸尿裤"]),
+            st.integers(0, 50_000),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([None, "V1", "V2", "V3", "GONE"]),
+    st.integers(-3 * 24 * 60, 40 * 24 * 60),
+    st.booleans(),
+)
+def test_earning_is_the_documented_product_rounded_per_line(
+    doc: dict[str, Any], raw: list[tuple[str, str, int]], tier: str | None, minutes: int, up: bool
+) -> None:
+    # given a programme with exclusions, SKU multipliers and campaigns, and any order
+    doc["points"]["earn"].update(
+        rounding="half_up" if up else "down",
+        minimum_order_amount=Decimal(50),
+        excluded_categories=["玩具"],
+        sku_multipliers={"SKU-X": Decimal(3)},
+    )
+    p = programme(doc)
+    lines = [Line(i, sku, category, fen) for i, (sku, category, fen) in enumerate(raw, start=1)]
+    paid_at = PAID + timedelta(minutes=minutes)
+    # when it earns
+    earned = rules.earn_lines(p, lines, paid_at=paid_at, tier=tier, tz=TZ)
+    # then each line earns fen / 100 x tier x item x the best running campaign, rounded
+    earn = p.points.earn
+    small = sum(x.amount_fen for x in lines) < int(earn.minimum_order_amount * 100)
+    for x, e in zip(lines, earned, strict=True):
+        if small or x.category in earn.excluded_categories or x.amount_fen <= 0:
+            assert e.points == 0
+            continue
+        item = earn.sku_multipliers.get(x.sku, earn.category_multipliers.get(x.category, 1))
+        campaign = max(
+            (
+                c.multiplier
+                for c in p.points.campaigns
+                if rules.campaign_applies(c, at=paid_at, category=x.category, tier=tier, tz=TZ)
+            ),
+            default=Decimal(1),
+        )
+        value = Decimal(x.amount_fen) / 100 * earn.per_yuan
+        value *= rules.tier_multiplier(p, tier) * item * campaign
+        assert e == LineEarning(x.line_no, x.amount_fen, max(0, rules._round(value, earn.rounding)))

@@ -368,3 +368,16 @@ def test_a_grants_end_returns_to_what_the_member_holds_on_their_value() -> None:
     assert rules.grant_end_level(EXAMPLE, "V6", 0, [("V5", "V3")], None) is None
     assert rules.grant_end_level(EXAMPLE, "V5", 10_000, [("V5", "V3")], None) is None
     assert rules.grant_end_level(EXAMPLE, None, 0, [("V5", "V3")], None) is None
+
+
+@given(st.dates(min_value=date(2, 1, 1), max_value=date(9998, 12, 31)), st.integers(-24, 24))
+def test_add_months_keeps_the_day_or_takes_the_months_last(day: date, months: int) -> None:
+    import calendar
+
+    # when a day is moved by some months
+    moved = rules.add_months(day, months)
+    # then it lands in that month, on the same day or the month's last
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    assert (moved.year, moved.month) == (year, month + 1)
+    assert moved.day == min(day.day, calendar.monthrange(moved.year, moved.month)[1])

@@ -44,6 +44,7 @@ def _sqlite_instant(value: datetime) -> str:
 # emptied when full, so it never holds more than a few chunks' instants.
 _INSTANT_TEXTS: dict[int, tuple[datetime, str]] = {}
 _INSTANT_TEXTS_MAX = 1 << 17
+_INSTANT_SPELLING = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
 
 
 def _sqlite_instants(values: Sequence[Any]) -> list[Any]:
@@ -69,11 +70,19 @@ def _sqlite_instants(values: Sequence[Any]) -> list[Any]:
             if known is not None and known[0] is v:
                 text = known[1]
             else:
-                # ``_sqlite_instant``, spelled out: this loop runs for every instant written
-                if v.tzinfo is not UTC and v.tzinfo is not None:
-                    text = v.astimezone(UTC).isoformat(" ", "microseconds")[:26]
-                else:
-                    text = v.isoformat(" ", "microseconds")[:26]
+                # ``_sqlite_instant``, spelled out: this loop runs for every instant
+                # written. Spelled by ``%`` rather than ``isoformat`` and a slice: the same
+                # text (microseconds always, no offset) in two thirds of the time.
+                u = v.astimezone(UTC) if v.tzinfo is not UTC and v.tzinfo is not None else v
+                text = _INSTANT_SPELLING % (
+                    u.year,
+                    u.month,
+                    u.day,
+                    u.hour,
+                    u.minute,
+                    u.second,
+                    u.microsecond,
+                )
                 texts[key] = (v, text)
         append(text)
     return out

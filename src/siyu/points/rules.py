@@ -38,9 +38,9 @@ from __future__ import annotations
 import calendar
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from siyu.programme.rules import Campaign, CashOff, CheckIn, Expiry, FixedEvent, Programme
@@ -129,32 +129,116 @@ def earn_lines(
     tz: str,
 ) -> list[LineEarning]:
     """The points each line of a paid order earns (zero for lines that earn nothing)."""
-    earn = programme.points.earn
-    goods = sum(x.amount_fen for x in lines)
-    if goods < int(earn.minimum_order_amount * 100):
+    rules = _earning(programme, tz)
+    goods = 0
+    for x in lines:
+        goods += x.amount_fen
+    if goods < rules.minimum_fen:
         return [LineEarning(x.line_no, x.amount_fen, 0) for x in lines]
-    base = earn.per_yuan * tier_multiplier(programme, tier)
-    up = earn.rounding == "half_up"
-    # Campaigns running at ``paid_at`` for this tier, once per order; categories per line.
-    running = [
-        c
-        for c in programme.points.campaigns
-        if campaign_applies(c, at=paid_at, category="", tier=tier, tz=tz, any_category=True)
-    ]
+    # Campaigns running at ``paid_at`` for this tier, once per order (``campaign_applies``
+    # on any category, with the campaign's bounds taken once); categories per line.
+    running = tuple(
+        [
+            i
+            for i, (c, starts, ends) in enumerate(rules.campaigns)
+            if starts <= paid_at < ends and (c.tiers is None or tier in c.tiers)
+        ]
+    )
+    excluded, ratios = rules.excluded, rules.ratios
+    up = rules.half_up
     out = []
     for x in lines:
-        if x.category in earn.excluded_categories or x.amount_fen <= 0:
-            out.append(LineEarning(x.line_no, x.amount_fen, 0))
+        fen, category = x.amount_fen, x.category
+        if category in excluded or fen <= 0:
+            out.append(LineEarning(x.line_no, fen, 0))
             continue
-        item = earn.sku_multipliers.get(x.sku, earn.category_multipliers.get(x.category, ONE))
-        campaign = max(
-            (c.multiplier for c in running if c.categories is None or x.category in c.categories),
-            default=ONE,
-        )
-        out.append(
-            LineEarning(x.line_no, x.amount_fen, _points(x.amount_fen, base * item * campaign, up))
-        )
+        key = (tier, x.sku, category, running)
+        ratio = ratios.get(key)
+        if ratio is None:
+            ratio = ratios[key] = _line_ratio(programme, rules, tier, x.sku, category, running)
+        num, den = ratio
+        if num <= 0:
+            points = 0
+        elif up:
+            points = (2 * fen * num + 100 * den) // (200 * den)
+        else:
+            points = (fen * num) // (100 * den)
+        out.append(LineEarning(x.line_no, fen, points))
     return out
+
+
+class _Earning(NamedTuple):
+    """A programme's earning rules as lookups (``earn_lines`` runs for every imported
+    order): the same decisions, worked out once per programme and brand timezone."""
+
+    programme: Programme
+    minimum_fen: int
+    half_up: bool
+    excluded: Any
+    # (campaign, its start, its end) as instants in UTC, in document order
+    campaigns: tuple[tuple[Campaign, datetime, datetime], ...]
+    # (tier, sku, category, running campaigns) -> the line's multiplier as a fraction
+    ratios: dict[tuple[Any, ...], tuple[int, int]]
+
+
+# Programmes are frozen (validated documents): keyed by their id and the timezone, holding
+# the programme itself so that an id is never reused while it is here. Bounded: emptied
+# when full (a handful of programme versions live in a process).
+_EARNINGS: dict[tuple[int, str], _Earning] = {}
+_RATIOS_MAX = 1 << 16
+
+
+def _earning(programme: Programme, tz: str) -> _Earning:
+    key = (id(programme), tz)
+    found = _EARNINGS.get(key)
+    if found is not None and found.programme is programme:
+        if len(found.ratios) > _RATIOS_MAX:
+            found.ratios.clear()
+        return found
+    if len(_EARNINGS) > 64:
+        _EARNINGS.clear()
+    earn = programme.points.earn
+    found = _EARNINGS[key] = _Earning(
+        programme,
+        int(earn.minimum_order_amount * 100),
+        earn.rounding == "half_up",
+        earn.excluded_categories,
+        tuple(
+            (c, _bound(c.starts_at, tz), _bound(c.ends_at, tz)) for c in programme.points.campaigns
+        ),
+        {},
+    )
+    return found
+
+
+def _bound(at: datetime, tz: str) -> datetime:
+    """A campaign's start or end as ``campaign_applies`` compares it, in UTC where it can be:
+    the same order, compared without asking a zone for its offset at every order."""
+    local = _local(at, tz)
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:  # an instant at the edge of the calendar: compared as it is
+        return local
+
+
+def _line_ratio(
+    programme: Programme,
+    rules: _Earning,
+    tier: str | None,
+    sku: str,
+    category: str,
+    running: tuple[int, ...],
+) -> tuple[int, int]:
+    """tier x item x campaign for a line, as an exact fraction (see ``_points``)."""
+    earn = programme.points.earn
+    base = earn.per_yuan * tier_multiplier(programme, tier)
+    item = earn.sku_multipliers.get(sku, earn.category_multipliers.get(category, ONE))
+    campaigns = [rules.campaigns[i][0] for i in running]
+    campaign = max(
+        (c.multiplier for c in campaigns if c.categories is None or category in c.categories),
+        default=ONE,
+    )
+    return (base * item * campaign).as_integer_ratio()
 
 
 def _points(fen: int, multiplier: Decimal, half_up: bool) -> int:

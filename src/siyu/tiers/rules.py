@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from operator import attrgetter, itemgetter
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -231,8 +232,13 @@ def add_months(day: date, months: int) -> date:
     """The same day ``months`` later (or earlier); the 31st becomes the month's last day."""
     index = day.year * 12 + day.month - 1 + months
     year, month = divmod(index, 12)
-    last = calendar.monthrange(year, month + 1)[1]
+    # ``calendar.monthrange`` without the weekday it also works out (the climb asks once
+    # per imported order)
+    last = 29 if month == 1 and calendar.isleap(year) else _MONTH_DAYS[month]
     return date(year, month + 1, min(day.day, last))
+
+
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def day_start(day: date, tz: str) -> datetime:
@@ -308,10 +314,10 @@ def period_after(
 # --- immediate upgrades over a member's orders ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CountedOrder:
+class CountedOrder(NamedTuple):
     """An order as the ladder counts it, with the programme in force when it was paid
-    (None: no programme, so it earns nothing and moves no tier)."""
+    (None: no programme, so it earns nothing and moves no tier). A named tuple: an import
+    chunk makes one per order."""
 
     order_id: int
     paid_at: datetime
@@ -353,30 +359,48 @@ def climb(
     # Window values by prefix sums and binary search, not by adding up the window at each
     # order: a super user's year holds hundreds of movements, and summing the window anew
     # after each of their orders made a chunk quadratic in their orders.
-    before = _Timeline(sorted(prior, key=lambda m: m.at))
+    before = _Timeline(sorted(prior, key=_movement_at))
     counted = _Timeline([])
     held = current
-    for order in sorted(orders, key=lambda o: (as_utc(o.paid_at), o.order_id)):
-        result.tier_at_order[order.order_id] = held
+    tier_at_order = result.tier_at_order
+    # Each order's instant in UTC once, with its key (``(paid_at, order_id)``).
+    keyed = [((as_utc(o.paid_at), o.order_id), o) for o in orders]
+    keyed.sort(key=_first)
+    ladder: _Ladder | None = None
+    ladder_of: Programme | None = None
+    for (at, order_id), order in keyed:
+        tier_at_order[order_id] = held
         programme = order.programme
         if programme is None:
             continue
-        at = as_utc(order.paid_at)
         counted.append(Movement(at, order.growth + order.bonus, order.spend_fen, 1))
-        if held is not None and rank(programme, held) == len(programme.tiers.levels) - 1:
+        if programme is not ladder_of:  # a chunk's orders share one or two programmes
+            ladder, ladder_of = _ladder(programme), programme
+        assert ladder is not None
+        ranks, thresholds = ladder.ranks, ladder.thresholds
+        if held is not None and ranks.get(held, -1) == len(thresholds) - 1:
             continue  # already at the top: nothing to climb to, no window to add up
-        start = window_start(programme.tiers.review, at, tz)
-        basis = programme.tiers.basis
+        tiers = ladder.tiers
+        start = window_start(tiers.review, at, tz)
+        basis = tiers.basis
         # The orders counted so far are all at or before ``at`` (they come sorted).
         value = before.total(basis, start, at) + counted.total(basis, start, None)
-        target = qualifying_level(programme, value).code
-        if rank(programme, target) > rank(programme, held):
+        # ``qualifying_level`` on the ladder's thresholds
+        best = 0
+        for i, threshold in enumerate(thresholds):
+            if value >= threshold:
+                best = i
+        target = tiers.levels[best].code
+        if ranks.get(target, -1) > ranks.get(held, -1):
             reason = "join" if held is None else "upgrade"
             result.changes.append(Change(at, held, target, reason))
             held = target
     result.final_code = held
     return result
 
+
+_movement_at = attrgetter("at")
+_first = itemgetter(0)
 
 _FIELD_OF_BASIS = {"growth": "growth", "spend": "spend_fen", "order_count": "orders"}
 
