@@ -231,22 +231,7 @@ def _parquet(path: Path, rows: list[dict[str, object]], *, amount_scale: int = 2
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("channel", pa.string()),
-            ("external_id", pa.string()),
-            ("paid_at", pa.timestamp("us", tz="UTC")),
-            ("buyer_channel", pa.string()),
-            ("buyer_id", pa.string()),
-            ("member_id", pa.int64()),
-            ("store_code", pa.string()),
-            ("sku", pa.string()),
-            ("category", pa.string()),
-            ("quantity", pa.int64()),
-            ("amount", pa.decimal128(18, amount_scale)),
-            ("freight", pa.decimal128(18, 2)),
-        ]
-    )
+    schema = importer.parquet_schema(amount_scale)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 

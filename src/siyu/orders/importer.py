@@ -280,6 +280,14 @@ def _csv_rows(path: Path, encoding: str, on_bytes: Any) -> tuple[list[str], Iter
 _UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC", "+00:00", "Z"})
 
 
+def _plain_utc(kind: Any) -> bool:
+    """Whether a Parquet column type holds UTC instants a ``datetime`` can take as plain
+    UTC wall times (nanoseconds stay on pyarrow's path: they do not fit a datetime)."""
+    import pyarrow as pa
+
+    return bool(pa.types.is_timestamp(kind) and kind.tz in _UTC_NAMES and kind.unit != "ns")
+
+
 def _column_values(column: Any) -> list[Any]:
     """A Parquet column's values as Python objects.
 
@@ -290,8 +298,7 @@ def _column_values(column: Any) -> list[Any]:
     import pyarrow as pa
 
     kind = column.type
-    # (Nanoseconds stay on pyarrow's path: they do not fit a datetime.)
-    if pa.types.is_timestamp(kind) and kind.tz in _UTC_NAMES and kind.unit != "ns":
+    if _plain_utc(kind):
         return [
             None if v is None else v.replace(tzinfo=UTC)
             for v in column.cast(pa.timestamp(kind.unit)).to_pylist()
@@ -686,10 +693,7 @@ def _clean_orders(batch: Any, first: int) -> Iterator[_PendingOrder] | None:
             return None
     if any(column(name).null_count for name in _MISSING_NEVER):
         return None
-    paid_kind = column("paid_at").type
-    if not (
-        pa.types.is_timestamp(paid_kind) and paid_kind.tz in _UTC_NAMES and paid_kind.unit != "ns"
-    ):
+    if not _plain_utc(column("paid_at").type):
         return None
     if not pa.types.is_integer(column("quantity").type):
         return None
@@ -1014,12 +1018,12 @@ def write_orders_file(path: Path | str, drafts: Iterable[OrderDraft]) -> int:
     return count
 
 
-def _write_parquet(path: Path, drafts: Iterable[OrderDraft], batch_rows: int = 65_536) -> int:
+def parquet_schema(amount_scale: int = 2) -> Any:
+    """The Parquet types ``write_orders_file`` writes (the types the import reads column
+    by column); ``amount_scale``: decimals of the amounts (2: fen)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    money = pa.decimal128(18, 2)
-    schema = pa.schema(
+    return pa.schema(
         [
             ("channel", pa.string()),
             ("external_id", pa.string()),
@@ -1031,10 +1035,17 @@ def _write_parquet(path: Path, drafts: Iterable[OrderDraft], batch_rows: int = 6
             ("sku", pa.string()),
             ("category", pa.string()),
             ("quantity", pa.int64()),
-            ("amount", money),
-            ("freight", money),
+            ("amount", pa.decimal128(18, amount_scale)),
+            ("freight", pa.decimal128(18, 2)),
         ]
     )
+
+
+def _write_parquet(path: Path, drafts: Iterable[OrderDraft], batch_rows: int = 65_536) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = parquet_schema()
     count = 0
     with pq.ParquetWriter(path, schema) as writer:
         batch: list[dict[str, Any]] = []
