@@ -130,6 +130,26 @@ def brand(clean_db: Database, programme_in_force: None) -> dict[str, int]:
     return ids
 
 
+def _a_day_of_changes(db: Database, brand: dict[str, int]) -> int:
+    """New orders (D's and a guest's), B-0's second line refunded, C-0 and guest-0 refunded
+    in full, and A merged into D; returns the merge."""
+    now = clock.now()
+    with db.unit_of_work() as session:
+        orders.ingest_orders(
+            session,
+            [
+                _order("D-0", now - timedelta(days=1), 80, brand["D"]),
+                _order("guest-1", now - timedelta(hours=3), 90, None),
+            ],
+        )
+        orders.record_refund(session, _refund("R-B-0", "B-0", now - timedelta(days=1), part=True))
+        orders.record_refund(session, _refund("R-C-0", "C-0", now - timedelta(days=2)))  # full
+        orders.record_refund(session, _refund("R-guest-0", "guest-0", now - timedelta(days=1)))
+        return members.merge(
+            session, brand["A"], brand["D"], reason="one person", principal=SYSTEM
+        ).id
+
+
 def test_the_book_follows_every_change_to_the_orders(
     clean_db: Database, brand: dict[str, int], tmp_path: Path
 ) -> None:
@@ -144,21 +164,7 @@ def test_the_book_follows_every_change_to_the_orders(
     assert how == "updated" and rows == _live(clean_db)
     assert read == (0 if exact else 5)
 
-    now = clock.now()
-    with clean_db.unit_of_work() as session:
-        orders.ingest_orders(
-            session,
-            [
-                _order("D-0", now - timedelta(days=1), 80, brand["D"]),
-                _order("guest-1", now - timedelta(hours=3), 90, None),
-            ],
-        )
-        orders.record_refund(session, _refund("R-B-0", "B-0", now - timedelta(days=1), part=True))
-        orders.record_refund(session, _refund("R-C-0", "C-0", now - timedelta(days=2)))  # full
-        orders.record_refund(session, _refund("R-guest-0", "guest-0", now - timedelta(days=1)))
-        merge = members.merge(
-            session, brand["A"], brand["D"], reason="one person", principal=SYSTEM
-        ).id
+    merge = _a_day_of_changes(clean_db, brand)
     how, read, rows = _sync(clean_db, path)
     # the two new orders (D's one of them), the three refunded ones, and A's two orders
     assert how == "updated" and read == (2 + 3 + 2 if exact else 7)
@@ -185,21 +191,8 @@ def test_the_books_lines_follow_every_change_to_the_orders(
 
     # when new orders come, a line is refunded, two orders are refunded in full, and A is
     # merged into D
-    now = clock.now()
+    merge = _a_day_of_changes(clean_db, brand)
     with clean_db.unit_of_work() as session:
-        orders.ingest_orders(
-            session,
-            [
-                _order("D-0", now - timedelta(days=1), 80, brand["D"]),
-                _order("guest-1", now - timedelta(hours=3), 90, None),
-            ],
-        )
-        orders.record_refund(session, _refund("R-B-0", "B-0", now - timedelta(days=1), part=True))
-        orders.record_refund(session, _refund("R-C-0", "C-0", now - timedelta(days=2)))  # full
-        orders.record_refund(session, _refund("R-guest-0", "guest-0", now - timedelta(days=1)))
-        merge = members.merge(
-            session, brand["A"], brand["D"], reason="one person", principal=SYSTEM
-        ).id
         ids = {
             o.external_id: o.id
             for o in session.scalars(select(Order).where(Order.external_id.in_(["B-0", "C-0"])))
