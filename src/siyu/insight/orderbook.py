@@ -45,15 +45,15 @@ from datetime import datetime, timedelta
 import duckdb
 import ibis
 
-from siyu.insight.engine import Analytics, sql_text
+from siyu.insight.engine import LIVE, Analytics, sql_text
 
 BOOK = "order_book"  # the attached file's catalog name
 VERSION = 2  # bump when the book's columns change: an older book is rebuilt (2: lines)
 ID_OVERLAP = 10_000  # PostgreSQL: ids below the watermark read again (see the docstring)
 UNMERGE_ROOM = timedelta(hours=2)  # unmerges are found by time, with this much room
 
-# (name, DuckDB type, expression over a live ``orders`` row as the live database's own query
-# returns it: SQLite's values come untyped)
+# (name, DuckDB type, expression over a live ``orders`` row, as the attached table gives it
+# or as the live database's own query returns it: SQLite's values come untyped there)
 COLUMNS = (
     ("id", "BIGINT", "id"),
     ("member_id", "BIGINT", "member_id"),
@@ -102,26 +102,13 @@ def _cast(columns: tuple[tuple[str, str, str], ...], prefix: str = "") -> str:
 
 
 def _live(engine: Analytics) -> ibis.Table:
-    """The live orders in the book's shape (read whole: the fallback)."""
-    orders = engine.table("orders")
-    return orders.select(
-        id=orders.id.cast("int64"),
-        member_id=orders.member_id.cast("int64"),
-        paid_at=orders.paid_at,
-        net_fen=(orders.amount_fen - orders.refunded_fen).cast("int64"),
-        counted=orders.member_id.notnull() & (orders.status != "refunded"),
-    )
+    """The live orders in the book's shape (read whole: the build, and the fallback)."""
+    return engine.backend.sql(f"SELECT {_cast(COLUMNS)} FROM {LIVE}.orders")
 
 
 def _live_lines(engine: Analytics) -> ibis.Table:
-    """The live order lines in the book's shape (read whole: the fallback)."""
-    lines = engine.table("order_lines")
-    return lines.select(
-        order_id=lines.order_id.cast("int64"),
-        line_no=lines.line_no.cast("int32"),
-        category=lines.category.cast("string"),
-        counted=lines.refunded_quantity < lines.quantity,
-    )
+    """The live order lines in the book's shape (read whole: the build, and the fallback)."""
+    return engine.backend.sql(f"SELECT {_cast(LINE_COLUMNS)} FROM {LIVE}.order_lines")
 
 
 @contextmanager
