@@ -435,7 +435,9 @@ def _all_figures(
         )
     )
 
-    tiers = _tiers(sources.history, programme, spans=spans, member_periods=member_periods)
+    tiers = _tiers(
+        sources.history, programme, spans=spans, member_periods=member_periods, count=len(periods)
+    )
     cash_rate = programme.points.cash_off.points_per_yuan if programme.points.cash_off else 100
     out: list[Figures] = []
     for i, period in enumerate(periods):
@@ -493,11 +495,16 @@ def _all_figures(
 
 
 def _tiers(
-    history: ibis.Table, programme: Programme, *, spans: ibis.Table, member_periods: ibis.Table
+    history: ibis.Table,
+    programme: Programme,
+    *,
+    spans: ibis.Table,
+    member_periods: ibis.Table,
+    count: int,
 ) -> dict[int, tuple[dict[str, int], list[TierMove]]]:
     """Per period: members by tier at its end (each counted member's last tier change
     before it) and the moves between tiers during it, upgrades and downgrades by the
-    ladder."""
+    ladder. ``count``: how many periods ``spans`` holds (``i`` from 0)."""
     before = history.join(spans, history.at < spans.end_at)
     last = before.mutate(
         n=ibis.row_number().over(
@@ -537,7 +544,7 @@ def _tiers(
             )
         )
     out: dict[int, tuple[dict[str, int], list[TierMove]]] = {}
-    for i in range(int(spans.count().to_pyarrow().as_py())):
+    for i in range(count):
         found = dict(counts.get(i, {}))
         distribution = {code: found.pop(code, 0) for code in order}
         distribution.update(found)  # codes no longer on the ladder, and members with none
