@@ -52,6 +52,36 @@ def _book_lines(engine: Analytics, place: orderbook.Place) -> tuple[str, int, in
     )
 
 
+def _book_follow(engine: Analytics, place: orderbook.Place) -> dict[str, object]:
+    """The book's firsts, its list of changes and where it is in it."""
+    with orderbook.book(engine, place) as held:
+        firsts = held.firsts.order_by("member_id").to_pyarrow().to_pylist()
+        changes = held.changes.order_by(["seq", "order_id"]).to_pyarrow().to_pylist()
+        return {
+            "firsts": [(r["member_id"], r["first_at"], r["second_at"]) for r in firsts],
+            "changes": [(r["seq"], r["order_id"]) for r in changes],
+            "generation": held.generation,
+            "seq": held.seq,
+            "first_seq": held.first_seq,
+        }
+
+
+def _follow(db: Database, path: str | None) -> dict[str, object]:
+    return run_isolated(db, _book_follow, orderbook.Place(path, clock.now()))
+
+
+def _live_firsts(db: Database) -> list[tuple[int, datetime, datetime | None]]:
+    """Each buyer's two earliest counted purchase instants, from the live orders."""
+    times: dict[int, list[datetime]] = {}
+    for _, member_id, paid_at, _, counted in _live(db):
+        if counted and member_id is not None:
+            times.setdefault(member_id, []).append(paid_at)
+    return [
+        (member, sorted(at)[0], sorted(at)[1] if len(at) > 1 else None)
+        for member, at in sorted(times.items())
+    ]
+
+
 def _live_lines(db: Database) -> list[Line]:
     with db.unit_of_work() as session:
         return [
@@ -299,3 +329,83 @@ def test_kpis_from_the_book_equal_kpis_from_the_live_table(
     assert live.current.revenue_fen == (200 + 300 + 150 + 400 + 4 * 50) * 100
     assert table == kpis.cohorts(clean_db, tz=TZ)
     assert sum(sum(c.buyers) for c in table) > 0
+
+
+def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
+    clean_db: Database, brand: dict[str, int], tmp_path: Path
+) -> None:
+    # given a book just built: every buyer's first purchases, no changes listed yet
+    path = analytics_file(clean_db, "orders", tmp_path)
+    built = _follow(clean_db, path)
+    assert built["firsts"] == _live_firsts(clean_db) and len(built["firsts"]) == 3
+    assert (built["changes"], built["seq"], built["first_seq"]) == ([], 0, 1)
+
+    # when a day of changes lands (C-0 refunded in full: C has no purchase left; A's two
+    # orders move to D, who bought once that day)
+    merge = _a_day_of_changes(clean_db, brand)
+    with clean_db.unit_of_work() as session:
+        ids = dict(session.execute(select(Order.external_id, Order.id)).tuples().all())
+    day = _follow(clean_db, path)
+    # then the firsts are the live ones, regrouped for the members of the changed orders
+    assert day["firsts"] == _live_firsts(clean_db)
+    assert [m for m, *_ in day["firsts"]] == sorted([brand["B"], brand["D"]])
+    # and the orders read again are listed under the sync's number, in the same generation
+    assert day["generation"] == built["generation"] and day["seq"] == 1
+    listed = {order_id for seq, order_id in day["changes"] if seq == 1}
+    expected = {ids[k] for k in ("D-0", "guest-1", "B-0", "C-0", "guest-0", "A-0", "A-1")}
+    if clean_db.dialect == "sqlite":
+        assert listed == expected
+    else:  # PostgreSQL also reads the last ids below the watermark again
+        assert listed >= expected
+
+    # when the merge is undone: A's purchases are A's again
+    with clean_db.unit_of_work() as session:
+        members.unmerge(session, merge, principal=SYSTEM)
+    undone = _follow(clean_db, path)
+    assert undone["firsts"] == _live_firsts(clean_db) and undone["seq"] == 2
+    assert {o for s, o in undone["changes"] if s == 2} >= {ids["A-0"], ids["A-1"]}
+
+
+def test_the_books_changes_are_kept_for_a_while_and_a_rebuild_starts_a_generation(
+    clean_db: Database, brand: dict[str, int], tmp_path: Path
+) -> None:
+    path = analytics_file(clean_db, "orders", tmp_path)
+    assert path is not None
+    built = _follow(clean_db, path)
+    _a_day_of_changes(clean_db, brand)
+    day = _follow(clean_db, path)
+    assert day["changes"] and day["first_seq"] == 1
+
+    # a copy made at the build can be brought up to date from the changes; one made in
+    # another generation, or whose changes are gone, cannot
+    def follows(state: dict[str, object], generation: object, seq: int) -> bool:
+        return orderbook.Book(
+            *([None] * 4),  # type: ignore[arg-type]
+            orderbook.Synced("updated", 0),
+            str(state["generation"]),
+            int(state["seq"]),  # type: ignore[call-overload]
+            int(state["first_seq"]),  # type: ignore[call-overload]
+        ).changed_since(str(generation), seq)
+
+    assert follows(day, built["generation"], 0) and not follows(day, "another", 0)
+
+    # when the book is synced again more than CHANGES_KEPT later, the first day's changes go
+    later = clock.now() + orderbook.CHANGES_KEPT + timedelta(days=1)
+    state = run_isolated(clean_db, _book_follow, orderbook.Place(path, later))
+    assert state["seq"] == 2 and state["first_seq"] == 2
+    assert all(seq >= 2 for seq, _ in state["changes"])  # type: ignore[attr-defined]
+    assert not follows(state, built["generation"], 0) and follows(state, built["generation"], 1)
+
+    # and a rebuilt book (damaged file) is a new generation
+    Path(path).write_bytes(b"not a DuckDB file")
+    again = _follow(clean_db, path)
+    assert again["generation"] != built["generation"] and again["seq"] == 0
+    assert again["firsts"] == _live_firsts(clean_db)
+
+
+def test_without_an_analytics_directory_the_firsts_are_the_live_ones(
+    clean_db: Database, brand: dict[str, int]
+) -> None:
+    state = _follow(clean_db, None)
+    assert state["firsts"] == _live_firsts(clean_db) and state["generation"] == ""
+    assert state["changes"] == []

@@ -24,10 +24,24 @@ An order's lines are read again with it, in the same statement (so the two agree
 change only through refunds (``refunded_quantity``), and their member is the order's.
 
 Orders are never deleted. A re-read order replaces its row and its lines, so reading one
-twice is harmless, and missing one is what the watermarks rule out. Anything unexpected (no
-analytics directory, a file another version wrote, a file that does not open) reads the
-live table instead, and a file that does not open is rebuilt: the book is a cache, never
-the truth.
+twice is harmless, and missing one is what the watermarks rule out.
+
+What the book keeps for the figures beside the orders and lines:
+
+- ``firsts``: each buyer's first and second counted purchase instants, ever (the KPIs'
+  first-to-second conversion and join conversion). Finding them is a grouping of every
+  purchase; kept here, a sync regroups only the members whose orders it read again (the
+  members those orders had before and have now).
+- ``changes``: the ids of the orders each sync read again, numbered by sync (``seq``), for
+  ``CHANGES_KEPT``. A copy made from the book (the segment profile's purchases) is
+  brought up to date from them instead of being copied whole again: it notes the book's
+  ``generation`` (new at each build) and the ``seq`` it reflects, and what changed since
+  is the orders of the later syncs, as long as the book still holds them
+  (``first_seq``); otherwise, or in another generation, it copies the book whole.
+
+Anything unexpected (no analytics directory, a file another version wrote, a file that
+does not open) reads the live table instead, and a file that does not open is rebuilt: the
+book is a cache, never the truth.
 
 One process at a time brings the book up to date and copies from it (a lock file beside
 it); the others wait, which costs them less than a scan.
@@ -37,6 +51,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,9 +63,11 @@ import ibis
 from siyu.insight.engine import LIVE, Analytics, sql_text
 
 BOOK = "order_book"  # the attached file's catalog name
-VERSION = 2  # bump when the book's columns change: an older book is rebuilt (2: lines)
+TABLES = ("orders", "lines", "firsts", "changes")  # what a ``Book`` holds, in its order
+VERSION = 3  # bump when the book's tables change: an older book is rebuilt (3: firsts, changes)
 ID_OVERLAP = 10_000  # PostgreSQL: ids below the watermark read again (see the docstring)
 UNMERGE_ROOM = timedelta(hours=2)  # unmerges are found by time, with this much room
+CHANGES_KEPT = timedelta(days=35)  # how long the orders a sync read again are listed
 
 # (name, DuckDB type, expression over a live ``orders`` row, as the attached table gives it
 # or as the live database's own query returns it: SQLite's values come untyped there)
@@ -89,12 +106,24 @@ class Synced:
 
 @dataclass(frozen=True)
 class Book:
-    """The book's two tables for one use: ``orders`` as ``orders()`` describes them, and
-    ``lines`` as ``(order_id, line_no, category, counted)``."""
+    """The book's tables for one use: ``orders`` as ``orders()`` describes them, ``lines``
+    as ``(order_id, line_no, category, counted)``, ``firsts`` as ``(member_id, first_at,
+    second_at)`` and ``changes`` as ``(seq, order_id)`` (see the module's docstring);
+    ``generation`` is empty when the live tables were read (no book: nothing to follow)."""
 
     orders: ibis.Table
     lines: ibis.Table
+    firsts: ibis.Table
+    changes: ibis.Table
     synced: Synced
+    generation: str = ""
+    seq: int = 0  # the last sync's number
+    first_seq: int = 1  # the oldest sync whose changes are still listed
+
+    def changed_since(self, generation: str, seq: int) -> bool:
+        """Whether ``changes`` holds every order read again after sync ``seq`` of
+        ``generation`` (a copy made then can be brought up to date from them)."""
+        return bool(self.generation) and generation == self.generation and seq + 1 >= self.first_seq
 
 
 def _cast(columns: tuple[tuple[str, str, str], ...], prefix: str = "") -> str:
@@ -109,6 +138,26 @@ def _live(engine: Analytics) -> ibis.Table:
 def _live_lines(engine: Analytics) -> ibis.Table:
     """The live order lines in the book's shape (read whole: the build, and the fallback)."""
     return engine.backend.sql(f"SELECT {_cast(LINE_COLUMNS)} FROM {LIVE}.order_lines")
+
+
+def _firsts(orders: str, members: str | None = None) -> str:
+    """Each buyer's first and second counted purchase instants over ``orders`` (SQL), of
+    ``members`` (a query of member ids) or all: the two earliest times (the same instant
+    twice when two purchases share it), one grouping instead of ranking every purchase."""
+    only = f" AND member_id IN ({members})" if members else ""
+    return (
+        "SELECT member_id, earliest[1] AS first_at, earliest[2] AS second_at FROM ("
+        f"SELECT member_id, min(paid_at, 2) AS earliest FROM {orders} "
+        f"WHERE counted{only} GROUP BY member_id) AS f"
+    )
+
+
+def _unbooked(engine: Analytics) -> Book:
+    """The live tables in the book's shape: no book (no analytics directory, or it failed)."""
+    orders = _live(engine)
+    firsts = engine.backend.sql(_firsts(f"({engine.backend.compile(orders)}) AS o"))
+    changes = engine.backend.sql("SELECT 0::BIGINT AS seq, 0::BIGINT AS order_id WHERE false")
+    return Book(orders, _live_lines(engine), firsts, changes, Synced("live", 0))
 
 
 @contextmanager
@@ -137,7 +186,7 @@ def _marks(engine: Analytics) -> tuple[int, int, int]:
 
 def _build(engine: Analytics, now: datetime) -> Synced:
     marks = _marks(engine)  # before the read: what commits after it is read next time
-    for table in ("orders", "lines", "meta"):
+    for table in ("orders", "lines", "firsts", "changes", "syncs", "meta"):
         engine.sql(f"DROP TABLE IF EXISTS {BOOK}.{table}")
     compiled = engine.backend.compile(_live(engine))
     engine.sql(f"CREATE TABLE {BOOK}.orders AS SELECT * FROM ({compiled}) AS o ORDER BY id")
@@ -145,10 +194,14 @@ def _build(engine: Analytics, now: datetime) -> Synced:
     # for it outside the join, and is read again with it (its id is above the watermark)
     compiled = engine.backend.compile(_live_lines(engine))
     engine.sql(f"CREATE TABLE {BOOK}.lines AS SELECT * FROM ({compiled}) AS l")
+    engine.sql(f"CREATE TABLE {BOOK}.firsts AS {_firsts(f'{BOOK}.orders')}")
+    engine.sql(f"CREATE TABLE {BOOK}.changes (seq BIGINT, order_id BIGINT)")
+    engine.sql(f"CREATE TABLE {BOOK}.syncs (seq BIGINT, synced_at TIMESTAMP)")
     engine.sql(
         f"CREATE TABLE {BOOK}.meta AS SELECT {VERSION} AS version, {marks[0]}::BIGINT AS "
         f"order_id, {marks[1]}::BIGINT AS refund_id, {marks[2]}::BIGINT AS merge_id, "
-        f"'{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP AS synced_at"
+        f"'{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP AS synced_at, "
+        f"'{uuid.uuid4().hex}' AS generation, 0::BIGINT AS seq, 1::BIGINT AS first_seq"
     )
     return Synced(
         "built",
@@ -157,8 +210,13 @@ def _build(engine: Analytics, now: datetime) -> Synced:
     )
 
 
-def _update(engine: Analytics, meta: tuple[int, int, int, datetime], now: datetime) -> Synced:
-    order_id, refund_id, merge_id, synced_at = meta
+def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
+    order_id, refund_id, merge_id, synced_at = (
+        meta.order_id,
+        meta.refund_id,
+        meta.merge_id,
+        meta.synced_at,
+    )
     overlap = 0 if engine.sqlite else ID_OVERLAP
     marks = _marks(engine)
     since = engine.live_instant(synced_at - UNMERGE_ROOM)
@@ -190,10 +248,19 @@ def _update(engine: Analytics, meta: tuple[int, int, int, datetime], now: dateti
     )
     read = int(engine.scalar("SELECT count(*) FROM order_book_changed"))
     lines = int(engine.scalar("SELECT count(line_order_id) FROM order_book_read"))
+    seq = meta.seq + 1
+    at = f"'{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP"
     engine.sql("BEGIN TRANSACTION")
     try:
         if read:
             changed_ids = "(SELECT id FROM order_book_changed)"
+            # the members whose first purchases may move: those the orders had, and have
+            engine.sql(
+                "CREATE OR REPLACE TEMP TABLE order_book_members AS "
+                f"SELECT member_id FROM {BOOK}.orders WHERE id IN {changed_ids} "
+                "AND member_id IS NOT NULL UNION "
+                "SELECT member_id FROM order_book_changed WHERE member_id IS NOT NULL"
+            )
             engine.sql(f"DELETE FROM {BOOK}.orders WHERE id IN {changed_ids}")
             engine.sql(f"INSERT INTO {BOOK}.orders SELECT * FROM order_book_changed")
             engine.sql(f"DELETE FROM {BOOK}.lines WHERE order_id IN {changed_ids}")
@@ -201,10 +268,25 @@ def _update(engine: Analytics, meta: tuple[int, int, int, datetime], now: dateti
                 f"INSERT INTO {BOOK}.lines SELECT {line_names} FROM order_book_read "
                 "WHERE line_order_id IS NOT NULL"
             )
+            members = "SELECT member_id FROM order_book_members"
+            engine.sql(f"DELETE FROM {BOOK}.firsts WHERE member_id IN ({members})")
+            engine.sql(f"INSERT INTO {BOOK}.firsts {_firsts(f'{BOOK}.orders', members)}")
+            engine.sql(f"INSERT INTO {BOOK}.changes SELECT {seq}, id FROM order_book_changed")
+        engine.sql(f"INSERT INTO {BOOK}.syncs VALUES ({seq}, {at})")
+        # the changes of syncs older than CHANGES_KEPT go: a copy older than that is
+        # made again whole
+        stale = (
+            f"SELECT max(seq) FROM {BOOK}.syncs WHERE synced_at < "
+            f"'{(now - CHANGES_KEPT).replace(tzinfo=None).isoformat()}'::TIMESTAMP"
+        )
+        first_seq = max(meta.first_seq, int(engine.scalar(stale) or 0) + 1)
+        if first_seq > meta.first_seq:
+            engine.sql(f"DELETE FROM {BOOK}.changes WHERE seq < {first_seq}")
+            engine.sql(f"DELETE FROM {BOOK}.syncs WHERE seq < {first_seq}")
         engine.sql(
             f"UPDATE {BOOK}.meta SET order_id = {max(marks[0], order_id)}, "
             f"refund_id = {max(marks[1], refund_id)}, merge_id = {max(marks[2], merge_id)}, "
-            f"synced_at = '{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP"
+            f"synced_at = {at}, seq = {seq}, first_seq = {first_seq}"
         )
     except BaseException:
         engine.sql("ROLLBACK")
@@ -232,16 +314,33 @@ def _same_database(engine: Analytics, order_id: int) -> bool:
     return bool(there) and there == kept and there[-1][0] == order_id
 
 
-def _meta(engine: Analytics) -> tuple[int, int, int, datetime] | None:
+@dataclass(frozen=True)
+class _Meta:
+    order_id: int
+    refund_id: int
+    merge_id: int
+    synced_at: datetime
+    generation: str
+    seq: int
+    first_seq: int
+
+
+def _meta(engine: Analytics) -> _Meta | None:
     try:
+        version = engine.sql(f"SELECT version FROM {BOOK}.meta").fetchone()
+        if version is None or version[0] != VERSION:
+            return None
         row = engine.sql(
-            f"SELECT version, order_id, refund_id, merge_id, synced_at FROM {BOOK}.meta"
+            "SELECT order_id, refund_id, merge_id, synced_at, generation, seq, first_seq "
+            f"FROM {BOOK}.meta"
         ).fetchone()
     except duckdb.CatalogException:
         return None
-    if row is None or row[0] != VERSION or not _same_database(engine, int(row[1])):
+    if row is None or not _same_database(engine, int(row[0])):
         return None
-    return int(row[1]), int(row[2]), int(row[3]), row[4]
+    return _Meta(
+        int(row[0]), int(row[1]), int(row[2]), row[3], str(row[4]), int(row[5]), int(row[6])
+    )
 
 
 def _attach(engine: Analytics, path: str) -> None:
@@ -263,7 +362,7 @@ def book(engine: Analytics, place: Place) -> Iterator[Book]:
     what you need inside the block (into memory or another file): the book is locked and
     attached only while it lasts."""
     if place.path is None:
-        yield Book(_live(engine), _live_lines(engine), Synced("live", 0))
+        yield _unbooked(engine)
         return
     with _locked(place.path):
         try:
@@ -272,13 +371,18 @@ def book(engine: Analytics, place: Place) -> Iterator[Book]:
             synced = _build(engine, place.now) if meta is None else _update(engine, meta, place.now)
         except (duckdb.Error, OSError):
             engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")
-            yield Book(_live(engine), _live_lines(engine), Synced("live", 0))
+            yield _unbooked(engine)
             return
         try:
+            generation, seq, first_seq = engine.sql(
+                f"SELECT generation, seq, first_seq FROM {BOOK}.meta"
+            ).fetchone()  # type: ignore[misc]
             yield Book(
-                engine.backend.table("orders", database=BOOK),
-                engine.backend.table("lines", database=BOOK),
+                *(engine.backend.table(t, database=BOOK) for t in TABLES),
                 synced,
+                str(generation),
+                int(seq),
+                int(first_seq),
             )
         finally:
             engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")
