@@ -24,6 +24,7 @@ from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
 from siyu.orders.models import Order, OrderLine
 from siyu.orders.rules import LineDraft, OrderDraft, RefundDraft, RefundLineDraft
+from siyu.points.models import PointsEntry
 
 TZ = "Asia/Shanghai"
 Row = tuple[int, int | None, datetime, int, bool]
@@ -57,8 +58,13 @@ def _book_follow(engine: Analytics, place: orderbook.Place) -> dict[str, object]
     with orderbook.book(engine, place) as held:
         firsts = held.firsts.order_by("member_id").to_pyarrow().to_pylist()
         changes = held.changes.order_by(["seq", "order_id"]).to_pyarrow().to_pylist()
+        points: dict[tuple[datetime, str], int] = {}
+        for r in held.points.to_pyarrow().to_pylist():
+            key = (r["at"], r["kind"])
+            points[key] = points.get(key, 0) + r["points"]
         return {
             "firsts": [(r["member_id"], r["first_at"], r["second_at"]) for r in firsts],
+            "points": {key: n for key, n in points.items() if n},
             "changes": [(r["seq"], r["order_id"]) for r in changes],
             "generation": held.generation,
             "seq": held.seq,
@@ -80,6 +86,16 @@ def _live_firsts(db: Database) -> list[tuple[int, datetime, datetime | None]]:
         (member, sorted(at)[0], sorted(at)[1] if len(at) > 1 else None)
         for member, at in sorted(times.items())
     ]
+
+
+def _live_points(db: Database) -> dict[tuple[datetime, str], int]:
+    """The live points ledger summed by minute and kind (sums of zero left out)."""
+    points: dict[tuple[datetime, str], int] = {}
+    with db.unit_of_work() as session:
+        for entry in session.scalars(select(PointsEntry)):
+            at = clock.as_utc(entry.at).replace(tzinfo=None, second=0, microsecond=0)
+            points[(at, entry.kind)] = points.get((at, entry.kind), 0) + entry.points
+    return {key: n for key, n in points.items() if n}
 
 
 def _live_lines(db: Database) -> list[Line]:
@@ -338,6 +354,7 @@ def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
     path = analytics_file(clean_db, "orders", tmp_path)
     built = _follow(clean_db, path)
     assert built["firsts"] == _live_firsts(clean_db) and len(built["firsts"]) == 3
+    assert built["points"] == _live_points(clean_db) and built["points"]
     assert (built["changes"], built["seq"], built["first_seq"]) == ([], 0, 1)
 
     # when a day of changes lands (C-0 refunded in full: C has no purchase left; A's two
@@ -346,8 +363,10 @@ def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
     with clean_db.unit_of_work() as session:
         ids = dict(session.execute(select(Order.external_id, Order.id)).tuples().all())
     day = _follow(clean_db, path)
-    # then the firsts are the live ones, regrouped for the members of the changed orders
+    # then the firsts are the live ones, regrouped for the members of the changed orders,
+    # and the points the live ledger's (the new orders' earnings, the refunds' reversals)
     assert day["firsts"] == _live_firsts(clean_db)
+    assert day["points"] == _live_points(clean_db) != built["points"]
     assert [m for m, *_ in day["firsts"]] == sorted([brand["B"], brand["D"]])
     # and the orders read again are listed under the sync's number, in the same generation
     assert day["generation"] == built["generation"] and day["seq"] == 1
@@ -363,6 +382,8 @@ def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
         members.unmerge(session, merge, principal=SYSTEM)
     undone = _follow(clean_db, path)
     assert undone["firsts"] == _live_firsts(clean_db) and undone["seq"] == 2
+    assert undone["points"] == _live_points(clean_db)
+    assert _follow(clean_db, path)["points"] == _live_points(clean_db)  # nothing counted twice
     assert {o for s, o in undone["changes"] if s == 2} >= {ids["A-0"], ids["A-1"]}
 
 
@@ -380,7 +401,7 @@ def test_the_books_changes_are_kept_for_a_while_and_a_rebuild_starts_a_generatio
     # another generation, or whose changes are gone, cannot
     def follows(state: dict[str, object], generation: object, seq: int) -> bool:
         return orderbook.Book(
-            *([None] * 4),  # type: ignore[arg-type]
+            *([None] * 5),  # type: ignore[arg-type]
             orderbook.Synced("updated", 0),
             str(state["generation"]),
             int(state["seq"]),  # type: ignore[call-overload]
@@ -408,4 +429,5 @@ def test_without_an_analytics_directory_the_firsts_are_the_live_ones(
 ) -> None:
     state = _follow(clean_db, None)
     assert state["firsts"] == _live_firsts(clean_db) and state["generation"] == ""
+    assert state["points"] == _live_points(clean_db)
     assert state["changes"] == []

@@ -32,6 +32,12 @@ What the book keeps for the figures beside the orders and lines:
   first-to-second conversion and join conversion). Finding them is a grouping of every
   purchase; kept here, a sync regroups only the members whose orders it read again (the
   members those orders had before and have now).
+- ``points``: the points ledger summed by minute and kind (the KPIs' points issued,
+  redeemed and expired, and the liability, for periods that begin and end on whole
+  minutes). The ledger is append-only, so a sync adds the entries above its entry
+  watermark; on PostgreSQL it also reads the last ``ID_OVERLAP`` ids below it again and
+  skips those it already counted (``points_seen``): a sum, unlike a row replaced by id,
+  must not count an entry twice.
 - ``changes``: the ids of the orders each sync read again, numbered by sync (``seq``), for
   ``CHANGES_KEPT``. A copy made from the book (the segment profile's purchases) is
   brought up to date from them instead of being copied whole again: it notes the book's
@@ -63,8 +69,9 @@ import ibis
 from siyu.insight.engine import LIVE, Analytics, sql_text
 
 BOOK = "order_book"  # the attached file's catalog name
-TABLES = ("orders", "lines", "firsts", "changes")  # what a ``Book`` holds, in its order
-VERSION = 3  # bump when the book's tables change: an older book is rebuilt (3: firsts, changes)
+TABLES = ("orders", "lines", "firsts", "points", "changes")  # a ``Book``'s, in its order
+# bump when the book's tables change: an older book is rebuilt (3: firsts, points, changes)
+VERSION = 3
 ID_OVERLAP = 10_000  # PostgreSQL: ids below the watermark read again (see the docstring)
 UNMERGE_ROOM = timedelta(hours=2)  # unmerges are found by time, with this much room
 CHANGES_KEPT = timedelta(days=35)  # how long the orders a sync read again are listed
@@ -108,12 +115,14 @@ class Synced:
 class Book:
     """The book's tables for one use: ``orders`` as ``orders()`` describes them, ``lines``
     as ``(order_id, line_no, category, counted)``, ``firsts`` as ``(member_id, first_at,
-    second_at)`` and ``changes`` as ``(seq, order_id)`` (see the module's docstring);
+    second_at)``, ``points`` as ``(at, kind, points)`` (the ledger by minute) and ``changes``
+    as ``(seq, order_id)`` (see the module's docstring);
     ``generation`` is empty when the live tables were read (no book: nothing to follow)."""
 
     orders: ibis.Table
     lines: ibis.Table
     firsts: ibis.Table
+    points: ibis.Table
     changes: ibis.Table
     synced: Synced
     generation: str = ""
@@ -152,12 +161,22 @@ def _firsts(orders: str, members: str | None = None) -> str:
     )
 
 
+def _points(entries: str) -> str:
+    """The points ledger rows of ``entries`` (SQL) summed by minute and kind."""
+    return (
+        "SELECT CAST(date_trunc('minute', CAST(\"at\" AS TIMESTAMP)) AS TIMESTAMP) AS \"at\", "
+        "CAST(kind AS VARCHAR) AS kind, CAST(sum(CAST(points AS BIGINT)) AS BIGINT) AS points "
+        f"FROM {entries} GROUP BY ALL"
+    )
+
+
 def _unbooked(engine: Analytics) -> Book:
     """The live tables in the book's shape: no book (no analytics directory, or it failed)."""
     orders = _live(engine)
     firsts = engine.backend.sql(_firsts(f"({engine.backend.compile(orders)}) AS o"))
+    points = engine.backend.sql(_points(f"{LIVE}.points_entries"))
     changes = engine.backend.sql("SELECT 0::BIGINT AS seq, 0::BIGINT AS order_id WHERE false")
-    return Book(orders, _live_lines(engine), firsts, changes, Synced("live", 0))
+    return Book(orders, _live_lines(engine), firsts, points, changes, Synced("live", 0))
 
 
 @contextmanager
@@ -170,23 +189,24 @@ def _locked(path: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _marks(engine: Analytics) -> tuple[int, int, int]:
-    """The live database's highest order, refund and merge ids now."""
+def _marks(engine: Analytics) -> tuple[int, int, int, int]:
+    """The live database's highest order, refund, merge and points entry ids now."""
     row = engine.sql(
         "SELECT * FROM "
         + engine.live_query(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM orders) AS orders, "
             "(SELECT COALESCE(MAX(id), 0) FROM refunds) AS refunds, "
-            "(SELECT COALESCE(MAX(id), 0) FROM member_merges) AS merges"
+            "(SELECT COALESCE(MAX(id), 0) FROM member_merges) AS merges, "
+            "(SELECT COALESCE(MAX(id), 0) FROM points_entries) AS entries"
         )
     ).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
 def _build(engine: Analytics, now: datetime) -> Synced:
     marks = _marks(engine)  # before the read: what commits after it is read next time
-    for table in ("orders", "lines", "firsts", "changes", "syncs", "meta"):
+    for table in ("orders", "lines", "firsts", "points", "points_seen", "changes", "syncs", "meta"):
         engine.sql(f"DROP TABLE IF EXISTS {BOOK}.{table}")
     compiled = engine.backend.compile(_live(engine))
     engine.sql(f"CREATE TABLE {BOOK}.orders AS SELECT * FROM ({compiled}) AS o ORDER BY id")
@@ -195,11 +215,19 @@ def _build(engine: Analytics, now: datetime) -> Synced:
     compiled = engine.backend.compile(_live_lines(engine))
     engine.sql(f"CREATE TABLE {BOOK}.lines AS SELECT * FROM ({compiled}) AS l")
     engine.sql(f"CREATE TABLE {BOOK}.firsts AS {_firsts(f'{BOOK}.orders')}")
+    entries = f"(SELECT * FROM {LIVE}.points_entries WHERE id <= {marks[3]}) AS e"
+    engine.sql(f"CREATE TABLE {BOOK}.points AS {_points(entries)}")
+    overlap = 0 if engine.sqlite else ID_OVERLAP
+    engine.sql(
+        f"CREATE TABLE {BOOK}.points_seen AS SELECT CAST(id AS BIGINT) AS id "
+        f"FROM {LIVE}.points_entries WHERE id > {marks[3] - overlap} AND id <= {marks[3]}"
+    )
     engine.sql(f"CREATE TABLE {BOOK}.changes (seq BIGINT, order_id BIGINT)")
     engine.sql(f"CREATE TABLE {BOOK}.syncs (seq BIGINT, synced_at TIMESTAMP)")
     engine.sql(
         f"CREATE TABLE {BOOK}.meta AS SELECT {VERSION} AS version, {marks[0]}::BIGINT AS "
         f"order_id, {marks[1]}::BIGINT AS refund_id, {marks[2]}::BIGINT AS merge_id, "
+        f"{marks[3]}::BIGINT AS entry_id, "
         f"'{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP AS synced_at, "
         f"'{uuid.uuid4().hex}' AS generation, 0::BIGINT AS seq, 1::BIGINT AS first_seq"
     )
@@ -219,6 +247,17 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
     )
     overlap = 0 if engine.sqlite else ID_OVERLAP
     marks = _marks(engine)
+    entry_id = max(marks[3], meta.entry_id)
+    # the points entries above the watermark (and on PostgreSQL the last ids below it,
+    # less those already counted)
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE order_book_entries AS SELECT * FROM "
+        + engine.live_query(
+            "SELECT id, at, kind, points FROM points_entries "
+            f"WHERE id > {meta.entry_id - overlap} AND id <= {marks[3]}"
+        )
+        + f" WHERE CAST(id AS BIGINT) NOT IN (SELECT id FROM {BOOK}.points_seen)"
+    )
     since = engine.live_instant(synced_at - UNMERGE_ROOM)
     merges = (
         f"FROM member_merges WHERE id > {merge_id - overlap} "
@@ -272,6 +311,13 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
             engine.sql(f"DELETE FROM {BOOK}.firsts WHERE member_id IN ({members})")
             engine.sql(f"INSERT INTO {BOOK}.firsts {_firsts(f'{BOOK}.orders', members)}")
             engine.sql(f"INSERT INTO {BOOK}.changes SELECT {seq}, id FROM order_book_changed")
+        # a minute and kind may so have a row per sync that saw entries of it: sum them
+        engine.sql(f"INSERT INTO {BOOK}.points {_points('order_book_entries')}")
+        if overlap:
+            engine.sql(
+                f"INSERT INTO {BOOK}.points_seen SELECT CAST(id AS BIGINT) FROM order_book_entries"
+            )
+            engine.sql(f"DELETE FROM {BOOK}.points_seen WHERE id <= {entry_id - overlap}")
         engine.sql(f"INSERT INTO {BOOK}.syncs VALUES ({seq}, {at})")
         # the changes of syncs older than CHANGES_KEPT go: a copy older than that is
         # made again whole
@@ -286,7 +332,7 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
         engine.sql(
             f"UPDATE {BOOK}.meta SET order_id = {max(marks[0], order_id)}, "
             f"refund_id = {max(marks[1], refund_id)}, merge_id = {max(marks[2], merge_id)}, "
-            f"synced_at = {at}, seq = {seq}, first_seq = {first_seq}"
+            f"entry_id = {entry_id}, synced_at = {at}, seq = {seq}, first_seq = {first_seq}"
         )
     except BaseException:
         engine.sql("ROLLBACK")
@@ -295,11 +341,14 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
     return Synced("updated", read, lines)
 
 
-def _same_database(engine: Analytics, order_id: int) -> bool:
+def _same_database(engine: Analytics, order_id: int, entry_id: int) -> bool:
     """Whether the book still describes this database: the live first order and the order
     at the book's watermark were paid at the same instants in both (when an order was paid
-    never changes). A database restored from a backup, or emptied and filled again (the
-    tests do), fails this and the book is rebuilt."""
+    never changes), and the points ledger reaches the book's entry watermark. A database
+    restored from a backup, or emptied and filled again (the tests do), fails this and the
+    book is rebuilt."""
+    if entry_id and _marks(engine)[3] < entry_id:
+        return False
     probe = (
         f"SELECT id, paid_at FROM orders WHERE id = (SELECT MIN(id) FROM orders) OR id = {order_id}"
     )
@@ -319,6 +368,7 @@ class _Meta:
     order_id: int
     refund_id: int
     merge_id: int
+    entry_id: int
     synced_at: datetime
     generation: str
     seq: int
@@ -331,15 +381,16 @@ def _meta(engine: Analytics) -> _Meta | None:
         if version is None or version[0] != VERSION:
             return None
         row = engine.sql(
-            "SELECT order_id, refund_id, merge_id, synced_at, generation, seq, first_seq "
-            f"FROM {BOOK}.meta"
+            "SELECT order_id, refund_id, merge_id, entry_id, synced_at, generation, seq, "
+            f"first_seq FROM {BOOK}.meta"
         ).fetchone()
     except duckdb.CatalogException:
         return None
-    if row is None or not _same_database(engine, int(row[0])):
+    if row is None or not _same_database(engine, int(row[0]), int(row[3])):
         return None
+    order_id, refund_id, merge_id, entry_id = (int(v) for v in row[:4])
     return _Meta(
-        int(row[0]), int(row[1]), int(row[2]), row[3], str(row[4]), int(row[5]), int(row[6])
+        order_id, refund_id, merge_id, entry_id, row[4], str(row[5]), int(row[6]), int(row[7])
     )
 
 
