@@ -18,7 +18,13 @@ One run:
    (their lines too); each order has one to three lines (about 1.8 on average) in the
    demo catalogue's categories (``siyu.demo.catalogue.CATEGORIES``), which the segment
    profile's purchases read; 5% of members hold a paid membership, 3% were referred by
-   another member; order ids follow payment time, as a live database hands them out;
+   another member; order ids follow payment time, as a live database hands them out. The
+   loyalty tables the nightly jobs read are filled as the loyalty engine would leave
+   them: a points entry earned per order (a point a yuan), reversed for a refunded
+   order, spent for one order in eight and expired for one in ten a year later (about
+   12 million entries, which the KPIs' points figures read); a tier history row per
+   member on joining and one upgrade for those above the bottom tier; and each member's
+   purchase metrics (``member_metrics``, read by the segment profile);
 2. (b) times the first refresh (``siyu.insight.refresh``): full, every order read, every
    member placed (a transition each) and every ``member_insight`` row written. Then
    (unless ``--no-jobs``) runs the rest of that night's insight jobs, untimed, so
@@ -128,7 +134,8 @@ def build(path: Path, *, members: int, orders: int) -> None:
             (name, ddl)
             for name, ddl in conn.exec_driver_sql(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                "AND tbl_name IN ('orders', 'order_lines', 'members')"
+                "AND tbl_name IN ('orders', 'order_lines', 'members', 'points_entries', "
+                "'tier_history', 'member_metrics')"
             )
         ]
         for name, _ in indexes:
@@ -216,6 +223,62 @@ def build(path: Path, *, members: int, orders: int) -> None:
             FROM m WHERE id % 20 = 0
             """,
         ),
+        (
+            "points entries",
+            f"""
+            INSERT INTO {LIVE}.points_entries (id, member_id, kind, points, debt,
+                balance_after, fact, seq, "at")
+            WITH e AS (
+                SELECT member_id, 'earn' AS kind, amount // 100 AS points, id, paid_at AS "at"
+                FROM o
+                UNION ALL
+                SELECT member_id, 'reverse', -(amount // 100), id, paid_at + INTERVAL 3 DAY
+                FROM o WHERE refunded AND paid_at + INTERVAL 3 DAY < {now}
+                UNION ALL
+                SELECT member_id, 'spend', -(amount // 125), id,
+                       paid_at + to_seconds(CAST(floor(random() * 86400 * 60) AS BIGINT))
+                FROM o WHERE id % 8 = 1
+                UNION ALL
+                SELECT member_id, 'expire', -(amount // 500), id, paid_at + INTERVAL 365 DAY
+                FROM o WHERE id % 10 = 3 AND paid_at + INTERVAL 365 DAY < {now}
+            )
+            SELECT row_number() OVER (ORDER BY "at", id, kind), member_id, kind, points, 0, 0,
+                   kind || ':B' || id, 0, strftime("at", '%Y-%m-%d %H:%M:%S.%f')
+            FROM e WHERE "at" < {now} ORDER BY "at", id, kind
+            """,
+        ),
+        (
+            "tier history",
+            f"""
+            INSERT INTO {LIVE}.tier_history (id, member_id, from_code, to_code, reason, "at")
+            WITH h AS (
+                SELECT id AS member_id, NULL AS from_code, 'V1' AS to_code, 'join' AS reason,
+                       joined_at AS "at"
+                FROM m
+                UNION ALL
+                SELECT id, 'V1', tier_code, 'upgrade', joined_at + to_seconds(
+                    CAST(floor(random() * epoch({now} - joined_at)) AS BIGINT))
+                FROM m WHERE tier_code <> 'V1'
+            )
+            SELECT row_number() OVER (ORDER BY "at", member_id), member_id, from_code, to_code,
+                   reason, strftime("at", '%Y-%m-%d %H:%M:%S.%f')
+            FROM h ORDER BY "at", member_id
+            """,
+        ),
+        (
+            "member metrics",
+            f"""
+            INSERT INTO {LIVE}.member_metrics (member_id, first_order_at, last_order_at,
+                order_count, spend_fen, refund_fen, refund_count)
+            SELECT member_id,
+                   strftime(min(paid_at) FILTER (WHERE NOT refunded), '%Y-%m-%d %H:%M:%S.%f'),
+                   strftime(max(paid_at) FILTER (WHERE NOT refunded), '%Y-%m-%d %H:%M:%S.%f'),
+                   count(*) FILTER (WHERE NOT refunded), sum(amount),
+                   sum(CASE WHEN refunded THEN amount ELSE 0 END),
+                   count(*) FILTER (WHERE refunded)
+            FROM o GROUP BY member_id ORDER BY member_id
+            """,
+        ),
     ]
     for name, statement in steps:
         began = time.perf_counter()
@@ -266,6 +329,7 @@ def remove_day(path: Path) -> None:
             f"WHERE order_id IN {refunded}"
         )
         conn.exec_driver_sql(f"DELETE FROM refunds WHERE reason = '{DAY_MARK}'")
+        conn.exec_driver_sql(f"DELETE FROM points_entries WHERE note = '{DAY_MARK}'")
         conn.exec_driver_sql(
             "DELETE FROM order_lines WHERE order_id IN "
             f"(SELECT id FROM orders WHERE content_hash = '{DAY_MARK}')"
@@ -343,6 +407,26 @@ def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
         """
     )
     refunds = int(con.execute("SELECT count(*) FROM refunded").fetchone()[0])  # type: ignore[index]
+    # the points the day's orders earned and the refunds took back
+    con.execute(
+        f"""
+        INSERT INTO {LIVE}.points_entries (id, member_id, kind, points, debt, balance_after,
+            fact, seq, "at", note)
+        WITH e AS (
+            SELECT member_id, 'earn' AS kind, amount // 100 AS points, id, paid_at AS "at"
+            FROM day
+            UNION ALL
+            SELECT member_id, 'reverse', -(amount_fen // 100), id,
+                   {now} + to_seconds(CAST(floor(random() * 86400) AS BIGINT))
+            FROM refunded
+        )
+        SELECT (SELECT max(id) FROM {LIVE}.points_entries)
+                   + row_number() OVER (ORDER BY "at", id, kind),
+               member_id, kind, points, 0, 0, kind || ':D' || id, 0,
+               strftime("at", '%Y-%m-%d %H:%M:%S.%f'), '{DAY_MARK}'
+        FROM e ORDER BY "at", id, kind
+        """
+    )
     con.close()
     db = Database(f"sqlite:///{path}")
     with db.engine.begin() as conn:  # the orders the refunds returned, and their lines
@@ -448,8 +532,10 @@ def main(argv: list[str] | None = None) -> None:
     # v2: order ids in payment order (v1 drew payment times at random against the ids,
     # which no live database does and which turned every range read by time into random
     # reads); v3: orders have lines (v2's had none, which hid the cost of the segment
-    # profile's purchases, read from every order line)
-    path = (args.data_dir / f"live-v3-{args.members}-{args.orders}.db").resolve()
+    # profile's purchases, read from every order line); v4: the loyalty tables the
+    # nightly jobs read (points ledger, tier history, member metrics; v3's were empty,
+    # which hid the cost of the KPIs' points and tier figures)
+    path = (args.data_dir / f"live-v4-{args.members}-{args.orders}.db").resolve()
     done = path.with_suffix(".built")
     if not done.exists():
         path.unlink(missing_ok=True)
