@@ -25,6 +25,7 @@ from siyu.orders import service as orders
 from siyu.orders.models import Order, OrderLine
 from siyu.orders.rules import LineDraft, OrderDraft, RefundDraft, RefundLineDraft
 from siyu.points.models import PointsEntry
+from siyu.tiers.models import TierHistory
 
 TZ = "Asia/Shanghai"
 Row = tuple[int, int | None, datetime, int, bool]
@@ -65,6 +66,10 @@ def _book_follow(engine: Analytics, place: orderbook.Place) -> dict[str, object]
         return {
             "firsts": [(r["member_id"], r["first_at"], r["second_at"]) for r in firsts],
             "points": {key: n for key, n in points.items() if n},
+            "tiers": [
+                (r["id"], r["member_id"], r["at"], r["from_code"], r["to_code"])
+                for r in held.tiers.order_by("id").to_pyarrow().to_pylist()
+            ],
             "changes": [(r["seq"], r["order_id"]) for r in changes],
             "generation": held.generation,
             "seq": held.seq,
@@ -96,6 +101,14 @@ def _live_points(db: Database) -> dict[tuple[datetime, str], int]:
             at = clock.as_utc(entry.at).replace(tzinfo=None, second=0, microsecond=0)
             points[(at, entry.kind)] = points.get((at, entry.kind), 0) + entry.points
     return {key: n for key, n in points.items() if n}
+
+
+def _live_tiers(db: Database) -> list[tuple[int, int, datetime, str | None, str]]:
+    with db.unit_of_work() as session:
+        return [
+            (h.id, h.member_id, clock.as_utc(h.at).replace(tzinfo=None), h.from_code, h.to_code)
+            for h in session.scalars(select(TierHistory).order_by(TierHistory.id))
+        ]
 
 
 def _live_lines(db: Database) -> list[Line]:
@@ -355,6 +368,7 @@ def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
     built = _follow(clean_db, path)
     assert built["firsts"] == _live_firsts(clean_db) and len(built["firsts"]) == 3
     assert built["points"] == _live_points(clean_db) and built["points"]
+    assert built["tiers"] == _live_tiers(clean_db) and built["tiers"]
     assert (built["changes"], built["seq"], built["first_seq"]) == ([], 0, 1)
 
     # when a day of changes lands (C-0 refunded in full: C has no purchase left; A's two
@@ -367,6 +381,8 @@ def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
     # and the points the live ledger's (the new orders' earnings, the refunds' reversals)
     assert day["firsts"] == _live_firsts(clean_db)
     assert day["points"] == _live_points(clean_db) != built["points"]
+    # and the tier history the live one: A's rows are D's now
+    assert day["tiers"] == _live_tiers(clean_db) != built["tiers"]
     assert [m for m, *_ in day["firsts"]] == sorted([brand["B"], brand["D"]])
     # and the orders read again are listed under the sync's number, in the same generation
     assert day["generation"] == built["generation"] and day["seq"] == 1
@@ -383,6 +399,7 @@ def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
     undone = _follow(clean_db, path)
     assert undone["firsts"] == _live_firsts(clean_db) and undone["seq"] == 2
     assert undone["points"] == _live_points(clean_db)
+    assert undone["tiers"] == _live_tiers(clean_db)
     assert _follow(clean_db, path)["points"] == _live_points(clean_db)  # nothing counted twice
     assert {o for s, o in undone["changes"] if s == 2} >= {ids["A-0"], ids["A-1"]}
 
@@ -401,7 +418,7 @@ def test_the_books_changes_are_kept_for_a_while_and_a_rebuild_starts_a_generatio
     # another generation, or whose changes are gone, cannot
     def follows(state: dict[str, object], generation: object, seq: int) -> bool:
         return orderbook.Book(
-            *([None] * 5),  # type: ignore[arg-type]
+            *([None] * 6),  # type: ignore[arg-type]
             orderbook.Synced("updated", 0),
             str(state["generation"]),
             int(state["seq"]),  # type: ignore[call-overload]
@@ -430,4 +447,5 @@ def test_without_an_analytics_directory_the_firsts_are_the_live_ones(
     state = _follow(clean_db, None)
     assert state["firsts"] == _live_firsts(clean_db) and state["generation"] == ""
     assert state["points"] == _live_points(clean_db)
+    assert state["tiers"] == _live_tiers(clean_db)
     assert state["changes"] == []

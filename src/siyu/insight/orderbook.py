@@ -38,6 +38,9 @@ What the book keeps for the figures beside the orders and lines:
   watermark; on PostgreSQL it also reads the last ``ID_OVERLAP`` ids below it again and
   skips those it already counted (``points_seen``): a sum, unlike a row replaced by id,
   must not count an entry twice.
+- ``tiers``: the tier history (the KPIs' tier distribution and moves): rows above its
+  watermark, and every row of both members of a merge or unmerge since the last sync, are
+  read again, as for orders (a merge moves the merged member's history).
 - ``changes``: the ids of the orders each sync read again, numbered by sync (``seq``), for
   ``CHANGES_KEPT``. A copy made from the book (the segment profile's purchases) is
   brought up to date from them instead of being copied whole again: it notes the book's
@@ -69,7 +72,8 @@ import ibis
 from siyu.insight.engine import LIVE, Analytics, sql_text
 
 BOOK = "order_book"  # the attached file's catalog name
-TABLES = ("orders", "lines", "firsts", "points", "changes")  # a ``Book``'s, in its order
+# a ``Book``'s tables, in its order
+TABLES = ("orders", "lines", "firsts", "points", "tiers", "changes")
 # bump when the book's tables change: an older book is rebuilt (3: firsts, points, changes)
 VERSION = 3
 ID_OVERLAP = 10_000  # PostgreSQL: ids below the watermark read again (see the docstring)
@@ -84,6 +88,14 @@ COLUMNS = (
     ("paid_at", "TIMESTAMP", "paid_at"),
     ("net_fen", "BIGINT", "CAST(amount_fen AS BIGINT) - CAST(refunded_fen AS BIGINT)"),
     ("counted", "BOOLEAN", "member_id IS NOT NULL AND status <> 'refunded'"),
+)
+# the same for a live ``tier_history`` row (the KPIs' tier distribution and moves)
+TIER_COLUMNS = (
+    ("id", "BIGINT", "id"),
+    ("member_id", "BIGINT", "member_id"),
+    ("at", "TIMESTAMP", '"at"'),
+    ("from_code", "VARCHAR", "from_code"),
+    ("to_code", "VARCHAR", "to_code"),
 )
 # the same for a live ``order_lines`` row: what the segment profile's purchases read (a
 # line counts while not all of it was refunded)
@@ -115,14 +127,16 @@ class Synced:
 class Book:
     """The book's tables for one use: ``orders`` as ``orders()`` describes them, ``lines``
     as ``(order_id, line_no, category, counted)``, ``firsts`` as ``(member_id, first_at,
-    second_at)``, ``points`` as ``(at, kind, points)`` (the ledger by minute) and ``changes``
-    as ``(seq, order_id)`` (see the module's docstring);
+    second_at)``, ``points`` as ``(at, kind, points)`` (the ledger by minute), ``tiers`` as
+    ``(id, member_id, at, from_code, to_code)`` (the tier history) and ``changes`` as
+    ``(seq, order_id)`` (see the module's docstring);
     ``generation`` is empty when the live tables were read (no book: nothing to follow)."""
 
     orders: ibis.Table
     lines: ibis.Table
     firsts: ibis.Table
     points: ibis.Table
+    tiers: ibis.Table
     changes: ibis.Table
     synced: Synced
     generation: str = ""
@@ -136,7 +150,7 @@ class Book:
 
 
 def _cast(columns: tuple[tuple[str, str, str], ...], prefix: str = "") -> str:
-    return ", ".join(f"CAST({expr} AS {kind}) AS {prefix}{name}" for name, kind, expr in columns)
+    return ", ".join(f'CAST({expr} AS {kind}) AS "{prefix}{name}"' for name, kind, expr in columns)
 
 
 def _live(engine: Analytics) -> ibis.Table:
@@ -164,7 +178,7 @@ def _firsts(orders: str, members: str | None = None) -> str:
 def _points(entries: str) -> str:
     """The points ledger rows of ``entries`` (SQL) summed by minute and kind."""
     return (
-        "SELECT CAST(date_trunc('minute', CAST(\"at\" AS TIMESTAMP)) AS TIMESTAMP) AS \"at\", "
+        'SELECT CAST(date_trunc(\'minute\', CAST("at" AS TIMESTAMP)) AS TIMESTAMP) AS "at", '
         "CAST(kind AS VARCHAR) AS kind, CAST(sum(CAST(points AS BIGINT)) AS BIGINT) AS points "
         f"FROM {entries} GROUP BY ALL"
     )
@@ -175,8 +189,9 @@ def _unbooked(engine: Analytics) -> Book:
     orders = _live(engine)
     firsts = engine.backend.sql(_firsts(f"({engine.backend.compile(orders)}) AS o"))
     points = engine.backend.sql(_points(f"{LIVE}.points_entries"))
+    tiers = engine.backend.sql(f"SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history")
     changes = engine.backend.sql("SELECT 0::BIGINT AS seq, 0::BIGINT AS order_id WHERE false")
-    return Book(orders, _live_lines(engine), firsts, points, changes, Synced("live", 0))
+    return Book(orders, _live_lines(engine), firsts, points, tiers, changes, Synced("live", 0))
 
 
 @contextmanager
@@ -189,24 +204,26 @@ def _locked(path: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _marks(engine: Analytics) -> tuple[int, int, int, int]:
-    """The live database's highest order, refund, merge and points entry ids now."""
+def _marks(engine: Analytics) -> tuple[int, int, int, int, int]:
+    """The live database's highest order, refund, merge, points entry and tier history
+    ids now."""
     row = engine.sql(
         "SELECT * FROM "
         + engine.live_query(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM orders) AS orders, "
             "(SELECT COALESCE(MAX(id), 0) FROM refunds) AS refunds, "
             "(SELECT COALESCE(MAX(id), 0) FROM member_merges) AS merges, "
-            "(SELECT COALESCE(MAX(id), 0) FROM points_entries) AS entries"
+            "(SELECT COALESCE(MAX(id), 0) FROM points_entries) AS entries, "
+            "(SELECT COALESCE(MAX(id), 0) FROM tier_history) AS tiers"
         )
     ).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4])
 
 
 def _build(engine: Analytics, now: datetime) -> Synced:
     marks = _marks(engine)  # before the read: what commits after it is read next time
-    for table in ("orders", "lines", "firsts", "points", "points_seen", "changes", "syncs", "meta"):
+    for table in (*TABLES, "points_seen", "syncs", "meta"):
         engine.sql(f"DROP TABLE IF EXISTS {BOOK}.{table}")
     compiled = engine.backend.compile(_live(engine))
     engine.sql(f"CREATE TABLE {BOOK}.orders AS SELECT * FROM ({compiled}) AS o ORDER BY id")
@@ -215,19 +232,30 @@ def _build(engine: Analytics, now: datetime) -> Synced:
     compiled = engine.backend.compile(_live_lines(engine))
     engine.sql(f"CREATE TABLE {BOOK}.lines AS SELECT * FROM ({compiled}) AS l")
     engine.sql(f"CREATE TABLE {BOOK}.firsts AS {_firsts(f'{BOOK}.orders')}")
-    entries = f"(SELECT * FROM {LIVE}.points_entries WHERE id <= {marks[3]}) AS e"
-    engine.sql(f"CREATE TABLE {BOOK}.points AS {_points(entries)}")
+    # the entries a later sync reads again (PostgreSQL) are read once, so the ones
+    # counted are exactly the ones noted as seen
     overlap = 0 if engine.sqlite else ID_OVERLAP
     engine.sql(
-        f"CREATE TABLE {BOOK}.points_seen AS SELECT CAST(id AS BIGINT) AS id "
+        'CREATE OR REPLACE TEMP TABLE order_book_entries AS SELECT id, "at", kind, points '
         f"FROM {LIVE}.points_entries WHERE id > {marks[3] - overlap} AND id <= {marks[3]}"
     )
+    entries = f"(SELECT * FROM {LIVE}.points_entries WHERE id <= {marks[3] - overlap}) AS e"
+    engine.sql(
+        f"CREATE TABLE {BOOK}.points AS {_points(entries)} "
+        f"UNION ALL {_points('order_book_entries')}"
+    )
+    engine.sql(
+        f"CREATE TABLE {BOOK}.points_seen AS SELECT CAST(id AS BIGINT) AS id "
+        "FROM order_book_entries"
+    )
+    compiled = f"SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history WHERE id <= {marks[4]}"
+    engine.sql(f"CREATE TABLE {BOOK}.tiers AS {compiled}")
     engine.sql(f"CREATE TABLE {BOOK}.changes (seq BIGINT, order_id BIGINT)")
     engine.sql(f"CREATE TABLE {BOOK}.syncs (seq BIGINT, synced_at TIMESTAMP)")
     engine.sql(
         f"CREATE TABLE {BOOK}.meta AS SELECT {VERSION} AS version, {marks[0]}::BIGINT AS "
         f"order_id, {marks[1]}::BIGINT AS refund_id, {marks[2]}::BIGINT AS merge_id, "
-        f"{marks[3]}::BIGINT AS entry_id, "
+        f"{marks[3]}::BIGINT AS entry_id, {marks[4]}::BIGINT AS tier_id, "
         f"'{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP AS synced_at, "
         f"'{uuid.uuid4().hex}' AS generation, 0::BIGINT AS seq, 1::BIGINT AS first_seq"
     )
@@ -268,6 +296,16 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
         f"UNION SELECT order_id FROM refunds WHERE id > {refund_id - overlap} "
         f"UNION SELECT id FROM orders WHERE member_id IN "
         f"(SELECT from_member_id {merges} UNION SELECT into_member_id {merges})"
+    )
+    # tier history: new rows, and every row of the members of a merge or unmerge (a
+    # merge moves the merged member's history to the survivor)
+    tiers = (
+        f"SELECT * FROM tier_history WHERE id > {meta.tier_id - overlap} "
+        f"OR member_id IN (SELECT from_member_id {merges} UNION SELECT into_member_id {merges})"
+    )
+    engine.sql(
+        f"CREATE OR REPLACE TEMP TABLE order_book_tiers AS SELECT {_cast(TIER_COLUMNS)} "
+        f"FROM {engine.live_query(tiers)}"
     )
     # the changed orders with their lines, in one statement: one snapshot of both
     live = (
@@ -311,6 +349,8 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
             engine.sql(f"DELETE FROM {BOOK}.firsts WHERE member_id IN ({members})")
             engine.sql(f"INSERT INTO {BOOK}.firsts {_firsts(f'{BOOK}.orders', members)}")
             engine.sql(f"INSERT INTO {BOOK}.changes SELECT {seq}, id FROM order_book_changed")
+        engine.sql(f"DELETE FROM {BOOK}.tiers WHERE id IN (SELECT id FROM order_book_tiers)")
+        engine.sql(f"INSERT INTO {BOOK}.tiers SELECT * FROM order_book_tiers")
         # a minute and kind may so have a row per sync that saw entries of it: sum them
         engine.sql(f"INSERT INTO {BOOK}.points {_points('order_book_entries')}")
         if overlap:
@@ -332,7 +372,8 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
         engine.sql(
             f"UPDATE {BOOK}.meta SET order_id = {max(marks[0], order_id)}, "
             f"refund_id = {max(marks[1], refund_id)}, merge_id = {max(marks[2], merge_id)}, "
-            f"entry_id = {entry_id}, synced_at = {at}, seq = {seq}, first_seq = {first_seq}"
+            f"entry_id = {entry_id}, tier_id = {max(marks[4], meta.tier_id)}, "
+            f"synced_at = {at}, seq = {seq}, first_seq = {first_seq}"
         )
     except BaseException:
         engine.sql("ROLLBACK")
@@ -369,6 +410,7 @@ class _Meta:
     refund_id: int
     merge_id: int
     entry_id: int
+    tier_id: int
     synced_at: datetime
     generation: str
     seq: int
@@ -381,17 +423,15 @@ def _meta(engine: Analytics) -> _Meta | None:
         if version is None or version[0] != VERSION:
             return None
         row = engine.sql(
-            "SELECT order_id, refund_id, merge_id, entry_id, synced_at, generation, seq, "
-            f"first_seq FROM {BOOK}.meta"
+            "SELECT order_id, refund_id, merge_id, entry_id, tier_id, synced_at, generation, "
+            f"seq, first_seq FROM {BOOK}.meta"
         ).fetchone()
     except duckdb.CatalogException:
         return None
     if row is None or not _same_database(engine, int(row[0]), int(row[3])):
         return None
-    order_id, refund_id, merge_id, entry_id = (int(v) for v in row[:4])
-    return _Meta(
-        order_id, refund_id, merge_id, entry_id, row[4], str(row[5]), int(row[6]), int(row[7])
-    )
+    ids = [int(v) for v in row[:5]]
+    return _Meta(*ids, row[5], str(row[6]), int(row[7]), int(row[8]))
 
 
 def _attach(engine: Analytics, path: str) -> None:
