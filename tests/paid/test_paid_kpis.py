@@ -200,6 +200,41 @@ def test_by_month_oldest_first(clean_db: Database, brand: dict[str, int]) -> Non
     )
 
 
+def test_months_read_together_are_each_month_alone(
+    clean_db: Database, brand: dict[str, int]
+) -> None:
+    """Given the brand, E (free) frozen, and two orders of A either side of midnight of
+    1 November in Shanghai (16:00 UTC on 31 October); when a year ago, September to
+    November (trials, G's renewal, H's lapse) and December (not begun) are read at once;
+    then each month is what it is read alone, and each boundary order is in its local
+    month: October's as free GMV (A had no card at October's end), November's as A's paid
+    GMV (A holds a card now)."""
+    with clean_db.unit_of_work() as s:
+        members.set_status(s, brand["E"], "frozen", reason="fraud check", principal=SYSTEM)
+        spend(s, brand["A"], "o-a-oct", 3_000, datetime(2026, 10, 31, 15, 59, 59, tzinfo=UTC))
+        spend(s, brand["A"], "o-a-nov", 4_000, datetime(2026, 10, 31, 16, tzinfo=UTC))
+    months = [date(2025, 11, 1)] + [date(2026, m, 1) for m in (9, 10, 11, 12)]
+
+    with clean_db.unit_of_work() as s:
+        together = paid_kpis.kpis_of_months(s, months, tz="Asia/Shanghai")
+    alone = {}
+    for month in months:
+        with clean_db.unit_of_work() as s:
+            alone[month] = paid_kpis.kpis(s, month=month, tz="Asia/Shanghai")
+
+    assert together == alone
+    october, november = together[date(2026, 10, 1)], together[date(2026, 11, 1)]
+    assert (october.free_gmv_fen, october.free_orders, october.paid_orders) == (53_000, 2, 0)
+    assert (november.paid_buyers_gmv_fen, november.paid_orders) == (44_000, 4)
+    assert (november.free_gmv_fen, november.free_orders) == (5_000, 1)  # H, lapsed
+    assert (november.active_members, november.paid_members) == (7, 5)
+    assert (november.trials_started, november.renewals_due, november.renewed) == (2, 2, 1)
+    assert november.churned == 1
+    a_year_ago = together[date(2025, 11, 1)]
+    assert (a_year_ago.paid_members, a_year_ago.fee_revenue_fen) == (2, 2 * PRICE)
+    assert together[date(2026, 12, 1)].month == "2026-12"
+
+
 def test_api(
     app_client: TestClient, make_key: Callable[..., dict[str, str]], brand: dict[str, int]
 ) -> None:

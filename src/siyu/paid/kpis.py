@@ -2,8 +2,9 @@
 churn, benefit usage, paid vs free members' GMV and frequency (the multiple), fee revenue,
 benefit cost and ROI per card.
 
-Every figure is one aggregate statement over the whole brand; no member is loaded into
-Python, so the report costs the same few queries at 300 members or 20 million.
+Every figure is one aggregate statement over the whole brand and over every month asked
+for at once (``kpis_of_months``); no member is loaded into Python, so the report costs the
+same few queries at 300 members or 20 million, for one month or a year of them.
 
 Subscriptions change state in place, so "held a card at an instant" is read from what does
 not change: a paid period (a purchase or renewal payment covers ``[period_start,
@@ -23,15 +24,31 @@ what refunds took back). Fee revenue against it is the ROI.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import (
+    CTE,
+    Integer,
+    Select,
+    Subquery,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session, aliased
 
 from siyu.benefits.models import BenefitPack, Coupon, PackIssue
 from siyu.core import clock
+from siyu.core.db import UTCDateTime
 from siyu.members.models import Member
 from siyu.orders.models import Order
 from siyu.paid import savings
@@ -93,15 +110,35 @@ def month_bounds(month: date, tz: str) -> tuple[datetime, datetime]:
     )
 
 
-def _holding(at: datetime):  # type: ignore[no-untyped-def]
-    """Members holding a card at ``at``: a paid period, a trial or grace covers it."""
+def _months(bounds: Sequence[tuple[datetime, datetime]], ats: Sequence[datetime]) -> CTE:
+    """The months as a relation ``(idx, starts, ends, at)``: literal rows joined by UNION ALL,
+    which both databases read (SQLite names no columns of a VALUES list)."""
+    rows = [
+        select(
+            literal(idx, Integer).label("idx"),
+            literal(start, UTCDateTime()).label("starts"),
+            literal(end, UTCDateTime()).label("ends"),
+            literal(at, UTCDateTime()).label("at"),
+        )
+        for idx, ((start, end), at) in enumerate(zip(bounds, ats, strict=True))
+    ]
+    return (union_all(*rows) if len(rows) > 1 else rows[0]).cte("months")
+
+
+def _holding(months: CTE, earliest: datetime, latest: datetime) -> Subquery:
+    """``(idx, member_id)``: members holding a card at each month's instant ``at``, when a
+    paid period, a trial or grace covers it. ``earliest`` and ``latest`` bound the instants,
+    so rows that cover none of them are passed over before they meet the months."""
+    at = months.c.at
     paid = (
-        select(Payment.member_id)
+        select(months.c.idx, Payment.member_id)
+        .select_from(Payment)
         .join(Subscription, Subscription.id == Payment.subscription_id)
+        .join(months, and_(Payment.period_start <= at, Payment.period_end > at))
         .where(
             Payment.kind.in_(PAID_KINDS),
-            Payment.period_start <= at,
-            Payment.period_end > at,
+            Payment.period_start <= latest,
+            Payment.period_end > earliest,
             ~and_(
                 Subscription.state == "refunded",
                 Subscription.ended_at.is_not(None),
@@ -109,47 +146,96 @@ def _holding(at: datetime):  # type: ignore[no-untyped-def]
             ),
         )
     )
-    trial = select(Subscription.member_id).where(
-        Subscription.trial_started_at.is_not(None),
-        Subscription.trial_started_at <= at,
-        or_(
-            and_(Subscription.anchor_at.is_not(None), Subscription.anchor_at > at),
+    trial = (
+        select(months.c.idx, Subscription.member_id)
+        .select_from(Subscription)
+        .join(
+            months,
             and_(
-                Subscription.anchor_at.is_(None),
-                Subscription.current_period_end > at,
-                or_(Subscription.ended_at.is_(None), Subscription.ended_at > at),
+                Subscription.trial_started_at.is_not(None),
+                Subscription.trial_started_at <= at,
+                or_(
+                    and_(Subscription.anchor_at.is_not(None), Subscription.anchor_at > at),
+                    and_(
+                        Subscription.anchor_at.is_(None),
+                        Subscription.current_period_end > at,
+                        or_(Subscription.ended_at.is_(None), Subscription.ended_at > at),
+                    ),
+                ),
             ),
-        ),
+        )
+        .where(Subscription.trial_started_at <= latest)
     )
-    grace = select(Subscription.member_id).where(
-        Subscription.anchor_at.is_not(None),
-        Subscription.state.in_(("grace", "expired")),
-        Subscription.current_period_end <= at,
-        func.coalesce(Subscription.ended_at, Subscription.grace_until) > at,
+    grace = (
+        select(months.c.idx, Subscription.member_id)
+        .select_from(Subscription)
+        .join(
+            months,
+            and_(
+                Subscription.current_period_end <= at,
+                func.coalesce(Subscription.ended_at, Subscription.grace_until) > at,
+            ),
+        )
+        .where(
+            Subscription.anchor_at.is_not(None),
+            Subscription.state.in_(("grace", "expired")),
+            Subscription.current_period_end <= latest,
+            func.coalesce(Subscription.ended_at, Subscription.grace_until) > earliest,
+        )
     )
     return paid.union(trial, grace).subquery("holding")
 
 
 def kpis(session: Session, *, month: date | None = None, tz: str = "Asia/Shanghai") -> PaidKpis:
     """The KPIs of one brand-local month (default: the current one)."""
+    month = (month or clock.local_date(clock.now(), tz)).replace(day=1)
+    return kpis_of_months(session, [month], tz=tz)[month]
+
+
+def kpis_of_months(session: Session, months: Sequence[date], *, tz: str) -> dict[date, PaidKpis]:
+    """The KPIs of several brand-local months (any day of the month names it), each exactly
+    what ``kpis`` gives for it alone, read in one round of statements for all of them: a report
+    over a year costs the same dozen statements as one month, not a dozen per month.
+
+    Events (trials, periods ending, churn, pack issues, coupons, savings, fees) are counted
+    in one pass of their table each, put in their month by a CASE over the months' UTC
+    bounds (no timezone function, which SQLite lacks). Card holders are read at each
+    month's instant from the months as a small relation. Orders, the one large table, are
+    read twice:
+
+    - each month's members' orders, one range of the ``paid_at`` index per month (a union
+      of ranges, not a group by a month computed from each order: SQLite would sort every
+      order of the span to group them), with nothing looked up per order;
+    - from the few members who hold a card or left, their orders of the month through the
+      (member, paid_at) index: the active members' GMV is the first less the orders of
+      members who left, and the card holders' is read from the holders themselves, so no
+      order is checked against a list of members.
+    """
+    firsts = sorted({m.replace(day=1) for m in months})
+    if not firsts:
+        return {}
     now = clock.now()
-    month = (month or clock.local_date(now, tz)).replace(day=1)
-    start, end = month_bounds(month, tz)
-    at = min(end, now) if start <= now else end
-    holding = _holding(at)
+    bounds = [month_bounds(m, tz) for m in firsts]
+    ats = [min(end, now) if start <= now else end for start, end in bounds]
+
+    def grouped(query: Select[Any], column: Any) -> dict[int, tuple[int, ...]]:
+        """``{month index: the query's figures}`` over its rows whose ``column`` falls in
+        one of the months."""
+        month = case(*((and_(column >= s, column < e), i) for i, (s, e) in enumerate(bounds)))
+        query = query.add_columns(month).where(
+            column >= bounds[0][0], column < bounds[-1][1], month.is_not(None)
+        )
+        return {
+            int(row[-1]): tuple(int(v or 0) for v in row[:-1])
+            for row in session.execute(query.group_by(month))
+        }
 
     # members who left (frozen, closed, merged) are few and indexed: active members are
     # all members less them, and a month's orders of active members are its members'
-    # orders less theirs, without a lookup of each order's member
+    # orders less theirs
     left = select(Member.id).where(Member.status != "active")
     active_members = session.scalar(select(func.count()).select_from(Member)) - session.scalar(
         select(func.count()).select_from(left.subquery())
-    )
-    paid_members = session.scalar(
-        select(func.count(func.distinct(holding.c.member_id)))
-        .select_from(holding)
-        .join(Member, Member.id == holding.c.member_id)
-        .where(Member.status == "active")
     )
 
     # Trials started in the month, and of those, how many bought afterwards (the cohort).
@@ -158,11 +244,10 @@ def kpis(session: Session, *, month: date | None = None, tz: str = "Asia/Shangha
         Payment.kind == "purchase",
         Payment.at >= Subscription.trial_started_at,
     )
-    trials_started, trials_converted = session.execute(
-        select(func.count(), func.coalesce(func.sum(_flag(bought)), 0)).where(
-            Subscription.trial_started_at >= start, Subscription.trial_started_at < end
-        )
-    ).one()
+    trials = grouped(
+        select(func.count(), func.sum(_flag(bought))).select_from(Subscription),
+        Subscription.trial_started_at,
+    )
 
     # A period ending in the month is due; renewed when the member has a renewal starting
     # where it ended (the same subscription extended, or a late charge paid within grace
@@ -173,87 +258,139 @@ def kpis(session: Session, *, month: date | None = None, tz: str = "Asia/Shangha
         nxt.kind == "renewal",
         nxt.period_start == Payment.period_end,
     )
-    renewals_due, renewed = session.execute(
-        select(func.count(), func.coalesce(func.sum(_flag(renewed_flag)), 0)).where(
-            Payment.kind.in_(PAID_KINDS),
-            Payment.refunded_fen == 0,
-            Payment.period_end >= start,
-            Payment.period_end < end,
-        )
-    ).one()
-
-    churned = session.scalar(
+    renewals = grouped(
+        select(func.count(), func.sum(_flag(renewed_flag))).where(
+            Payment.kind.in_(PAID_KINDS), Payment.refunded_fen == 0
+        ),
+        Payment.period_end,
+    )
+    churned = grouped(
         select(func.count()).where(
-            Subscription.anchor_at.is_not(None),
-            Subscription.state == "expired",
-            Subscription.ended_at >= start,
-            Subscription.ended_at < end,
-        )
+            Subscription.anchor_at.is_not(None), Subscription.state == "expired"
+        ),
+        Subscription.ended_at,
     )
 
     # Card coupons: issued by the card's pack issues of the month, and of those, used.
-    issued = session.scalar(
-        select(func.coalesce(func.sum(PackIssue.coupons), 0)).where(
+    issued = grouped(
+        select(func.sum(PackIssue.coupons)).where(
             PackIssue.pack_id.in_(select(BenefitPack.id)),  # the (pack, issued_at) index
             PackIssue.period.startswith("sub:"),
-            PackIssue.issued_at >= start,
-            PackIssue.issued_at < end,
-        )
+        ),
+        PackIssue.issued_at,
     )
-    used = session.scalar(
-        savings.card_coupons(func.count()).where(
-            PackIssue.issued_at >= start, PackIssue.issued_at < end, Coupon.state == "used"
-        )
+    used = grouped(
+        savings.card_coupons(func.count()).where(Coupon.state == "used"), PackIssue.issued_at
     )
-    coupon_cost = session.scalar(
-        savings.card_coupons(func.coalesce(func.sum(Coupon.discount_fen), 0)).where(
-            Coupon.state == "used", Coupon.used_at >= start, Coupon.used_at < end
-        )
+    coupon_cost = grouped(
+        savings.card_coupons(func.sum(Coupon.discount_fen)).where(Coupon.state == "used"),
+        Coupon.used_at,
     )
-    ledger_cost = session.scalar(
-        select(func.coalesce(func.sum(Saving.amount_fen), 0)).where(
-            Saving.at >= start, Saving.at < end
-        )
-    )
-    benefit_cost = int(coupon_cost or 0) + int(ledger_cost or 0)
+    ledger_cost = grouped(select(func.sum(Saving.amount_fen)), Saving.at)
+    fee = case((Payment.kind == "refund", -Payment.amount_fen), else_=Payment.amount_fen)
+    fees = grouped(select(func.sum(fee)), Payment.at)
 
-    # GMV (paid less refunded) and orders of the month, split by holding a card at `at`:
-    # one pass over the month's orders (a month of a large brand is hundreds of thousands)
+    # GMV (paid less refunded) and orders of the month, split by holding a card at its `at`
     net = Order.amount_fen - Order.refunded_fen
-    carded = Order.member_id.in_(select(holding.c.member_id))
-    all_gmv, all_orders, paid_gmv, paid_orders = (
-        int(v)
-        for v in session.execute(
+    members_orders = {
+        idx: (int(gmv or 0), int(n))
+        for idx, gmv, n in session.execute(
+            union_all(
+                *(
+                    select(literal(idx).label("idx"), func.sum(net), func.count()).where(
+                        Order.paid_at >= start,
+                        Order.paid_at < end,
+                        Order.member_id.is_not(None),
+                    )
+                    for idx, (start, end) in enumerate(bounds)
+                )
+            )
+        )
+    }
+    left_orders = grouped(
+        # each one's orders of the span, by the (member, paid_at) index
+        select(func.sum(net), func.count()).where(Order.member_id.in_(left)),
+        Order.paid_at,
+    )
+    # the active card holders of each month, with their orders of the month (if any)
+    span = _months(bounds, ats)
+    holding = _holding(span, min(ats), max(ats))
+    holders = {
+        int(idx): (int(paid), int(gmv or 0), int(n))
+        for idx, paid, gmv, n in session.execute(
             select(
-                func.coalesce(func.sum(net), 0),
-                func.count(),
-                func.coalesce(func.sum(case((carded, net), else_=0)), 0),
-                func.coalesce(func.sum(case((carded, 1), else_=0)), 0),
-            ).where(
-                Order.paid_at >= start,
-                Order.paid_at < end,
-                Order.member_id.is_not(None),
-                Order.member_id.not_in(left),
+                holding.c.idx,
+                func.count(func.distinct(holding.c.member_id)),
+                func.sum(net),
+                func.count(Order.id),
             )
-        ).one()
-    )
-    free_gmv, free_orders = all_gmv - paid_gmv, all_orders - paid_orders
-    active = int(active_members or 0)
-    paid = int(paid_members or 0)
-    free = active - paid
-
-    fees = session.scalar(
-        select(
-            func.coalesce(
-                func.sum(
-                    case((Payment.kind == "refund", -Payment.amount_fen), else_=Payment.amount_fen)
+            .select_from(holding)
+            .join(span, span.c.idx == holding.c.idx)
+            .outerjoin(
+                Order,
+                and_(
+                    Order.member_id == holding.c.member_id,
+                    Order.paid_at >= span.c.starts,
+                    Order.paid_at < span.c.ends,
                 ),
-                0,
             )
-        ).where(Payment.at >= start, Payment.at < end)
-    )
-    fees = int(fees or 0)
-    cost = int(benefit_cost or 0)
+            .where(holding.c.member_id.not_in(left))
+            .group_by(holding.c.idx)
+        )
+    }
+
+    found: dict[date, PaidKpis] = {}
+    active = int(active_members or 0)
+    for idx, month in enumerate(firsts):
+        gmv, orders = members_orders[idx]
+        left_gmv, left_count = left_orders.get(idx, (0, 0))
+        paid, paid_gmv, paid_orders = holders.get(idx, (0, 0, 0))
+        found[month] = _month_kpis(
+            month,
+            at=ats[idx],
+            active=active,
+            paid=paid,
+            trials=trials.get(idx, (0, 0)),
+            renewals=renewals.get(idx, (0, 0)),
+            churned=churned.get(idx, (0,))[0],
+            issued=issued.get(idx, (0,))[0],
+            used=used.get(idx, (0,))[0],
+            coupon_cost=coupon_cost.get(idx, (0,))[0],
+            ledger_cost=ledger_cost.get(idx, (0,))[0],
+            fees=fees.get(idx, (0,))[0],
+            all_gmv=gmv - left_gmv,
+            all_orders=orders - left_count,
+            paid_gmv=paid_gmv,
+            paid_orders=paid_orders,
+        )
+    return {month: found[month.replace(day=1)] for month in months}
+
+
+def _month_kpis(
+    month: date,
+    *,
+    at: datetime,
+    active: int,
+    paid: int,
+    trials: tuple[int, ...],
+    renewals: tuple[int, ...],
+    churned: int,
+    issued: int,
+    used: int,
+    coupon_cost: int,
+    ledger_cost: int,
+    fees: int,
+    all_gmv: int,
+    all_orders: int,
+    paid_gmv: int,
+    paid_orders: int,
+) -> PaidKpis:
+    """The month's ratios and per-card figures from its counts and sums."""
+    trials_started, trials_converted = trials
+    renewals_due, renewed = renewals
+    free_gmv, free_orders = all_gmv - paid_gmv, all_orders - paid_orders
+    free = active - paid
+    cost = coupon_cost + ledger_cost
     gmv_paid = paid_gmv // paid if paid else 0
     gmv_free = free_gmv // free if free else 0
     freq_paid = _ratio(paid_orders, paid)
@@ -264,17 +401,17 @@ def kpis(session: Session, *, month: date | None = None, tz: str = "Asia/Shangha
         active_members=active,
         paid_members=paid,
         penetration=_ratio(paid, active),
-        trials_started=int(trials_started),
-        trials_converted=int(trials_converted),
-        trial_conversion=_ratio(int(trials_converted), int(trials_started)),
-        renewals_due=int(renewals_due),
-        renewed=int(renewed),
-        renewal_rate=_ratio(int(renewed), int(renewals_due)),
-        churned=int(churned or 0),
-        churn_rate=_ratio(int(churned or 0), paid + int(churned or 0)),
-        card_coupons_issued=int(issued),
-        card_coupons_used=int(used),
-        benefit_usage=_ratio(int(used), int(issued)),
+        trials_started=trials_started,
+        trials_converted=trials_converted,
+        trial_conversion=_ratio(trials_converted, trials_started),
+        renewals_due=renewals_due,
+        renewed=renewed,
+        renewal_rate=_ratio(renewed, renewals_due),
+        churned=churned,
+        churn_rate=_ratio(churned, paid + churned),
+        card_coupons_issued=issued,
+        card_coupons_used=used,
+        benefit_usage=_ratio(used, issued),
         paid_buyers_gmv_fen=paid_gmv,
         paid_orders=paid_orders,
         free_gmv_fen=free_gmv,
@@ -287,8 +424,8 @@ def kpis(session: Session, *, month: date | None = None, tz: str = "Asia/Shangha
         gmv_multiple=_ratio(paid_gmv * free, free_gmv * paid, 2) if paid and free else 0.0,
         frequency_multiple=_ratio(freq_paid, freq_free, 2),
         fee_revenue_fen=fees,
-        coupon_cost_fen=int(coupon_cost or 0),
-        savings_cost_fen=int(ledger_cost or 0),
+        coupon_cost_fen=coupon_cost,
+        savings_cost_fen=ledger_cost,
         benefit_cost_fen=cost,
         revenue_per_card_fen=fees // paid if paid else 0,
         cost_per_card_fen=cost // paid if paid else 0,
@@ -301,11 +438,10 @@ def kpis_by_month(
 ) -> list[PaidKpis]:
     """The last ``months`` brand-local months, oldest first, ending with the current one."""
     this = clock.local_date(clock.now(), tz).replace(day=1)
-    out: list[PaidKpis] = []
-    for back in range(months - 1, -1, -1):
-        index = this.year * 12 + this.month - 1 - back
-        out.append(kpis(session, month=date(index // 12, index % 12 + 1, 1), tz=tz))
-    return out
+    index = this.year * 12 + this.month - 1
+    firsts = [date(i // 12, i % 12 + 1, 1) for i in range(index - months + 1, index + 1)]
+    found = kpis_of_months(session, firsts, tz=tz)
+    return [found[m] for m in firsts]
 
 
 def _flag(condition):  # type: ignore[no-untyped-def]
