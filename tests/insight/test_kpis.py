@@ -227,3 +227,65 @@ def test_two_purchases_at_one_instant_are_a_first_and_a_second(
     # B, D, F and G bought for the first time; D and F a second time, G only once
     assert (now_figures.first_buyers, now_figures.second_buyers) == (4, 2)
     assert (now_figures.buyers, now_figures.member_orders) == (5, 8)
+
+
+def test_an_instant_at_a_periods_bound_counts_in_the_period_it_opens(
+    clean_db: Database, brand: dict[str, int]
+) -> None:
+    """A period runs from its first instant, included, to the next period's first, left
+    out: a member who joins and buys at the very first instant counts in the period and
+    not in the one before; a guest's order a second earlier counts in the one before."""
+    period = _period()
+    start, _ = period.bounds(TZ)
+    before = kpis.kpi_report(clean_db, period, tz=TZ)
+    with clean_db.unit_of_work() as session:
+        h = members.enrol(
+            session, EnrolDraft(phone="13800000080", joined_at=start, join_channel="store")
+        ).member_id
+        orders.ingest_orders(
+            session,
+            [
+                _order("H-0", start, 90, h),
+                _order("guest-1", start - timedelta(seconds=1), 40, None),
+            ],
+        )
+    after = kpis.kpi_report(clean_db, period, tz=TZ)
+
+    now, then = after.current, before.current
+    assert (now.members, now.new_members, now.new_members_converted) == (
+        then.members + 1,
+        then.new_members + 1,
+        then.new_members_converted + 1,
+    )
+    assert (now.buyers, now.member_orders, now.first_buyers) == (
+        then.buyers + 1,
+        then.member_orders + 1,
+        then.first_buyers + 1,
+    )
+    assert (now.revenue_fen, now.member_revenue_fen) == (
+        then.revenue_fen + 9_000,
+        then.member_revenue_fen + 9_000,
+    )
+
+    def tiered(figures: kpis.Figures) -> int:
+        return sum(n for code, n in figures.tier_distribution.items() if code != "—")
+
+    assert tiered(now) == tiered(then) + 1  # H took the first tier on joining, at `start`
+    previous, was = after.previous, before.previous
+    assert (previous.members, previous.new_members, previous.buyers) == (
+        was.members,
+        was.new_members,
+        was.buyers,
+    )
+    assert previous.revenue_fen == was.revenue_fen + 4_000
+    assert previous.tier_distribution == was.tier_distribution
+
+
+def test_the_periods_orders_are_read_over_the_fewest_intervals() -> None:
+    """Overlapping and adjacent periods merge; a gap between them is not read."""
+
+    def day(n: int) -> datetime:
+        return datetime(2026, 1, n, tzinfo=clock.UTC)
+
+    spans = [(day(10), day(20)), (day(1), day(5)), (day(5), day(8)), (day(15), day(25))]
+    assert kpis._cover(spans) == [(day(1), day(8)), (day(10), day(25))]

@@ -1,8 +1,8 @@
 """Programme KPIs (会员经营指标) for any brand-local period, beside the previous period of the
 same length and the same period last year.
 
-Every figure is a set-based aggregate computed by the analytics engine (Ibis expressions on
-DuckDB over the live database); no order and no member passes through Python. The counted
+Every figure is a set-based aggregate computed by the analytics engine (DuckDB, over the
+order book and the live database); no order and no member passes through Python. The counted
 purchases are members' orders that were not refunded in full, valued at what was paid less
 what was refunded (``facts.purchases`` counts the same way). Definitions, with the exact
 formulas, are in ``docs/kpis.md``.
@@ -38,7 +38,7 @@ from siyu.core import clock
 from siyu.core.db import Database, upsert_insert
 from siyu.core.errors import Problem, invalid
 from siyu.insight import orderbook
-from siyu.insight.engine import Analytics, analytics_file, instant
+from siyu.insight.engine import Analytics, analytics_file, instant, sql_text
 from siyu.insight.facts import EXCLUDED_STATUSES
 from siyu.insight.isolation import run_isolated
 from siyu.insight.kpi_models import KpiReportRow
@@ -52,6 +52,7 @@ MAX_PERIOD_DAYS = 3 * 366
 COHORT_MONTHS = 12
 REDEEMED_KINDS = ("spend", "cancel")  # a cancelled redemption gives its points back
 ISSUED_KINDS = ("earn",)
+NO_TIER = "—"  # the tier distribution's key for members without a tier
 
 
 # --- periods -------------------------------------------------------------------------------
@@ -258,99 +259,173 @@ def _int(value: object) -> int:
 
 @dataclass(frozen=True)
 class _Sources:
-    """What the periods read, each read once into DuckDB memory: a report is twelve periods
-    (four, each with its previous period and last year), and scanning the live orders,
-    points entries and tier history once per period was most of the nightly KPI job.
+    """What the periods read, each read once (SQL relations in DuckDB): a report is twelve
+    periods (four, each with its previous period and last year), and each figure is one
+    pass over one of these that sums every period at once (``_per_period``).
 
-    The orders are read once, from the order book (``orderbook``, a DuckDB copy brought
-    up to date from the live database's indexes): the periods' orders, the purchases and
-    each buyer's first two purchases all come from that one read."""
+    The orders are read from the order book (``orderbook``), and only while it is held, so
+    what the figures need of them is reduced there, one grouping each: the periods' orders
+    summed by minute (a period's bounds are whole minutes, so a period is a run of whole
+    minutes), each buyer's purchases counted per period, and each buyer's first two
+    purchases."""
 
-    members: ibis.Table
-    orders: ibis.Table  # paid within the periods' span, guests' too, in time order
-    purchases: ibis.Table  # members' counted purchases within the span, in time order
-    firsts: ibis.Table  # each buyer's first and second purchase instants, ever
-    entries: ibis.Table  # points per minute and kind (period bounds are whole minutes)
-    history: ibis.Table  # tier changes up to the last period's end
+    members: str  # counted members: (id, joined_at)
+    sales: str  # the periods' orders per minute: revenue, member_revenue, orders, spend
+    buyers: str  # each buyer's counted purchases in each period: (member_id, n0, n1, …)
+    firsts: str  # each buyer's first two purchase instants: (member_id, first_at, second_at)
+    entries: str  # points per minute and kind before the last period's end (read once)
+    history: str  # tier changes up to the last period's end
+
+
+def _stamp(at: datetime) -> str:
+    """An instant as a DuckDB literal, comparable with the instants read (naive UTC)."""
+    return f"TIMESTAMP '{clock.as_utc(at).replace(tzinfo=None).isoformat()}'"
+
+
+def _keep(engine: Analytics, name: str, query: str | ibis.Table) -> str:
+    """Compute ``query`` (SQL or Ibis) once into a DuckDB temporary table, for what is read
+    more than once or must outlive the order book's block."""
+    sql = query if isinstance(query, str) else engine.backend.compile(query)
+    engine.sql(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+    return name
+
+
+def _relation(engine: Analytics, expr: ibis.Table) -> str:
+    return f"({engine.backend.compile(expr)})"
 
 
 def _sources(engine: Analytics, periods: Sequence[Period], tz: str, every: ibis.Table) -> _Sources:
     """``every``: every order, in the order book's shape (``orderbook.orders``)."""
     bounds = [p.bounds(tz) for p in periods]
-    first, last = instant(min(b[0] for b in bounds)), instant(max(b[1] for b in bounds))
-    members = engine.table("members")
+    first, last = min(b[0] for b in bounds), max(b[1] for b in bounds)
+    orders = _relation(engine, every)
+    # the periods' orders: within the span (which the book's zone maps skip to), and
+    # within a period (the span of a year's comparisons has months in none)
+    cover = " OR ".join(
+        f"paid_at >= {_stamp(start)} AND paid_at < {_stamp(end)}" for start, end in _cover(bounds)
+    )
+    in_periods = (
+        f"{orders} AS o WHERE paid_at >= {_stamp(first)} AND paid_at < {_stamp(last)} AND ({cover})"
+    )
+    sales = _keep(
+        engine,
+        "kpi_sales",
+        "SELECT date_trunc('minute', paid_at) AS minute, sum(net_fen) AS revenue, "
+        "sum(net_fen) FILTER (WHERE member_id IS NOT NULL) AS member_revenue, "
+        "count(*) FILTER (WHERE counted) AS orders, "
+        f"sum(net_fen) FILTER (WHERE counted) AS spend FROM {in_periods} GROUP BY minute",
+    )
+    # one grouping of the periods' purchases by buyer, counting each period's at once
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE paid_at >= {_stamp(s)} AND paid_at < {_stamp(e)}) AS n{i}"
+        for i, (s, e) in enumerate(bounds)
+    )
+    buyers = _keep(
+        engine,
+        "kpi_buyers",
+        f"SELECT member_id, {counts} FROM {in_periods} AND counted GROUP BY member_id",
+    )
+    live = engine.table("members")
+    members = _keep(
+        engine,
+        "kpi_members",
+        live.filter(~live.status.isin(EXCLUDED_STATUSES)).select("id", "joined_at"),
+    )
     entries = engine.table("points_entries")
+    before = entries.filter(entries.at < instant(last))
     history = engine.table("tier_history")
-    before = entries.filter(entries.at < last)
-    # every order before the last period's end, reduced to what the figures read: a guest
-    # order or one refunded in full only counts in the span (all revenue); a member's
-    # counted purchase before it only for the member's first two purchases
-    read = every.filter(every.paid_at < last)
-    orders = engine.materialize(
-        "kpi_order_book",
-        read.filter(read.counted | (read.paid_at >= first)).select(
-            "member_id", "paid_at", "net_fen", "counted"
-        ),
-    )
-    span = engine.materialize(
-        "kpi_orders", orders.filter(orders.paid_at >= first).order_by("paid_at")
-    )
     return _Sources(
-        members=engine.materialize("kpi_members", members.select("id", "joined_at", "status")),
-        orders=span,
-        purchases=span.filter(span.counted),
-        firsts=_firsts(engine, orders.filter(orders.counted)),
-        entries=engine.materialize(
-            "kpi_entries",
+        members=members,
+        sales=sales,
+        buyers=buyers,
+        firsts=_firsts(engine, f"{orders} AS o WHERE counted AND paid_at < {_stamp(last)}"),
+        entries=_relation(
+            engine,
             before.group_by(at=before.at.truncate("m"), kind=before.kind).aggregate(
                 points=before.points.sum()
             ),
         ),
-        history=engine.materialize(
+        history=_keep(
+            engine,
             "kpi_tier_history",
-            history.filter(history.at < last).select(
+            history.filter(history.at < instant(last)).select(
                 "id", "member_id", "at", "from_code", "to_code"
             ),
         ),
     )
 
 
-def _firsts(engine: Analytics, purchases: ibis.Table) -> ibis.Table:
+def _cover(bounds: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """The fewest disjoint intervals that cover the periods (overlapping or adjacent ones
+    merged), in time order."""
+    out: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(bounds):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _firsts(engine: Analytics, purchases: str) -> str:
     """Each buyer's first and second purchase instants: the two earliest purchase times
     (the same instant twice when two purchases share it), one grouping instead of ranking
-    every purchase of every member."""
-    two = engine.backend.sql(
-        f"SELECT member_id, min(paid_at, 2) AS earliest FROM ({engine.backend.compile(purchases)}) "
-        "AS p GROUP BY member_id"
-    )
-    return engine.materialize(
+    every purchase of every member. ``purchases``: SQL of counted purchases, every one
+    before the last period's end (those after it change no figure: a first purchase after
+    a period's end is not in it, nor a second one)."""
+    return _keep(
+        engine,
         "kpi_firsts",
-        two.select("member_id", first_at=two.earliest[0], second_at=two.earliest[1]).order_by(
-            "first_at"
-        ),
+        "SELECT member_id, earliest[1] AS first_at, earliest[2] AS second_at FROM "
+        f"(SELECT member_id, min(paid_at, 2) AS earliest FROM {purchases} GROUP BY member_id)",
     )
 
 
-def _by_period(expr: ibis.Table) -> dict[int, dict[str, Any]]:
-    return {int(row.pop("i")): row for row in expr.to_pyarrow().to_pylist()}
+def _per_period(
+    engine: Analytics,
+    source: str,
+    bounds: Sequence[tuple[datetime, datetime]],
+    figures: dict[str, str],
+) -> list[dict[str, int]]:
+    """Each period's figures in one pass over ``source`` (SQL): ``figures`` maps a name to
+    an aggregate in which ``{start}`` and ``{end}`` stand for a period's bounds and ``{i}``
+    for its number, so a row is read once for all the periods instead of being joined to
+    each period it falls in."""
+    return _per_period_by(engine, source, bounds, figures)[()]  # one row, without keys
 
 
-def _in(table: ibis.Table, periods: ibis.Table, column: str) -> ibis.Table:
-    """Each row of ``table`` once for every period its ``column`` instant falls in."""
-    return table.join(periods, [table[column] >= periods.start_at, table[column] < periods.end_at])
+def _per_period_by(
+    engine: Analytics,
+    source: str,
+    bounds: Sequence[tuple[datetime, datetime]],
+    figures: dict[str, str],
+    keys: Sequence[str] = (),
+) -> dict[tuple[Any, ...], list[dict[str, int]]]:
+    """``_per_period`` for each group of ``keys`` (columns of ``source``)."""
+    columns = [
+        f"{aggregate.format(start=_stamp(start), end=_stamp(end), i=i)} AS {name}_{i}"
+        for i, (start, end) in enumerate(bounds)
+        for name, aggregate in figures.items()
+    ]
+    grouped = f" GROUP BY {', '.join(keys)}" if keys else ""
+    cursor = engine.sql(f"SELECT {', '.join([*keys, *columns])} FROM {source}{grouped}")
+    names = [d[0] for d in cursor.description]
+    out: dict[tuple[Any, ...], list[dict[str, int]]] = {}
+    for row in cursor.fetchall():
+        values = dict(zip(names, row, strict=True))
+        out[row[: len(keys)]] = [
+            {name: _int(values[f"{name}_{i}"]) for name in figures} for i in range(len(bounds))
+        ]
+    return out
 
 
-def _periods_table(engine: Analytics, periods: Sequence[Period], tz: str) -> ibis.Table:
-    rows = ", ".join(
-        f"({i}, TIMESTAMP '{b[0].replace(tzinfo=None).isoformat()}', "
-        f"TIMESTAMP '{b[1].replace(tzinfo=None).isoformat()}')"
-        for i, b in enumerate(p.bounds(tz) for p in periods)
-    )
-    engine.sql(
-        "CREATE OR REPLACE TEMP TABLE kpi_periods AS SELECT * FROM "
-        f"(VALUES {rows}) AS p(i, start_at, end_at)"
-    )
-    return engine.backend.table("kpi_periods")
+def _during(column: str) -> str:
+    """``column`` within a period, its bounds left to ``_per_period``."""
+    return f"{column} >= {{start}} AND {column} < {{end}}"
+
+
+def _kinds(kinds: Iterable[str]) -> str:
+    return f"({', '.join(sql_text(k) for k in kinds)})"
 
 
 def _all_figures(
@@ -362,104 +437,106 @@ def _all_figures(
     sources: _Sources,
 ) -> list[Figures]:
     """Every period's figures but the paid ones (read through SQLAlchemy by the caller):
-    each figure is one grouped query over all the periods (a row counted once for each
-    period it falls in), not one query per period: a nightly computation is twelve
-    periods, and a query's own cost was most of a small period's."""
-    spans = _periods_table(engine, periods, tz)
-    members = sources.members
-    counted = members.filter(~members.status.isin(EXCLUDED_STATUSES))
-    # counted members of each period: those who had joined by its end
-    member_periods = counted.cross_join(spans)
-    member_periods = member_periods.filter(member_periods.joined_at < member_periods.end_at)
-    m = _by_period(
-        member_periods.group_by("i").aggregate(
-            members=member_periods.count(),
-            new_members=(member_periods.joined_at >= member_periods.start_at).ifelse(1, 0).sum(),
-        )
+    each group of figures is one pass over one source that sums every period at once, not
+    one query per period: a nightly computation is twelve periods."""
+    bounds = [p.bounds(tz) for p in periods]
+    first, last = _stamp(min(b[0] for b in bounds)), _stamp(max(b[1] for b in bounds))
+    m = _per_period(
+        engine,
+        sources.members,
+        bounds,
+        {
+            # members at the end: joined before it
+            "members": "count(*) FILTER (WHERE joined_at < {end})",
+            "new_members": f"count(*) FILTER (WHERE {_during('joined_at')})",
+        },
     )
-
     # Join conversion: new members of the period whose first purchase came within 30 days
     # of joining, and before the period's end.
-    firsts = sources.firsts
-    joined = counted.join(firsts, counted.id == firsts.member_id)
-    newcomers = _in(joined, spans, "joined_at")
-    converted = newcomers.filter(
-        newcomers.first_at < newcomers.end_at,
-        newcomers.first_at.epoch_seconds() - newcomers.joined_at.epoch_seconds()
-        <= JOIN_CONVERSION_DAYS * 86_400,
+    conv = _per_period(
+        engine,
+        f"{sources.members} AS m JOIN {sources.firsts} AS f ON f.member_id = m.id "
+        f"WHERE joined_at >= {first} AND joined_at < {last}",
+        bounds,
+        {
+            "converted": f"count(*) FILTER (WHERE {_during('joined_at')} "
+            "AND first_at < {end} AND epoch(first_at) - epoch(joined_at) "
+            f"<= {JOIN_CONVERSION_DAYS * 86_400})"
+        },
     )
-    conv = _by_period(converted.group_by("i").aggregate(n=converted.count()))
-
-    orders = _in(sources.orders, spans, "paid_at")
-    revenue = _by_period(
-        orders.group_by("i").aggregate(
-            revenue=orders.net_fen.sum(),
-            member_revenue=orders.member_id.notnull().ifelse(orders.net_fen, 0).sum(),
-        )
+    revenue = _per_period(
+        engine,
+        sources.sales,
+        bounds,
+        {
+            name: f"sum({name}) FILTER (WHERE {_during('minute')})"
+            for name in ("revenue", "member_revenue", "orders", "spend")
+        },
     )
-
-    # Buyers of each period and their orders in it.
-    during = _in(sources.purchases, spans, "paid_at")
-    bought = during.group_by(["i", "member_id"]).aggregate(
-        orders=during.count(), spend=during.net_fen.sum()
+    # buyers of each period (a counted purchase in it), and those with two or more
+    b = _per_period(
+        engine,
+        sources.buyers,
+        bounds,
+        {
+            "buyers": "count(*) FILTER (WHERE n{i} >= 1)",
+            "repeat": "count(*) FILTER (WHERE n{i} >= 2)",
+        },
     )
-    b = _by_period(
-        bought.group_by("i").aggregate(
-            buyers=bought.count(),
-            orders=bought.orders.sum(),
-            spend=bought.spend.sum(),
-            repeat=(bought.orders >= 2).ifelse(1, 0).sum(),
-        )
+    # members whose first purchase was in the period, and of them those whose second
+    # came before its end
+    f = _per_period(
+        engine,
+        f"{sources.firsts} WHERE first_at >= {first} AND first_at < {last}",
+        bounds,
+        {
+            "first_buyers": f"count(*) FILTER (WHERE {_during('first_at')})",
+            "second": f"count(*) FILTER (WHERE {_during('first_at')} AND second_at < {{end}})",
+        },
     )
-
-    first = _in(firsts, spans, "first_at")
-    f = _by_period(
-        first.group_by("i").aggregate(
-            first_buyers=first.count(),
-            second=(first.second_at.notnull() & (first.second_at < first.end_at))
-            .ifelse(1, 0)
-            .sum(),
-        )
-    )
-
-    entries = sources.entries
-    before = entries.join(spans, entries.at < spans.end_at)
-    within = before.at >= before.start_at
-    p = _by_period(
-        before.group_by("i").aggregate(
-            issued=(within & before.kind.isin(ISSUED_KINDS)).ifelse(before.points, 0).sum(),
-            redeemed=(within & before.kind.isin(REDEEMED_KINDS)).ifelse(before.points, 0).sum(),
-            expired=(within & (before.kind == "expire")).ifelse(before.points, 0).sum(),
-            liability_start=(~within).ifelse(before.points, 0).sum(),
-            liability=before.points.sum(),
-        )
+    at_in = _during('"at"')
+    p = _per_period(
+        engine,
+        sources.entries,
+        bounds,
+        {
+            "issued": f"sum(points) FILTER (WHERE {at_in} AND kind IN {_kinds(ISSUED_KINDS)})",
+            "redeemed": f"sum(points) FILTER (WHERE {at_in} AND kind IN {_kinds(REDEEMED_KINDS)})",
+            "expired": f"sum(points) FILTER (WHERE {at_in} AND kind = 'expire')",
+            "liability_start": 'sum(points) FILTER (WHERE "at" < {start})',
+            "liability": 'sum(points) FILTER (WHERE "at" < {end})',
+        },
     )
 
     tiers = _tiers(
-        sources.history, programme, spans=spans, member_periods=member_periods, count=len(periods)
+        engine,
+        sources,
+        programme,
+        bounds=bounds,
+        members=[mi["members"] for mi in m],
     )
     cash_rate = programme.points.cash_off.points_per_yuan if programme.points.cash_off else 100
     out: list[Figures] = []
     for i, period in enumerate(periods):
-        mi, ri, bi, fi, pi = (x.get(i, {}) for x in (m, revenue, b, f, p))
+        mi, ri, bi, fi, pi = m[i], revenue[i], b[i], f[i], p[i]
         distribution, moves = tiers[i]
-        member_revenue = _int(ri.get("member_revenue"))
-        all_revenue = _int(ri.get("revenue"))
-        buyers = _int(bi.get("buyers"))
-        member_orders = _int(bi.get("orders"))
-        spend = _int(bi.get("spend"))
-        new_members = _int(mi.get("new_members"))
-        new_members_converted = _int(conv.get(i, {}).get("n"))
-        issued = _int(pi.get("issued"))
-        redeemed = -_int(pi.get("redeemed"))
-        liability = _int(pi.get("liability"))
-        first_buyers = _int(fi.get("first_buyers"))
-        second = _int(fi.get("second"))
-        repeat = _int(bi.get("repeat"))
+        member_revenue = ri["member_revenue"]
+        all_revenue = ri["revenue"]
+        buyers = bi["buyers"]
+        member_orders = ri["orders"]
+        spend = ri["spend"]
+        new_members = mi["new_members"]
+        new_members_converted = conv[i]["converted"]
+        issued = pi["issued"]
+        redeemed = -pi["redeemed"]
+        liability = pi["liability"]
+        first_buyers = fi["first_buyers"]
+        second = fi["second"]
+        repeat = bi["repeat"]
         out.append(
             Figures(
                 period=period,
-                members=_int(mi.get("members")),
+                members=mi["members"],
                 new_members=new_members,
                 revenue_fen=all_revenue,
                 member_revenue_fen=member_revenue,
@@ -480,9 +557,9 @@ def _all_figures(
                 one_time_buyer_share=_ratio(first_buyers - second, first_buyers),
                 points_issued=issued,
                 points_redeemed=redeemed,
-                points_expired=-_int(pi.get("expired")),
+                points_expired=-pi["expired"],
                 redemption_rate=_ratio(redeemed, issued),
-                liability_points_start=_int(pi.get("liability_start")),
+                liability_points_start=pi["liability_start"],
                 liability_points=liability,
                 liability_fen=liability * 100 // int(cash_rate),
                 tier_distribution=distribution,
@@ -495,62 +572,73 @@ def _all_figures(
 
 
 def _tiers(
-    history: ibis.Table,
+    engine: Analytics,
+    sources: _Sources,
     programme: Programme,
     *,
-    spans: ibis.Table,
-    member_periods: ibis.Table,
-    count: int,
-) -> dict[int, tuple[dict[str, int], list[TierMove]]]:
+    bounds: Sequence[tuple[datetime, datetime]],
+    members: Sequence[int],
+) -> list[tuple[dict[str, int], list[TierMove]]]:
     """Per period: members by tier at its end (each counted member's last tier change
     before it) and the moves between tiers during it, upgrades and downgrades by the
-    ladder. ``count``: how many periods ``spans`` holds (``i`` from 0)."""
-    before = history.join(spans, history.at < spans.end_at)
-    last = before.mutate(
-        n=ibis.row_number().over(
-            group_by=[before.i, before.member_id], order_by=[before.at.desc(), before.id.desc()]
-        )
+    ladder. ``members``: each period's members at the end; those without a tier (no
+    change before the end) are the rest, so only members with a tier history are read."""
+    # A change is a member's tier at a period's end when it came before the end and the
+    # member's next change (by time, then id) did not; counted for members at the end.
+    # Empty codes are left out with the members who have none.
+    placed = _per_period_by(
+        engine,
+        f"""(SELECT member_id, "at", to_code,
+                lead("at") OVER (PARTITION BY member_id ORDER BY "at", id) AS next_at
+            FROM {sources.history}) AS h
+        JOIN {sources.members} AS m ON m.id = h.member_id
+        WHERE to_code <> ''""",
+        bounds,
+        {
+            "n": 'count(*) FILTER (WHERE "at" < {end} AND (next_at IS NULL OR next_at >= {end}) '
+            "AND joined_at < {end})"
+        },
+        ["to_code"],
     )
-    last = last.filter(last.n == 0).select(li=last.i, lmember=last.member_id, to_code=last.to_code)
-    placed = member_periods.left_join(
-        last, [member_periods.i == last.li, member_periods.id == last.lmember]
+    counts = [
+        {code: n[i]["n"] for (code,), n in placed.items() if n[i]["n"]} for i in range(len(bounds))
+    ]
+    moved = _per_period_by(
+        engine,
+        f"{sources.history} WHERE from_code IS NOT NULL",
+        bounds,
+        {"n": "count(*) FILTER (WHERE " + _during('"at"') + ")"},
+        ["from_code", "to_code"],
     )
-    placed = placed.mutate(code=placed.to_code.fill_null(""))
-    counts_rows = placed.group_by(["i", "code"]).aggregate(n=placed.count()).to_pyarrow()
     order = [level.code for level in programme.tiers.levels]
     rank = {code: i for i, code in enumerate(order)}
-    counts: dict[int, dict[str, int]] = {}
-    for row in counts_rows.to_pylist():
-        counts.setdefault(int(row["i"]), {})[row["code"] or "—"] = int(row["n"])
-
-    during = _in(history, spans, "at")
-    during = during.filter(during.from_code.notnull())
-    move_rows = (
-        during.group_by(["i", "from_code", "to_code"])
-        .aggregate(n=during.count())
-        .to_pyarrow()
-        .to_pylist()
-    )
-    moves: dict[int, list[TierMove]] = {}
-    for row in move_rows:
-        if row["from_code"] == row["to_code"]:
-            continue
-        moves.setdefault(int(row["i"]), []).append(
+    out: list[tuple[dict[str, int], list[TierMove]]] = []
+    for i in range(len(bounds)):
+        found = dict(counts[i])
+        distribution = {code: found.pop(code, 0) for code in order}
+        distribution.update(sorted(found.items()))  # codes no longer on the ladder
+        without = members[i] - sum(counts[i].values())
+        if without:
+            distribution[NO_TIER] = without
+        moves = [
             TierMove(
-                row["from_code"],
-                row["to_code"],
-                int(row["n"]),
-                "up" if rank.get(row["to_code"], -1) > rank.get(row["from_code"], -1) else "down",
+                from_code,
+                to_code,
+                n[i]["n"],
+                "up" if rank.get(to_code, -1) > rank.get(from_code, -1) else "down",
+            )
+            for (from_code, to_code), n in moved.items()
+            if n[i]["n"] and from_code != to_code
+        ]
+        moves.sort(
+            key=lambda x: (
+                rank.get(x.from_code, 99),
+                rank.get(x.to_code, 99),
+                x.from_code,
+                x.to_code or "",
             )
         )
-    out: dict[int, tuple[dict[str, int], list[TierMove]]] = {}
-    for i in range(count):
-        found = dict(counts.get(i, {}))
-        distribution = {code: found.pop(code, 0) for code in order}
-        distribution.update(found)  # codes no longer on the ladder, and members with none
-        period_moves = moves.get(i, [])
-        period_moves.sort(key=lambda x: (rank.get(x.from_code, 99), rank.get(x.to_code, 99)))
-        out[i] = (distribution, period_moves)
+        out.append((distribution, moves))
     return out
 
 
@@ -611,7 +699,9 @@ def _figures_of(engine: Analytics, work: _FiguresJob) -> tuple[list[Figures], _C
     """Every period's figures (paid aside), over one read of the sources."""
     with orderbook.orders(engine, work.book) as (every, _):
         sources = _sources(engine, work.periods, work.tz, every)
-        counts = _cohort_counts(engine, work.cohorts, every) if work.cohorts else None
+        counts = (
+            _cohort_counts(engine, work.cohorts, every, sources.members) if work.cohorts else None
+        )
     figures = _all_figures(
         engine, work.periods, tz=work.tz, programme=work.programme, sources=sources
     )
@@ -714,33 +804,60 @@ def _cohort_job(tz: str, months: int, book: orderbook.Place) -> _CohortJob:
     return _CohortJob(offset, since_at, now, book, first_index, this_index, months)
 
 
-def _cohort_counts(engine: Analytics, work: _CohortJob, every: ibis.Table) -> _CohortCounts:
+def _cohort_counts(
+    engine: Analytics, work: _CohortJob, every: ibis.Table, members: str | None = None
+) -> _CohortCounts:
     """Members per join month, and buyers per (join month, months since joining); months
-    are counted from year 0 (``year * 12 + month - 1``). ``every``: the order book."""
+    are counted from year 0 (``year * 12 + month - 1``). ``every``: the order book;
+    ``members``: the counted members ``(id, joined_at)`` when the caller has read them.
 
-    def month_index(column: ibis.Value) -> ibis.Value:
-        local = column + ibis.interval(seconds=work.offset)
-        return local.year() * 12 + local.month() - 1  # type: ignore[attr-defined]
+    One grouping of the window's purchases by member gives the months each bought in, as
+    bits (bit k: the k-th month of the window), instead of a distinct (member, month) set."""
 
-    since, now = instant(work.since_at), instant(work.now)
-    members = engine.table("members")
-    joined = members.filter(
-        ~members.status.isin(EXCLUDED_STATUSES),
-        members.joined_at >= since,
-        members.joined_at <= now,
-    ).select(id=members.id, cohort=month_index(members.joined_at))
-    sizes = joined.group_by("cohort").aggregate(n=joined.count())
-    counted = every.filter(every.counted, every.paid_at >= since, every.paid_at <= now)
-    active = counted.join(joined, counted.member_id == joined.id)
-    active = active.select(
-        member_id=active.member_id,
-        cohort=active.cohort,
-        since=month_index(active.paid_at) - active.cohort,
-    ).distinct()
-    bought = active.group_by(["cohort", "since"]).aggregate(n=active.count())
-    size_rows = {int(r["cohort"]): int(r["n"]) for r in sizes.to_pyarrow().to_pylist()}
+    def month_index(column: str) -> str:
+        local = f"({column} + to_seconds({work.offset}))"
+        return f"(year({local}) * 12 + month({local}) - 1)"
+
+    if members is None:
+        live = engine.table("members")
+        members = _relation(
+            engine, live.filter(~live.status.isin(EXCLUDED_STATUSES)).select("id", "joined_at")
+        )
+    since, now = _stamp(work.since_at), _stamp(work.now)
+    first = work.first_index
+    bought_in = ", ".join(
+        f"count(*) FILTER (WHERE (b.months & {1 << k}) <> 0) AS m{k}"
+        for k in range(work.this_index - first + 1)
+    )
+    orders = _relation(engine, every)
+    rows = engine.sql(
+        f"""
+        WITH joined AS (
+            SELECT id, {month_index("joined_at")} AS cohort FROM {members} AS m
+            WHERE joined_at >= {since} AND joined_at <= {now}
+        ), bought AS (
+            SELECT member_id, bit_or(
+                -- a month before the window's first (the zone's offset changed since)
+                -- counts in no cell
+                CASE WHEN month >= {first} THEN CAST(1 AS BIGINT) << (month - {first}) END
+            ) AS months
+            FROM (
+                SELECT o.member_id, {month_index("o.paid_at")} AS month
+                FROM {orders} AS o JOIN joined AS j ON o.member_id = j.id
+                WHERE o.counted AND o.paid_at >= {since} AND o.paid_at <= {now}
+            ) AS p
+            GROUP BY member_id
+        )
+        SELECT j.cohort, count(*) AS members, {bought_in}
+        FROM joined AS j LEFT JOIN bought AS b ON b.member_id = j.id GROUP BY j.cohort
+        """
+    ).fetchall()
+    size_rows = {int(cohort): int(size) for cohort, size, *_ in rows}
     buyer_rows = {
-        (int(r["cohort"]), int(r["since"])): int(r["n"]) for r in bought.to_pyarrow().to_pylist()
+        (int(cohort), first + k - int(cohort)): int(n)
+        for cohort, _, *bought in rows
+        for k, n in enumerate(bought)
+        if n
     }
     return size_rows, buyer_rows
 
