@@ -330,6 +330,20 @@ def test_an_older_books_file_is_rebuilt_with_lines(
     assert (how, lines_read) == ("built", 10) and lines == _live_lines(clean_db)
 
 
+def test_a_books_file_of_this_version_missing_a_column_is_rebuilt(
+    clean_db: Database, brand: dict[str, int], tmp_path: Path
+) -> None:
+    # given a book whose meta lacks a column (a file written while the version was
+    # being changed): it is rebuilt, not read around by falling back to the live tables
+    path = analytics_file(clean_db, "orders", tmp_path)
+    assert path is not None
+    assert _sync(clean_db, path)[0] == "built"
+    with duckdb.connect(path) as con:
+        con.execute("ALTER TABLE meta DROP COLUMN tier_id")
+    assert _sync(clean_db, path)[0] == "built"
+    assert _sync(clean_db, path)[0] == "updated"
+
+
 def test_without_an_analytics_directory_the_live_table_is_read(
     clean_db: Database, brand: dict[str, int]
 ) -> None:

@@ -426,7 +426,7 @@ def _meta(engine: Analytics) -> _Meta | None:
             "SELECT order_id, refund_id, merge_id, entry_id, tier_id, synced_at, generation, "
             f"seq, first_seq FROM {BOOK}.meta"
         ).fetchone()
-    except duckdb.CatalogException:
+    except duckdb.Error:  # no meta, or one another version wrote: rebuilt
         return None
     if row is None or not _same_database(engine, int(row[0]), int(row[3])):
         return None
