@@ -38,7 +38,7 @@ from siyu.core import clock
 from siyu.core.db import Database, upsert_insert
 from siyu.core.errors import Problem, invalid
 from siyu.insight import orderbook
-from siyu.insight.engine import Analytics, analytics_file, instant, sql_text
+from siyu.insight.engine import Analytics, analytics_file, sql_text
 from siyu.insight.facts import EXCLUDED_STATUSES
 from siyu.insight.isolation import run_isolated
 from siyu.insight.kpi_models import KpiReportRow
@@ -263,11 +263,12 @@ class _Sources:
     periods (four, each with its previous period and last year), and each figure is one
     pass over one of these that sums every period at once (``_per_period``).
 
-    The orders are read from the order book (``orderbook``), and only while it is held, so
-    what the figures need of them is reduced there, one grouping each: the periods' orders
-    summed by minute (a period's bounds are whole minutes, so a period is a run of whole
-    minutes), each buyer's purchases counted per period, and each buyer's first two
-    purchases."""
+    Everything but the members is read from the order book (``orderbook``), and only while
+    it is held, so what the figures need of it is reduced there, one grouping each: the
+    periods' orders summed by minute (a period's bounds are whole minutes, so a period is
+    a run of whole minutes) and each buyer's purchases counted per period. Each buyer's
+    first two purchases, the points ledger by minute and the tier history are kept by the
+    book itself, up to date; the figures copy the rows before the last period's end."""
 
     members: str  # counted members: (id, joined_at)
     sales: str  # the periods' orders per minute: revenue, member_revenue, orders, spend
@@ -294,11 +295,12 @@ def _relation(engine: Analytics, expr: ibis.Table) -> str:
     return f"({engine.backend.compile(expr)})"
 
 
-def _sources(engine: Analytics, periods: Sequence[Period], tz: str, every: ibis.Table) -> _Sources:
-    """``every``: every order, in the order book's shape (``orderbook.orders``)."""
+def _sources(
+    engine: Analytics, periods: Sequence[Period], tz: str, book: orderbook.Book
+) -> _Sources:
     bounds = [p.bounds(tz) for p in periods]
     first, last = min(b[0] for b in bounds), max(b[1] for b in bounds)
-    orders = _relation(engine, every)
+    orders = _relation(engine, book.orders)
     # the periods' orders: within the span (which the book's zone maps skip to), and
     # within a period (the span of a year's comparisons has months in none)
     cover = " OR ".join(
@@ -331,26 +333,31 @@ def _sources(engine: Analytics, periods: Sequence[Period], tz: str, every: ibis.
         "kpi_members",
         live.filter(~live.status.isin(EXCLUDED_STATUSES)).select("id", "joined_at"),
     )
-    entries = engine.table("points_entries")
-    before = entries.filter(entries.at < instant(last))
-    history = engine.table("tier_history")
+    before = f"< {_stamp(last)}"
     return _Sources(
         members=members,
         sales=sales,
         buyers=buyers,
-        firsts=_firsts(engine, f"{orders} AS o WHERE counted AND paid_at < {_stamp(last)}"),
-        entries=_relation(
+        # (a first purchase after the last period's end is in no period, and a second one
+        # after it counts in none)
+        firsts=_keep(
             engine,
-            before.group_by(at=before.at.truncate("m"), kind=before.kind).aggregate(
-                points=before.points.sum()
-            ),
+            "kpi_firsts",
+            f"SELECT member_id, first_at, second_at FROM {_relation(engine, book.firsts)} "
+            f"AS f WHERE first_at {before}",
+        ),
+        # (a minute may have a row per sync of the book: summed here)
+        entries=_keep(
+            engine,
+            "kpi_entries",
+            f'SELECT "at", kind, sum(points) AS points FROM {_relation(engine, book.points)} '
+            f'AS p WHERE "at" {before} GROUP BY ALL',
         ),
         history=_keep(
             engine,
             "kpi_tier_history",
-            history.filter(history.at < instant(last)).select(
-                "id", "member_id", "at", "from_code", "to_code"
-            ),
+            'SELECT id, member_id, "at", from_code, to_code FROM '
+            f'{_relation(engine, book.tiers)} AS h WHERE "at" {before}',
         ),
     )
 
@@ -365,20 +372,6 @@ def _cover(bounds: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, 
         else:
             out.append((start, end))
     return out
-
-
-def _firsts(engine: Analytics, purchases: str) -> str:
-    """Each buyer's first and second purchase instants: the two earliest purchase times
-    (the same instant twice when two purchases share it), one grouping instead of ranking
-    every purchase of every member. ``purchases``: SQL of counted purchases, every one
-    before the last period's end (those after it change no figure: a first purchase after
-    a period's end is not in it, nor a second one)."""
-    return _keep(
-        engine,
-        "kpi_firsts",
-        "SELECT member_id, earliest[1] AS first_at, earliest[2] AS second_at FROM "
-        f"(SELECT member_id, min(paid_at, 2) AS earliest FROM {purchases} GROUP BY member_id)",
-    )
 
 
 def _per_period(
@@ -651,18 +644,16 @@ def _months(period: Period) -> list[date]:
     return out
 
 
-def _paid(
-    session: Session, period: Period, *, tz: str, cache: dict[date, paid_kpis.PaidKpis]
-) -> PaidFigures | None:
-    """Paid membership over the months the period touches (``siyu.paid.kpis``; a month is
-    computed once for the three periods of a report)."""
-    months: list[paid_kpis.PaidKpis] = []
-    for month in _months(period):
-        if paid_kpis.month_bounds(month, tz)[0] > clock.now():
-            continue
-        if month not in cache:
-            cache[month] = paid_kpis.kpis(session, month=month, tz=tz)
-        months.append(cache[month])
+def _paid_months(periods: Iterable[Period], tz: str, now: datetime) -> list[date]:
+    """The months the periods touch that have begun by ``now``."""
+    touched = {month for period in periods for month in _months(period)}
+    return sorted(m for m in touched if paid_kpis.month_bounds(m, tz)[0] <= now)
+
+
+def _paid(period: Period, of_month: dict[date, paid_kpis.PaidKpis]) -> PaidFigures | None:
+    """Paid membership over the months the period touches (``siyu.paid.kpis``, every month
+    of a computation read at once: ``_paid_months``)."""
+    months = [of_month[m] for m in _months(period) if m in of_month]
     if not months:
         return None
     due = sum(k.renewals_due for k in months)
@@ -697,10 +688,12 @@ class _FiguresJob:
 
 def _figures_of(engine: Analytics, work: _FiguresJob) -> tuple[list[Figures], _CohortCounts | None]:
     """Every period's figures (paid aside), over one read of the sources."""
-    with orderbook.orders(engine, work.book) as (every, _):
-        sources = _sources(engine, work.periods, work.tz, every)
+    with orderbook.book(engine, work.book) as held:
+        sources = _sources(engine, work.periods, work.tz, held)
         counts = (
-            _cohort_counts(engine, work.cohorts, every, sources.members) if work.cohorts else None
+            _cohort_counts(engine, work.cohorts, held.orders, sources.members)
+            if work.cohorts
+            else None
         )
     figures = _all_figures(
         engine, work.periods, tz=work.tz, programme=work.programme, sources=sources
@@ -721,10 +714,9 @@ def _compute(
     cohort_job = _cohort_job(tz, cohort_months, book) if cohort_months else None
     with db.unit_of_work() as session:
         programme = programme_service.programme_at(session, now)
-        paid_cache: dict[date, paid_kpis.PaidKpis] = {}
-        paid = [
-            _paid(session, p, tz=tz, cache=paid_cache) if programme.paid else None for p in flat
-        ]
+        months = _paid_months(flat, tz, now) if programme.paid else []
+        of_month = paid_kpis.kpis_of_months(session, months, tz=tz) if months else {}
+        paid = [_paid(p, of_month) if programme.paid else None for p in flat]
     # Not while the DuckDB work runs: on SQLite that work's child process reads the live
     # file with DuckDB's own SQLite, and a query of the application's SQLite running at
     # the same time once died of SIGBUS (its shared-memory index unmapped under it).
