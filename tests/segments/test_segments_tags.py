@@ -209,6 +209,7 @@ def test_the_nightly_job_refreshes(
     assert outcome.status == "done"
     assert outcome.result["members"] == 5 and outcome.result["tagged"] == 2
     assert outcome.result["purchase_lines"] == 6
+    assert outcome.result["purchases_written"] == "whole: no previous snapshot in this format"
     assert _tagged(clean_db, rule_id) == brand.named("安", "白")
     # a merge leaves rule tags to the next refresh: the table is marked derived
     assert MemberRuleTag.__table__.info["merge"] == "derived"

@@ -35,11 +35,25 @@ file that this process then opens alone.
 Each build is a new file, made current by switching a pointer atomically; readers keep a
 read-only connection per file (``ProfileReader``), so a refresh never blocks a count and
 a count never sees half a refresh.
+
+The purchases follow the order book instead of being written whole every night: sorting
+some eighteen million lines is most of a build's cost, and a night changes a few tens of
+thousands of orders. A snapshot notes the book's ``generation`` and ``seq`` it reflects
+(``profile_info``); the next build starts as a copy of that file (the file is closed and
+checkpointed once published, and readers only read it), deletes the purchases of the
+orders the book read again since (``orderbook.Book.changes``), inserts their purchases as
+the book has them now, and writes the profile whole as before. The purchases are written
+whole instead when the previous snapshot cannot be followed (none, an older format,
+another generation of the book, its changes pruned) and, to restore the sort order and
+give back the file's space, when the rows inserted since the last whole write pass
+``REWRITE_SHARE`` of the rows written then, or the file has grown past ``REWRITE_GROWTH``
+times its size after that write (``_whole_because``, ``_unfollowable``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import uuid
@@ -63,6 +77,12 @@ from siyu.insight.isolation import run_isolated
 from siyu.segments.rules import IDENTITY_CHANNELS
 
 POINTER = "CURRENT"  # names the snapshot file in force
+# the purchases are written whole again (sorted, and the file rewritten without what was
+# deleted) once the rows inserted since the last whole write pass this share of the rows
+# written then, or the file has grown to this many times its size after that write; see
+# ``_whole_because``
+REWRITE_SHARE = 0.1
+REWRITE_GROWTH = 1.5
 TableOf = Callable[[str], ibis.Table]
 
 # The profile's columns: (name, Ibis type). ``segments.rules.FIELDS`` names these.
@@ -344,6 +364,52 @@ def live_backend(db: Database) -> Iterator[tuple[duckdb.DuckDBPyConnection, Sour
 
 
 @dataclass(frozen=True)
+class Lineage:
+    """Where a snapshot's purchases stand against the order book (its ``profile_info``):
+    the book's ``generation`` and ``seq`` they reflect, the rows written at the last whole
+    write (``whole_rows``), the rows inserted since (``inserted``: 0 after a whole write),
+    and the file's size after the last whole write (``whole_bytes``: 0 until known, since a
+    file's size is final only once it is published; the build that follows it notes it)."""
+
+    generation: str
+    seq: int
+    whole_rows: int
+    inserted: int
+    whole_bytes: int
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The snapshot in force when a build starts, which the build may follow."""
+
+    path: str
+    size: int
+    lineage: Lineage
+
+
+@dataclass(frozen=True)
+class Written:
+    """How a build wrote its purchases: ``followed`` the order book from the previous
+    snapshot (``deleted`` and ``inserted`` rows) or ``whole`` (``reason``), and the lineage
+    the new snapshot notes."""
+
+    how: str
+    reason: str
+    deleted: int
+    inserted: int
+    lineage: Lineage
+
+    def summary(self) -> str:
+        if self.how == FOLLOWED:
+            return f"followed the order book: -{self.deleted} +{self.inserted} rows"
+        return f"whole: {self.reason}"
+
+
+FOLLOWED = "followed"
+WHOLE = "whole"
+
+
+@dataclass(frozen=True)
 class ProfileInfo:
     path: Path
     data_as_of: datetime
@@ -351,6 +417,7 @@ class ProfileInfo:
     seconds: float
     members: int
     purchases: int
+    written: Written | None = None  # how the build wrote the purchases (from ``publish``)
 
 
 def profile_dir(analytics_dir: str | Path) -> Path:
@@ -369,6 +436,32 @@ def current_path(analytics_dir: str | Path) -> Path | None:
     except FileNotFoundError:
         return None
     return directory / name
+
+
+def previous_snapshot(analytics_dir: str | Path) -> Previous | None:
+    """The snapshot in force and its lineage, for a build to follow; None when there is
+    none, or it is of an older format (no lineage) or does not open."""
+    path = current_path(analytics_dir)
+    if path is None or path.with_name(path.name + ".wal").exists():  # (publish checkpoints)
+        return None
+    try:
+        size = path.stat().st_size
+        con = connect(str(path), read_only=True)
+        try:
+            row = con.execute(
+                "SELECT generation, seq, whole_rows, inserted, whole_bytes FROM profile_info"
+            ).fetchone()
+        finally:
+            con.close()
+    except (duckdb.Error, OSError):
+        return None
+    if row is None:
+        return None
+    # 0 when its purchases were written whole: then its own size is that write's
+    whole_bytes = int(row[4]) or size
+    return Previous(
+        str(path), size, Lineage(str(row[0]), int(row[1]), int(row[2]), int(row[3]), whole_bytes)
+    )
 
 
 def _info(con: duckdb.DuckDBPyConnection, path: Path) -> ProfileInfo:
@@ -404,22 +497,144 @@ def _in_snapshot(engine: Analytics, path: str, work: SnapshotWork, *args: Any) -
         engine.sql(f"DETACH DATABASE IF EXISTS {SNAPSHOT}")
 
 
-def _write_tables(engine: Analytics, book: orderbook.Place) -> None:
-    """The profile from the live tables, the purchases from the order book (brought up to
-    date as of ``book.now``)."""
+def _write_tables(
+    engine: Analytics,
+    path: str,
+    book: orderbook.Place,
+    previous: Previous | None,
+    whole: str | None,
+) -> Written:
+    """The new snapshot at ``path``: the purchases from the order book (brought up to date
+    as of ``book.now``), following the ``previous`` snapshot's when they can (the file
+    starts as its copy) unless ``whole`` says why not (``_whole_because``), then the
+    profile from the live tables. Runs as isolated work."""
+    with orderbook.book(engine, book) as held:
+        if previous is not None and whole is None:
+            whole = _unfollowable(previous, held)
+        if previous is not None and whole is None:
+            try:
+                shutil.copyfile(previous.path, path)
+            except OSError:  # removed meanwhile (two builds published at once)
+                Path(path).unlink(missing_ok=True)
+                whole = "the previous snapshot's file is gone"
+        if previous is not None and whole is None:
+            written = _in_snapshot(engine, path, _follow_purchases, held, previous)
+        else:
+            written = _in_snapshot(engine, path, _whole_purchases, held, whole or "")
+    _in_snapshot(engine, path, _write_profile)
+    return written
+
+
+def _whole_because(previous: Previous | None) -> str | None:
+    """Why the purchases are written whole whatever the book says, or None: no snapshot
+    to follow, or upkeep.
+
+    Rows inserted by following land after the sorted rows in small runs of their own,
+    each spanning every category, so a behaviour condition reads them all besides its own
+    category's rows; and the rows they replace stay in the file until it is rewritten.
+    Measured at a million members and eighteen million lines, a night inserts some 50,000
+    rows (0.3%) and the file grows by some 0.6 MB a night on 140 MB (the rows deleted
+    are few); a one-category count read 40 ms after a week of
+    following against 33 ms on the file written whole. At a tenth of the rows (a whole
+    write about once a month, as the book's changes are kept) the extra reading stays in
+    the tens of milliseconds, and the whole write (some 15 s there) comes once a month
+    instead of every night. The size test is a guard against a file that fills with
+    what deletes leave behind (a day of mass refunds or merges)."""
+    if previous is None:
+        return "no previous snapshot in this format"
+    lineage = previous.lineage
+    if lineage.inserted > REWRITE_SHARE * lineage.whole_rows:
+        return (
+            f"{lineage.inserted} rows inserted since the last whole write, of {lineage.whole_rows}"
+        )
+    if lineage.whole_bytes and previous.size > REWRITE_GROWTH * lineage.whole_bytes:
+        return f"the file grew to {previous.size} bytes from {lineage.whole_bytes}"
+    return None
+
+
+def _unfollowable(previous: Previous, held: orderbook.Book) -> str | None:
+    """Why the book cannot bring ``previous``'s purchases up to date, or None: following
+    is exact whenever the book's changes reach back to the sync the snapshot reflects."""
+    lineage = previous.lineage
+    if not held.generation:
+        return "no order book (the live tables were read)"
+    if not held.changed_since(lineage.generation, lineage.seq) or lineage.seq > held.seq:
+        return "the order book was rebuilt, or its changes since the last snapshot are pruned"
+    return None
+
+
+def _whole_purchases(engine: Analytics, held: orderbook.Book, reason: str) -> Written:
+    """Every purchase out of the book, sorted: into a new file."""
+    purchases = engine.backend.compile(book_purchases(held.orders, held.lines))
+    # sorted by category then time: a behaviour condition reads one category's recent
+    # row groups only (DuckDB skips the others by their min/max)
+    engine.sql(
+        f"CREATE TABLE {SNAPSHOT}.purchases AS SELECT * FROM ({purchases}) AS p "
+        "ORDER BY category, paid_at"
+    )
+    rows = int(engine.scalar(f"SELECT count(*) FROM {SNAPSHOT}.purchases"))
+    return Written(WHOLE, reason, 0, rows, Lineage(held.generation, held.seq, rows, 0, 0))
+
+
+def _follow_purchases(engine: Analytics, held: orderbook.Book, previous: Previous) -> Written:
+    """In a copy of the previous snapshot: the purchases of the orders the book read again
+    since it replaced by their purchases now; everything but the purchases dropped (the
+    profile and the rest are written again)."""
+    tables = engine.sql(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+        "AND table_name <> 'purchases'",
+        [SNAPSHOT],
+    ).fetchall()
+    for (table,) in tables:
+        engine.sql(f'DROP TABLE {SNAPSHOT}."{table}"')
+    # their blocks are free for the new profile only once checkpointed (otherwise the file
+    # grows by a profile a night)
+    engine.sql(f"CHECKPOINT {SNAPSHOT}")
+    lineage = previous.lineage
+    changes = held.changes
+    since = changes.filter(changes.seq > lineage.seq).order_id
+    changed = engine.backend.compile(since.name("order_id").as_table().distinct())
+    engine.sql(f"CREATE OR REPLACE TEMP TABLE profile_changed AS {changed}")
+    try:
+        deleted = engine.scalar(
+            f"DELETE FROM {SNAPSHOT}.purchases "
+            "WHERE order_id IN (SELECT order_id FROM profile_changed)"
+        )
+        orders, lines = held.orders, held.lines
+        purchases = engine.backend.compile(
+            book_purchases(
+                orders.filter(orders.id.isin(since)), lines.filter(lines.order_id.isin(since))
+            )
+        )
+        # sorted among themselves: they follow the sorted rows (see ``_whole_because``)
+        inserted = engine.scalar(
+            f"INSERT INTO {SNAPSHOT}.purchases BY NAME SELECT * FROM ({purchases}) AS p "
+            "ORDER BY category, paid_at"
+        )
+    finally:
+        engine.sql("DROP TABLE IF EXISTS temp.profile_changed")
+    return Written(
+        FOLLOWED,
+        "",
+        int(deleted or 0),
+        int(inserted or 0),
+        Lineage(
+            held.generation,
+            held.seq,
+            lineage.whole_rows,
+            lineage.inserted + int(inserted or 0),
+            lineage.whole_bytes,
+        ),
+    )
+
+
+def _write_profile(engine: Analytics) -> None:
+    """The profile from the live tables."""
     profile = profile_tables(live_tables(engine.db, engine.backend)).profile
     engine.sql(
         f"CREATE TABLE {SNAPSHOT}.profile AS {ibis.to_sql(profile, dialect='duckdb')} "
         "ORDER BY member_id"
     )
-    with orderbook.book(engine, book) as held:
-        purchases = engine.backend.compile(book_purchases(held.orders, held.lines))
-        # sorted by category then time: a behaviour condition reads one category's recent
-        # row groups only (DuckDB skips the others by their min/max)
-        engine.sql(
-            f"CREATE TABLE {SNAPSHOT}.purchases AS SELECT * FROM ({purchases}) AS p "
-            "ORDER BY category, paid_at"
-        )
 
 
 def _write_live(engine: Analytics) -> None:
@@ -463,6 +678,7 @@ class Build:
         # instant (this process's clock: on SQLite the tables are written in a child)
         self.book = orderbook.Place(analytics_file(db, "orders", analytics_dir), self.data_as_of)
         self._con: duckdb.DuckDBPyConnection | None = None
+        self.written: Written | None = None
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -480,8 +696,18 @@ class Build:
             self._con = None
         return run_isolated(self.db, _in_snapshot, str(self.path), work, *args)
 
-    def write_tables(self) -> None:
-        self.run(_write_tables, self.book)
+    def write_tables(self) -> Written:
+        """The profile and purchases (the purchases following the snapshot in force when
+        they can: see the module's docstring)."""
+        if self._con is not None:  # the child writes the file
+            self._con.close()
+            self._con = None
+        previous = previous_snapshot(self.directory.parent)
+        whole = _whole_because(previous)  # here: what the book says is read in the work
+        self.written = run_isolated(
+            self.db, _write_tables, str(self.path), self.book, previous, whole
+        )
+        return self.written
 
     def retag(self) -> None:
         """Read every member's tags again from the live database (after rule tags changed)."""
@@ -491,16 +717,25 @@ class Build:
         members = self.con.execute("SELECT count(*) FROM profile").fetchone()[0]  # type: ignore[index]
         purchases = self.con.execute("SELECT count(*) FROM purchases").fetchone()[0]  # type: ignore[index]
         built_at = clock.now()
+        # no lineage when the purchases were not written by ``write_tables``: the next
+        # build writes them whole
+        lineage = self.written.lineage if self.written else Lineage("", 0, 0, 0, 0)
         self.con.execute(
             "CREATE OR REPLACE TABLE profile_info AS SELECT ?::TIMESTAMP AS data_as_of, "
             "?::TIMESTAMP AS built_at, ?::DOUBLE AS seconds, ?::BIGINT AS members, "
-            "?::BIGINT AS purchases",
+            "?::BIGINT AS purchases, ?::VARCHAR AS generation, ?::BIGINT AS seq, "
+            "?::BIGINT AS whole_rows, ?::BIGINT AS inserted, ?::BIGINT AS whole_bytes",
             [
                 self.data_as_of.replace(tzinfo=None),
                 built_at.replace(tzinfo=None),
                 seconds,
                 members,
                 purchases,
+                lineage.generation,
+                lineage.seq,
+                lineage.whole_rows,
+                lineage.inserted,
+                lineage.whole_bytes,
             ],
         )
         self.con.execute("CHECKPOINT")
@@ -513,7 +748,9 @@ class Build:
         for old in self.directory.glob("profile-*.duckdb*"):
             if not old.name.startswith((self.path.name, previous.name if previous else "-")):
                 old.unlink(missing_ok=True)
-        return ProfileInfo(self.path, self.data_as_of, built_at, seconds, members, purchases)
+        return ProfileInfo(
+            self.path, self.data_as_of, built_at, seconds, members, purchases, self.written
+        )
 
     def discard(self) -> None:
         if self._con is not None:

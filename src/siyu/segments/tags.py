@@ -236,7 +236,8 @@ def refresh(
     except BaseException:
         build.discard()
         raise
-    say(f"profile: {info.members} members, {info.purchases} purchase lines")
+    how = f" ({info.written.summary()})" if info.written else ""
+    say(f"profile: {info.members} members, {info.purchases} purchase lines{how}")
     return Refreshed(info, outcomes)
 
 

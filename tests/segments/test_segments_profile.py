@@ -1,0 +1,225 @@
+"""The profile snapshot's purchases follow the order book: a build after a day of changes
+(new orders, a line refunded, an order refunded in full, a merge and its undoing) starts
+from the previous snapshot, replaces the purchases of the orders the book read again, and
+ends with the purchases a whole rebuild writes; a snapshot the book's changes cannot
+bring up to date (another generation of the book, an older format) is written whole, and
+so is one that following has grown too far from its last whole write."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import MISSING, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from segments_helpers import Brand, days_ago
+
+from siyu.core.auth import SYSTEM
+from siyu.core.db import Database
+from siyu.insight import orderbook
+from siyu.insight.engine import analytics_file
+from siyu.members import service as members
+from siyu.orders import service as orders
+from siyu.orders.rules import LineDraft, OrderDraft, RefundDraft, RefundLineDraft
+from siyu.segments import profile, service, tags
+
+TZ = "Asia/Shanghai"
+Purchase = tuple[int, int, datetime, str]
+# trees whose counts read the purchases: the categories the day's changes touch
+TREES: list[dict[str, Any]] = [
+    {"behaviour": "bought_category", "category": "玩具", "days": 30},
+    {"behaviour": "bought_category", "category": "玩具", "days": 1000},
+    {"behaviour": "bought_category", "category": "奶粉", "days": 90},
+    {"behaviour": "bought_category", "category": "辅食", "days": 90},
+    {"behaviour": "no_purchase_since", "days": 30},
+    {"behaviour": "joined_never_bought", "days": 30},
+]
+
+
+def _purchases(analytics_dir: Path) -> list[Purchase]:
+    cursor, _ = profile.readers.get(analytics_dir)
+    try:
+        rows = cursor.execute("SELECT * FROM purchases ORDER BY ALL").fetchall()
+    finally:
+        cursor.close()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def _counts(db: Database, analytics_dir: Path) -> list[int]:
+    where = service.Where(db, analytics_dir, TZ)
+    with db.unit_of_work() as s:
+        nodes = [service.parse(s, tree) for tree in TREES]
+    return [service.count(where, node).members for node in nodes]
+
+
+def _refresh(db: Database, analytics_dir: Path) -> profile.Written:
+    written = tags.refresh(db, analytics_dir, tz=TZ).profile.written
+    assert written is not None
+    return written
+
+
+def _whole(db: Database, analytics_dir: Path) -> tuple[list[Purchase], list[int]]:
+    """The purchases and counts of a whole rebuild (its own analytics directory: a book
+    and a snapshot built from nothing)."""
+    assert _refresh(db, analytics_dir).how == profile.WHOLE
+    return _purchases(analytics_dir), _counts(db, analytics_dir)
+
+
+def _refund(ref: str, order_ref: str, line_no: int | None = None) -> RefundDraft:
+    """The whole order, or one line of it."""
+    return RefundDraft(
+        channel="store",
+        external_id=ref,
+        order_channel="store",
+        order_external_id=order_ref,
+        refunded_at=days_ago(1),
+        lines=[] if line_no is None else [RefundLineDraft(line_no, 1, 3_000)],
+    )
+
+
+def _a_day_of_changes(db: Database, brand: Brand) -> int:
+    """白 buys 洗护 and 玩具, A2's 辅食 line is refunded, B1 is refunded in full, and 丁
+    (who bought 玩具) is merged into 陈; returns the merge."""
+    with db.unit_of_work() as s:
+        orders.ingest_orders(
+            s,
+            [
+                OrderDraft(
+                    channel="store",
+                    external_id="B2",
+                    paid_at=days_ago(1),
+                    member_id=brand["白"],
+                    lines=[
+                        LineDraft("SKU-洗护", "洗护", 1, 4_000),
+                        LineDraft("SKU-玩具", "玩具", 1, 6_000),
+                    ],
+                )
+            ],
+        )
+        orders.record_refund(s, _refund("R-A2", "A2", line_no=2))
+        orders.record_refund(s, _refund("R-B1", "B1"))
+        return members.merge(s, brand["丁"], brand["陈"], reason="one person", principal=SYSTEM).id
+
+
+@pytest.fixture
+def follow_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A six-purchase brand passes any share of rows inserted at once: follow regardless
+    (the upkeep is decided in this process, ``Build.write_tables``)."""
+    monkeypatch.setattr(profile, "REWRITE_SHARE", 1e9)
+    monkeypatch.setattr(profile, "REWRITE_GROWTH", 1e9)
+
+
+def test_followed_purchases_equal_a_whole_rebuilds(
+    brand: Brand, clean_db: Database, tmp_path: Path, follow_always: None
+) -> None:
+    # given a rule tag (the refresh writes and reads the snapshot in this process too)
+    # and a snapshot written whole
+    with clean_db.unit_of_work() as s:
+        tags.create_rule(s, name="玩具客", tree=TREES[0], principal=SYSTEM)
+    analytics_dir = tmp_path / "analytics"
+    first = _refresh(clean_db, analytics_dir)
+    assert (first.how, first.reason) == (profile.WHOLE, "no previous snapshot in this format")
+    assert first.lineage.whole_rows == 6 and first.lineage.generation
+    before = _counts(clean_db, analytics_dir)
+
+    # when a day of changes lands and the next build follows the book
+    merge = _a_day_of_changes(clean_db, brand)
+    day = _refresh(clean_db, analytics_dir)
+    # then it replaced only the changed orders' purchases, and equals a whole rebuild
+    assert day.how == profile.FOLLOWED
+    assert day.lineage.generation == first.lineage.generation
+    assert day.lineage.seq > first.lineage.seq
+    if clean_db.dialect == "sqlite":  # (PostgreSQL also reads the last ids again)
+        # B1 and A2 (3 rows) and D1 (1) out; A2's 奶粉, D1 under 陈 and B2's 2 lines in
+        assert (day.deleted, day.inserted) == (4, 4)
+    purchases, counts = _whole(clean_db, tmp_path / "whole-day")
+    assert _purchases(analytics_dir) == purchases and len(purchases) == 6
+    assert _counts(clean_db, analytics_dir) == counts != before
+    assert (brand["陈"], "玩具") in {(m, c) for m, _, _, c in purchases}
+
+    # when the merge is undone, and a night with nothing new
+    with clean_db.unit_of_work() as s:
+        members.unmerge(s, merge, principal=SYSTEM)
+    undone = _refresh(clean_db, analytics_dir)
+    assert undone.how == profile.FOLLOWED and undone.lineage.inserted >= day.lineage.inserted
+    purchases, counts = _whole(clean_db, tmp_path / "whole-undone")
+    assert _purchases(analytics_dir) == purchases
+    assert _counts(clean_db, analytics_dir) == counts
+    assert (brand["丁"], "玩具") in {(m, c) for m, _, _, c in purchases}
+    quiet = _refresh(clean_db, analytics_dir)
+    assert quiet.how == profile.FOLLOWED and _purchases(analytics_dir) == purchases
+    assert _counts(clean_db, analytics_dir) == counts
+
+
+def test_a_snapshot_of_another_book_or_format_is_written_whole(
+    brand: Brand, clean_db: Database, tmp_path: Path, follow_always: None
+) -> None:
+    analytics_dir = tmp_path / "analytics"
+    first = _refresh(clean_db, analytics_dir)
+    _a_day_of_changes(clean_db, brand)
+
+    # when the order book is gone (rebuilt: another generation)
+    book = analytics_file(clean_db, "orders", analytics_dir)
+    assert book is not None
+    Path(book).unlink()
+    rebuilt = _refresh(clean_db, analytics_dir)
+    # then the purchases are written whole from the new book
+    assert rebuilt.how == profile.WHOLE and "rebuilt" in rebuilt.reason
+    assert rebuilt.lineage.generation != first.lineage.generation
+    purchases, counts = _whole(clean_db, tmp_path / "whole")
+    assert _purchases(analytics_dir) == purchases
+    assert _counts(clean_db, analytics_dir) == counts
+
+    # when the snapshot in force is of an older format (no lineage in profile_info; a
+    # copy made current, as a build would: readers hold the file in force read-only)
+    path = profile.current_path(analytics_dir)
+    assert path is not None
+    older = path.with_name("profile-older.duckdb")
+    shutil.copyfile(path, older)
+    with duckdb.connect(str(older)) as con:
+        con.execute(
+            "CREATE OR REPLACE TABLE profile_info AS SELECT data_as_of, built_at, seconds, "
+            "members, purchases FROM profile_info"
+        )
+    (path.parent / profile.POINTER).write_text(older.name, "utf-8")
+    older = _refresh(clean_db, analytics_dir)
+    # then it is written whole too, and the next build follows it again
+    assert older.how == profile.WHOLE and "format" in older.reason
+    assert _refresh(clean_db, analytics_dir).how == profile.FOLLOWED
+    assert _purchases(analytics_dir) == purchases
+
+
+def _book(generation: str = "g", seq: int = 5, first_seq: int = 1) -> orderbook.Book:
+    """A book at sync ``seq`` (its tables are not read)."""
+    tables = {f.name: None for f in fields(orderbook.Book) if f.default is MISSING}
+    return orderbook.Book(
+        **{**tables, "generation": generation, "seq": seq, "first_seq": first_seq}
+    )
+
+
+def _previous(
+    generation: str = "g", seq: int = 3, inserted: int = 0, size: int = 100
+) -> profile.Previous:
+    return profile.Previous("x", size, profile.Lineage(generation, seq, 1_000, inserted, 100))
+
+
+def test_when_the_purchases_are_written_whole() -> None:
+    # following needs the book's changes to reach back to the snapshot's sync
+    follows = profile._unfollowable
+    assert follows(_previous(), _book()) is None
+    assert follows(_previous("other"), _book()) is not None  # another generation
+    assert follows(_previous(seq=3), _book(first_seq=5)) is not None  # changes pruned
+    assert follows(_previous(seq=4), _book(first_seq=5)) is None  # (sync 5 is listed)
+    assert follows(_previous(seq=6), _book(seq=5)) is not None  # the book went back
+    assert follows(_previous(), _book(generation="")) is not None  # no book (live)
+    # upkeep: whole again past a tenth of the rows inserted since the last whole write,
+    # or a file half as large again as that write left it
+    whole = profile._whole_because
+    assert whole(None) is not None
+    assert whole(_previous(inserted=100)) is None
+    assert "inserted" in str(whole(_previous(inserted=101)))
+    assert whole(_previous(size=150)) is None
+    assert "grew" in str(whole(_previous(size=151)))
