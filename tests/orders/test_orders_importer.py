@@ -73,6 +73,37 @@ def test_a_written_file_imports_and_a_second_import_changes_nothing(
     assert orders_in(clean_db) == 5
 
 
+def test_a_chunk_that_hits_a_constraint_is_redone_whole_and_every_order_gets_its_outcome(
+    clean_db: Database, brand: int, order: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a file of five orders, two of them stored already
+    path = tmp_path / "orders.parquet"
+    drafts = some_orders(order)
+    write_orders_file(path, drafts)
+    with clean_db.unit_of_work() as s:
+        service.ingest_orders(s, drafts[1:3])
+    # and a first look for stored orders that misses them, as when another connection
+    # stores them between that look and the insert
+    real = service._existing_orders
+    looks: list[int] = []
+
+    def blind_once(session, keys):  # type: ignore[no-untyped-def]
+        looks.append(len(keys))
+        return {} if len(looks) == 1 else real(session, keys)
+
+    monkeypatch.setattr(service, "_existing_orders", blind_once)
+    # When the file is imported in one chunk
+    report = import_orders_file(clean_db, path, chunk_size=100)
+    # Then the insert's constraint rolled the chunk back and it was done again: the three
+    # new orders land once, the two stored ones are duplicates, nothing is rejected
+    assert len(looks) >= 2
+    assert (report.orders_created, report.duplicates, report.rejected_rows) == (3, 2, 0)
+    assert orders_in(clean_db) == 5
+    with clean_db.unit_of_work() as s:
+        assert s.scalar(select(func.count()).select_from(OrderLine)) == 10
+        assert service.check_metrics(s) == []
+
+
 def test_bad_rows_are_reported_and_good_orders_land(
     clean_db: Database, brand: int, tmp_path: Path
 ) -> None:

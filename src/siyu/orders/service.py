@@ -134,19 +134,31 @@ def ingest_orders(
     *,
     unknown_buyer: UnknownBuyer = "guest",
     chunk_size: int = CHUNK,
+    savepoint: bool = True,
 ) -> list[IngestResult]:
     """Store orders, idempotently on (channel, external_id): one result per draft, in order.
 
     Bad orders are rejected with every problem; the others land. A replay with the same
     content is a ``duplicate`` naming the stored order; the same key with other content is
     rejected with ``conflict`` holding both versions.
+
+    ``savepoint=False`` is for a caller whose transaction holds these orders and nothing
+    else (a file import's chunk): no savepoint around each chunk, and a constraint that
+    fires raises ``IntegrityError``; the caller rolls the transaction back and sends the
+    same drafts again with the default, which redoes them order by order where needed.
+    On SQLite, pages changed inside a savepoint are first copied to a temporary journal
+    file (tens of thousands of page writes for an import's chunk), which a rollback of the
+    whole transaction does not need.
     """
     if unknown_buyer not in ("guest", "enrol"):
         raise InvalidInput("unknown_buyer is 'guest' or 'enrol'", field="unknown_buyer")
     results: list[IngestResult] = []
     for start in range(0, len(drafts), max(1, chunk_size)):
         chunk = drafts[start : start + max(1, chunk_size)]
-        results += _ingest_chunk_safely(session, chunk, start, unknown_buyer)
+        if savepoint:
+            results += _ingest_chunk_safely(session, chunk, start, unknown_buyer)
+        else:
+            results += _ingest_chunk(session, chunk, start, unknown_buyer)
     return results
 
 
@@ -520,13 +532,15 @@ def _insert_orders(
     line_rows: list[tuple[Any, ...]] = []
     ingested: list[IngestedOrder] = []
     metrics_of: list[tuple[int, datetime, int]] = []
-    as_utc = clock.as_utc
+    as_utc, new_tuple = clock.as_utc, tuple.__new__
     for i, order_id in zip(indexes, order_ids, strict=True):
         d = drafts[i]
         member_id = member_of[i]
+        # Named tuples made by ``tuple.__new__``: the class's own ``__new__`` is a Python
+        # function, a frame more per line and order of an import.
         lines = tuple(
             [
-                IngestedLine(n, x.sku, x.category, x.quantity, x.amount_fen)
+                new_tuple(IngestedLine, (n, x.sku, x.category, x.quantity, x.amount_fen))
                 for n, x in enumerate(d.lines, start=1)
             ]
         )
@@ -556,10 +570,19 @@ def _insert_orders(
         )
         if member_id is not None:
             metrics_of.append((member_id, d.paid_at, total))
-            paid_at = as_utc(d.paid_at)
             ingested.append(
-                IngestedOrder(
-                    order_id, member_id, d.channel, d.store_id, paid_at, total, d.freight_fen, lines
+                new_tuple(
+                    IngestedOrder,
+                    (
+                        order_id,
+                        member_id,
+                        d.channel,
+                        d.store_id,
+                        as_utc(d.paid_at),
+                        total,
+                        d.freight_fen,
+                        lines,
+                    ),
                 )
             )
     insert_tuples(session, Order.__table__, _ORDER_COLUMNS, rows)
