@@ -8,10 +8,22 @@ from typing import Any, NamedTuple
 
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import insert, select, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
 
-from siyu.core.bulk import _flat_json, insert_rows, next_ids
+from siyu.core.bulk import _flat_json, insert_rows, insert_tuples, next_ids
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 from siyu.points.models import PointsLot
@@ -237,3 +249,58 @@ def test_a_snapshot_of_named_tuples_is_stored_as_the_same_objects_as_dictionarie
             {"line_no": 2, "amount_fen": 0, "points": 0},
         ]
     )
+
+
+def test_none_zero_blank_text_and_booleans_are_stored_as_sqlalchemy_stores_them(
+    session: Session,
+) -> None:
+    # Given a table with nullable numbers, text, booleans and JSON, and rows where a column
+    # is None in every row, None in some rows (with and without a 0 or a '' beside it),
+    # or never None (a JSON None is left out: SQLAlchemy stores it as JSON's null)
+    probe = Table(
+        "bulk_probe",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("some_none", BigInteger),
+        Column("none_and_zero", Integer),
+        Column("text_some_none", String(20)),
+        Column("text_none_and_blank", String(20)),
+        Column("flag", Boolean),
+        Column("always_none", String(20)),
+        Column("snapshot", JSON),
+        prefixes=["TEMPORARY"],
+    )
+    keys = [c.name for c in probe.columns][1:]
+    values = [
+        (None, 0, None, "", True, None, [{"points": 0}]),
+        (5, None, "x", None, False, None, [{"points": 1}]),
+        (None, 3, "y", "z", None, None, []),
+        (-7, 0, None, None, True, None, [{"points": 2}]),
+    ]
+    probe.create(session.connection())
+    try:
+        # When written by insert_tuples (ids 1..) and by SQLAlchemy's own insert (ids 101..)
+        insert_tuples(session, probe, ["id", *keys], [(n, *v) for n, v in enumerate(values, 1)])
+        session.execute(
+            insert(probe),
+            [{"id": 100 + n} | dict(zip(keys, v, strict=True)) for n, v in enumerate(values, 1)],
+        )
+        # Then every row reads back the same, stored value by stored value
+        columns = ", ".join(keys)
+        stored = {
+            row[0]: tuple(row[1:])
+            for row in session.execute(text(f"SELECT id, {columns} FROM bulk_probe"))
+        }
+        for n in range(1, len(values) + 1):
+            assert stored[n] == stored[100 + n], n
+        assert stored[2][:4] == (5, None, "x", None) and stored[1][5] is None
+        if session.get_bind().dialect.name == "sqlite":  # the same storage classes too
+            kinds = ", ".join(f"typeof({k})" for k in keys)
+            typed = {
+                row[0]: tuple(row[1:])
+                for row in session.execute(text(f"SELECT id, {kinds} FROM bulk_probe"))
+            }
+            for n in range(1, len(values) + 1):
+                assert typed[n] == typed[100 + n], n
+    finally:
+        probe.drop(session.connection())

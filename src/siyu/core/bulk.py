@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Executable, Table, insert, text
+from sqlalchemy import JSON, Boolean, Executable, Table, insert, null, text
 from sqlalchemy.orm import Session
 
 from siyu.core.db import UTCDateTime
@@ -196,14 +196,26 @@ def insert_tuples(
     session: Session, table: Table, keys: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
     """``insert_rows`` of rows given as tuples of the values of ``keys``, in that order:
-    the hot paths build a tuple per row, cheaper than a dictionary of a dozen keys."""
+    the hot paths build a tuple per row, cheaper than a dictionary of a dozen keys.
+
+    None costs sqlite3 more than any other value: it binds None (and booleans) only after
+    asking its adapters' registry and the value itself for an adaptation (a failed lookup
+    of ``__adapt__`` and ``__conform__`` per value), more than the row's insert of that
+    column. So, on SQLite, a column that is None in every row is written as a ``NULL`` in
+    the statement instead of bound row by row. The stored value is the same NULL (None is
+    never converted here)."""
     if not rows:
         return
     connection = session.connection()
     dialect = connection.dialect
-    sql, names, positional = _statement(table, dialect, tuple(keys))
     # The rows' values column by column, transposed by zip (in C).
     by_name = dict(zip(keys, zip(*rows, strict=True), strict=True))
+    nulls: tuple[str, ...] = ()
+    if dialect.name == "sqlite":
+        nulls = tuple(
+            name for name, values in by_name.items() if table.c[name].nullable and _all_none(values)
+        )
+    sql, names, positional = _statement(table, dialect, tuple(keys), nulls)
     columns: list[Sequence[Any]] = []
     for name in names:
         column = table.c[name]
@@ -214,43 +226,66 @@ def insert_tuples(
                 raise ValueError(f"insert_rows: no value and no scalar default for {name}")
             values = [default.arg] * len(rows)  # type: ignore[attr-defined]
         columns.append(_converted(column.type, dialect, values))
-    parameters: list[Any] = list(zip(*columns, strict=True))
+    if columns:
+        parameters: list[Any] = list(zip(*columns, strict=True))
+    else:  # every column given is None in every row
+        parameters = [()] * len(rows)
     if not positional:
         parameters = [dict(zip(names, values, strict=True)) for values in parameters]
     connection.exec_driver_sql(sql, parameters)
 
 
-# Compiled INSERTs by table, dialect and the columns given: an import writes the same few
-# statements for every chunk, and compiling one took longer than converting its values.
-_STATEMENTS: dict[tuple[Table, Any, tuple[str, ...]], tuple[str, list[str], bool]] = {}
+def _all_none(values: Sequence[Any]) -> bool:
+    """Whether every value is None (the first is looked at before the whole column)."""
+    return values[0] is None and values.count(None) == len(values)
 
 
-def _statement(table: Table, dialect: Any, keys: tuple[str, ...]) -> tuple[str, list[str], bool]:
-    """The ``INSERT`` of ``keys`` into ``table`` as the driver takes it: its text, the
-    names of its parameters in order, and whether they are positional."""
-    found = _STATEMENTS.get((table, dialect, keys))
+# Compiled INSERTs by table, dialect, the columns given and those of them written as NULL:
+# an import writes the same few statements for every chunk, and compiling one took longer
+# than converting its values.
+_STATEMENTS: dict[
+    tuple[Table, Any, tuple[str, ...], tuple[str, ...]], tuple[str, list[str], bool]
+] = {}
+
+
+def _statement(
+    table: Table, dialect: Any, keys: tuple[str, ...], nulls: tuple[str, ...] = ()
+) -> tuple[str, list[str], bool]:
+    """The ``INSERT`` of ``keys`` into ``table`` as the driver takes it, the columns in
+    ``nulls`` (some of ``keys``) as a ``NULL`` in the statement: its text, the names of its
+    parameters in order, and whether they are positional."""
+    found = _STATEMENTS.get((table, dialect, keys, nulls))
     if found is not None:
         return found
-    compiled = insert(table).compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+    statement = insert(table)
+    if nulls:
+        statement = statement.values({name: null() for name in nulls})
+    compiled = statement.compile(
+        dialect=dialect,
+        column_keys=[k for k in keys if k not in nulls],
+        for_executemany=True,
+    )
     names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
     if len(_STATEMENTS) > 256:
         _STATEMENTS.clear()
-    found = _STATEMENTS[(table, dialect, keys)] = (str(compiled), names, compiled.positional)
+    found = _STATEMENTS[(table, dialect, keys, nulls)] = (
+        str(compiled),
+        names,
+        compiled.positional,
+    )
     return found
 
 
 def _converted(kind: Any, dialect: Any, values: Sequence[Any]) -> Sequence[Any]:
     """Values of one type as the driver takes them, through the bind processor SQLAlchemy
     would use (or none where the driver stores the Python value as is)."""
-    if dialect.name == "sqlite" and isinstance(kind, Boolean):
-        return values  # sqlite3 stores True and False as 1 and 0, what the processor makes
-    process = kind.dialect_impl(dialect).bind_processor(dialect)
-    if process is None:
+    mode, convert = _converter(kind, dialect)
+    if mode is _AS_IS:
         return values
-    convert = _instant_converter(kind, dialect, process)
-    if convert is _sqlite_instant:
+    if mode is _INSTANTS:
         return _sqlite_instants(values)
-    convert = _json_converter(kind, dialect, process) or convert
+    if mode is _BOOLEANS:
+        return [v if v is None else int(v) for v in values]
     # Runs of one object are converted once: ``created_at`` is one instant for a whole
     # batch, and lots of one day share their expiry. (Processors are pure functions.)
     out: list[Any] = []
@@ -263,6 +298,42 @@ def _converted(kind: Any, dialect: Any, values: Sequence[Any]) -> Sequence[Any]:
             converted = None if v is None else convert(v)
         append(converted)
     return out
+
+
+_AS_IS, _INSTANTS, _BOOLEANS, _EACH = "as is", "instants", "booleans", "each"
+# How values of a type are converted, by the type object and dialect: the processor, the
+# checks of ``_instant_converter`` and ``_json_converter`` on their samples, once, not at
+# every insert of every column (an import chunk converts a few hundred columns). Each
+# entry holds its type object, so an id is never reused while it is here.
+_CONVERTERS: dict[tuple[int, Any], tuple[Any, str, Any]] = {}
+
+
+def _converter(kind: Any, dialect: Any) -> tuple[str, Any]:
+    """(mode, converter of one value) for values of ``kind`` on ``dialect``."""
+    key = (id(kind), dialect)
+    found = _CONVERTERS.get(key)
+    if found is not None and found[0] is kind:
+        return found[1], found[2]
+    if dialect.name == "sqlite" and isinstance(kind, Boolean):
+        # 1 and 0, what the processor makes of True and False: sqlite3 would store a bool
+        # as the same integer, but only after asking for an adaptation of each one (see
+        # ``insert_tuples``).
+        mode, convert = _BOOLEANS, None
+    else:
+        process = kind.dialect_impl(dialect).bind_processor(dialect)
+        if process is None:
+            mode, convert = _AS_IS, None
+        elif _instant_converter(kind, dialect, process) is _sqlite_instant:
+            mode, convert = _INSTANTS, _sqlite_instant
+        else:
+            mode = _EACH
+            convert = _json_converter(kind, dialect, process) or _instant_converter(
+                kind, dialect, process
+            )
+    if len(_CONVERTERS) > 1024:
+        _CONVERTERS.clear()
+    _CONVERTERS[key] = (kind, mode, convert)
+    return mode, convert
 
 
 def execute_rows(
