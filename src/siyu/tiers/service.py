@@ -167,17 +167,24 @@ def _movements(
     # of the cost. Elsewhere ``at`` comes back in UTC as it is.
     as_text = not _is_postgres(session)
     at_column = type_coerce(e.at, String()) if as_text else e.at
-    parse = datetime.fromisoformat
+    parse, new_tuple = datetime.fromisoformat, tuple.__new__
     for chunk in in_chunks(sorted(set(member_ids)), ONE_OF_CHUNK):
+        wanted = and_(one_of(session, e.member_id, chunk), e.at >= since)
+        if as_text:
+            # SQLite: the entries' ids from the index first, then the rows in id order.
+            # Read member by member, the rows of a chunk's members are all over the
+            # table, and its pages left SQLite's page cache and were read from the file
+            # again and again (27,000 reads for the quick benchmark's import, 5,000 in id
+            # order). Their order here does not matter: ``climb`` sorts them.
+            wanted = e.id.in_(select(e.id).where(wanted))
         rows = session.execute(
-            select(e.member_id, at_column, e.growth, e.spend_fen, e.orders).where(
-                one_of(session, e.member_id, chunk), e.at >= since
-            )
+            select(e.member_id, at_column, e.growth, e.spend_fen, e.orders).where(wanted)
         )
         for member_id, at, growth, spend, orders in rows:
             if as_text:
                 at = parse(at + "+00:00")
-            found[member_id].append(Movement(at, growth, spend, orders))
+            # ``tuple.__new__``: without the frame of the named tuple's own ``__new__``
+            found[member_id].append(new_tuple(Movement, (at, growth, spend, orders)))
     return found
 
 
