@@ -19,7 +19,13 @@ from siyu.core import clock
 from siyu.core.auth import SYSTEM
 from siyu.insight import clv_jobs
 from siyu.insight import refresh as refresh_module
-from siyu.insight.models import InsightRun, LifecycleTransition, MemberInsight
+from siyu.insight.models import (
+    EarlySignal,
+    InsightGroup,
+    InsightRun,
+    LifecycleTransition,
+    MemberInsight,
+)
 from siyu.insight.refresh import COMPUTED, KEPT, RefreshResult, refresh
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
@@ -76,6 +82,40 @@ def live_rows(brand: SmallBrand) -> dict[int, dict[str, Any]]:
         }
 
 
+def summaries(brand: SmallBrand, run_id: int) -> tuple[dict[tuple[str, str], tuple], list]:
+    """A run's groups, and the early signals (of the last run)."""
+    with brand.db.unit_of_work() as s:
+        groups = {
+            (g.dimension, g.key): (g.members, g.spend_fen, g.orders)
+            for g in s.scalars(select(InsightGroup).where(InsightGroup.run_id == run_id))
+        }
+        columns = ("cohort", "members", "first_within_7d", "second_within_30d", "early")
+        columns += ("early_super", "other_super", "mature")
+        signals = [
+            tuple(getattr(e, c) for c in columns)
+            for e in s.scalars(select(EarlySignal).order_by(EarlySignal.cohort))
+        ]
+    return groups, signals
+
+
+def groups_of(rows: dict[int, dict[str, Any]]) -> dict[tuple[str, str], tuple]:
+    """The groups as counted from ``member_insight`` rows: per stage and super/ordinary
+    the 12 months' spend and orders, per RFM group (buyers) the RFM window's."""
+    counted: dict[tuple[str, str], tuple] = {}
+
+    def add(key: tuple[str, str], spend: int, orders: int) -> None:
+        members, total, count = counted.get(key, (0, 0, 0))
+        counted[key] = (members + 1, total + spend, count + orders)
+
+    for row in rows.values():
+        add(("stage", row["stage"]), row["spend_12m_fen"], row["orders_12m"])
+        kind = "super" if row["super_user"] else "ordinary"
+        add(("super", kind), row["spend_12m_fen"], row["orders_12m"])
+        if row["rfm_group"] is not None:
+            add(("rfm", row["rfm_group"]), row["monetary_fen"], row["frequency"])
+    return counted
+
+
 def incremental_then_full(brand: SmallBrand) -> RefreshResult:
     """The nightly (incremental) refresh, then a full one as of the same instant: the full
     one must find nothing to change, and every row equal to what it recomputed. Both read
@@ -84,6 +124,8 @@ def incremental_then_full(brand: SmallBrand) -> RefreshResult:
     assert not nightly.full and nightly.previous == "copy"
     after_nightly, moves = snapshot(brand), transitions(brand)
     assert analytics_copy(brand) == live_rows(brand)
+    nightly_groups, nightly_signals = summaries(brand, nightly.run_id)
+    assert nightly_groups == groups_of(after_nightly)
 
     full = refresh(brand.db, as_of=nightly.as_of, full=True)
     assert full.full and full.previous == "copy"
@@ -91,6 +133,7 @@ def incremental_then_full(brand: SmallBrand) -> RefreshResult:
     assert (full.written, full.transitions) == (0, 0)
     assert transitions(brand) == moves
     assert analytics_copy(brand) == live_rows(brand)
+    assert summaries(brand, full.run_id) == (nightly_groups, nightly_signals)
     return nightly
 
 

@@ -182,26 +182,25 @@ def build_matrix(
     )
 
 
-def matrix_from_stages(
-    engine: Analytics, months: list[str], *, previous: str, current: str
-) -> None:
+def matrix_from_stages(engine: Analytics, months: list[str], *, pairs: str) -> None:
     """``build_matrix`` without reading a transition, from the refresh's analytics copy:
-    ``previous`` holds each member's stage as the last refresh recorded it (``stage``) and
-    when that refresh's month began (``month_start``; null: not placed yet); ``current``
-    their stage now. ``months`` starts with the last refresh's month. Stages change only
+    ``pairs`` holds every member counted now with their stage now (``stage``), the stage
+    the last refresh recorded for them (``previous_stage``) and their stage when that
+    refresh's month began (``previous_month_start``; both null: not placed yet, or not
+    in the copy). ``months`` starts with the last refresh's month. Stages change only
     when a refresh records them, so through that month's end a member stayed in the stage
     it recorded, and so through every month after it until this one. A member who left
     (merged, closed) has no row in the copy: if they count again, they come from ``none``
     (see the module's docstring). The same rows as ``build_matrix``, and the same
-    ``month_start`` for the copy this refresh saves."""
+    ``month_start`` (a view of ``pairs``) for the copy this refresh saves."""
     last = months[-1]
     cells = []
     for i, month in enumerate(months):
-        start = "p.month_start" if i == 0 else "p.stage"
-        end = "n.stage" if month == last else "p.stage"
+        start = "previous_month_start" if i == 0 else "previous_stage"
+        end = "stage" if month == last else "previous_stage"
         cells.append(
             f"SELECT '{month}' AS month, coalesce({start}, '{NONE}') AS from_stage, "
-            f"{end} AS to_stage FROM {current} n LEFT JOIN {previous} p USING (member_id)"
+            f"{end} AS to_stage FROM {pairs}"
         )
     engine.sql(
         f"""
@@ -212,8 +211,8 @@ def matrix_from_stages(
         GROUP BY ALL
         """
     )
-    start = "p.month_start" if len(months) == 1 else "p.stage"
+    start = "previous_month_start" if len(months) == 1 else "previous_stage"
     engine.sql(
-        f"CREATE OR REPLACE TEMP TABLE month_start AS SELECT n.member_id, {start} AS stage "
-        f"FROM {current} n LEFT JOIN {previous} p USING (member_id)"
+        f"CREATE OR REPLACE TEMP VIEW month_start AS SELECT member_id, {start} AS stage "
+        f"FROM {pairs}"
     )

@@ -471,12 +471,13 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     lap("orders")
 
     marks = _marks(engine, member_facts, lifecycle_rules)
-    scored = engine.materialize("rfm_scores", rfm.scores(member_facts, rfm_rules))
-    lap("lifecycle_rfm")
+    lap("marks")
 
+    # one pass over the facts: the flag, the scores and the stage computed in place (each
+    # computed apart and joined back cost a join of a million rows)
     if definition is not None and programme is not None:
         average = engine.scalar(str(engine.backend.compile(member_facts.spend_12m_fen.mean())))
-        supers = superusers.flags(
+        placed = superusers.with_flag(
             member_facts,
             definition,
             programme=programme,
@@ -485,15 +486,10 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
             average_spend_fen=float(average or 0),
         )
     else:
-        supers = member_facts.select("member_id", super_user=False)
-    supers = engine.materialize("supers", supers)
-    # one pass over the facts: the stage computed in place, scores and flags joined once
-    scored_columns = scored.select(
-        "member_id", "frequency", "monetary_fen", "r_score", "f_score", "m_score", "rfm_group"
-    )
-    placed = member_facts.join(supers, "member_id").left_join(scored_columns, "member_id")
-    engine.materialize(
-        "insight_new",
+        placed = member_facts.mutate(super_user=False)
+    placed = rfm.with_scores(placed, rfm_rules)
+    _place(
+        engine,
         placed.select(
             member_id=placed.member_id,
             stage=lifecycle.stage(placed, marks),
@@ -511,9 +507,12 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
             spend_12m_fen=placed.spend_12m_fen,
             orders_by_join_7d=placed.orders_by_join_7d,
             orders_by_join_30d=placed.orders_by_join_30d,
+            # for the early signals, not a member_insight column
+            joined_s=placed.joined_s,
         ),
+        from_copy=plan_source == "copy",
     )
-    lap("super_users")
+    lap("place")
 
     ranges, columns, written = _stage_members(engine, job)
     lap("stage_members")
@@ -522,8 +521,7 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     engine.materialize(
         "early_signals",
         superusers.early_signals(
-            member_facts,
-            supers,
+            engine.backend.table("insight_new"),
             as_of=as_of,
             utc_offset_seconds=int(offset.total_seconds()) if offset else 0,
         ),
@@ -534,7 +532,7 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     months = lifecycle.months_between(first, local)
     if plan_source == "copy" and copy_month == months[0]:
         # the copy holds each member's stage at the start of its month: no transition read
-        lifecycle.matrix_from_stages(engine, months, previous="insight_prev", current="insight_new")
+        lifecycle.matrix_from_stages(engine, months, pairs="insight_new")
     else:
         lifecycle.build_matrix(
             engine, months, as_of=as_of, tz=job.tz, new_moves="new_moves", current="insight_new"
@@ -564,6 +562,32 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
         recomputed=recomputed,
         written=written,
         previous=plan_source,
+    )
+
+
+# member_insight columns the refresh compares with the last run's to find the rows to write
+COMPARED = tuple(c for c in COMPUTED if c not in ("member_id", "stage_since", "computed_at"))
+
+
+def _place(engine: Analytics, placed: ibis.Table, *, from_copy: bool) -> None:
+    """Materialize ``insight_new``: every member the refresh scores, with the columns it
+    computes (``placed``), beside what the last run left for them (``insight_prev``):
+    their stage, since when, their stage when the copy's month began (null when the last
+    run's rows were read from the live table, which does not keep it) and whether their
+    row ``changed``. One join of the new rows with the last run's serves the rows to
+    write, the transitions, the matrix and the copy's ``month_start``, which joined the
+    two tables of a million rows each on their own."""
+    changed = " OR ".join(f"n.{c} IS DISTINCT FROM p.{c}" for c in COMPARED)
+    month_start = "p.month_start" if from_copy else "CAST(NULL AS VARCHAR)"
+    engine.sql(
+        f"""
+        CREATE OR REPLACE TEMP TABLE insight_new AS
+        SELECT n.*, p.stage AS previous_stage, p.stage_since AS previous_since,
+               {month_start} AS previous_month_start,
+               p.member_id IS NULL OR {changed} AS changed
+        FROM ({engine.backend.compile(placed)}) AS n
+        LEFT JOIN insight_prev p USING (member_id)
+        """
     )
 
 
@@ -850,10 +874,11 @@ def _merge_stats(
         f" AS {c}"
         for c in facts.STATS_COLUMNS[5:]
     )
-    # least/greatest skip nulls: a member's first order may be among the new ones
+    # least/greatest skip nulls: a member's first order may be among the new ones. A view:
+    # the facts read it once (as a table it was a million rows written to be read once)
     engine.sql(
         f"""
-        CREATE OR REPLACE TEMP TABLE stats AS
+        CREATE OR REPLACE TEMP VIEW stats AS
         SELECT * FROM stats_whole
         UNION ALL
         SELECT t.member_id, least(p.first_at, a.first_at) AS first_at,
@@ -909,28 +934,26 @@ def _range(part: int) -> str:
 
 def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str], int]:
     """Stage, per member-id range, the ``member_insight`` rows that changed (compared in
-    DuckDB with ``insight_prev``), the rows of members who left (merged, closed: also the
-    rows only the CLV step wrote, found through the stage index), the transitions and
-    (after the first refresh) their events. Only the columns the refresh computes are
-    written (an upsert: the CLV step's columns stay as they are). Returns the ranges, the
-    columns and how many rows will be written or removed."""
+    DuckDB with ``insight_prev``: see ``_place``), the rows of members who left (merged,
+    closed: also the rows only the CLV step wrote, found through the stage index), the
+    transitions and (after the first refresh) their events. Only the columns the refresh
+    computes are written (an upsert: the CLV step's columns stay as they are). Returns the
+    ranges, the columns and how many rows will be written or removed."""
     at = _ts(job.as_of)
-    compared = [c for c in COMPUTED if c not in ("member_id", "stage_since", "computed_at")]
-    changed = " OR ".join(f"n.{c} IS DISTINCT FROM p.{c}" for c in compared)
     engine.sql(
         f"""
         CREATE OR REPLACE TEMP TABLE insight_rows AS
-        SELECT n.member_id, n.stage,
-               CASE WHEN p.stage IS NOT DISTINCT FROM n.stage AND p.stage_since IS NOT NULL
-                    THEN p.stage_since ELSE {at} END AS stage_since,
-               n.first_order_at, n.last_order_at, n.order_count, n.orders_12m,
-               n.spend_12m_fen, n.orders_by_join_7d, n.orders_by_join_30d,
-               n.frequency, n.monetary_fen, n.r_score, n.f_score, n.m_score,
-               n.rfm_group, n.super_user, {_ts(job.computed_at)} AS computed_at,
-               p.stage AS previous_stage
-        FROM insight_new n LEFT JOIN insight_prev p USING (member_id)
-        WHERE p.member_id IS NULL OR {changed}
-        ORDER BY n.member_id
+        SELECT member_id, stage,
+               CASE WHEN previous_stage IS NOT DISTINCT FROM stage
+                         AND previous_since IS NOT NULL
+                    THEN previous_since ELSE {at} END AS stage_since,
+               first_order_at, last_order_at, order_count, orders_12m,
+               spend_12m_fen, orders_by_join_7d, orders_by_join_30d,
+               frequency, monetary_fen, r_score, f_score, m_score,
+               rfm_group, super_user, {_ts(job.computed_at)} AS computed_at,
+               previous_stage
+        FROM insight_new WHERE changed
+        ORDER BY member_id
         """
     )
     # the rows of members who no longer count (merged, closed): the refresh's own rows, and
@@ -1017,23 +1040,24 @@ def _publish(
 
 
 def _stage_summaries(engine: Analytics, *, run_id: int, computed_at: datetime) -> None:
-    """Members, orders and spend per stage, per RFM group, and super against ordinary; the
-    early signals; the matrix of the months this refresh covers."""
+    """Members, orders and spend per stage, per RFM group (buyers: the members with a
+    group), and super against ordinary; the early signals; the matrix of the months this
+    refresh covers. All from ``insight_new``, which carries the 12 months' figures."""
     engine.stage(
         "groups",
         f"""
-        SELECT {run_id} AS run_id, 'stage' AS dimension, n.stage AS key, count(*) AS members,
-               coalesce(sum(f.spend_12m_fen), 0) AS spend_fen,
-               coalesce(sum(f.orders_12m), 0) AS orders
-        FROM insight_new n JOIN facts f USING (member_id) GROUP BY n.stage
+        SELECT {run_id} AS run_id, 'stage' AS dimension, stage AS key, count(*) AS members,
+               coalesce(sum(spend_12m_fen), 0) AS spend_fen,
+               coalesce(sum(orders_12m), 0) AS orders
+        FROM insight_new GROUP BY stage
         UNION ALL
         SELECT {run_id}, 'rfm', rfm_group, count(*), coalesce(sum(monetary_fen), 0),
                coalesce(sum(frequency), 0)
-        FROM rfm_scores GROUP BY rfm_group
+        FROM insight_new WHERE rfm_group IS NOT NULL GROUP BY rfm_group
         UNION ALL
-        SELECT {run_id}, 'super', CASE WHEN n.super_user THEN 'super' ELSE 'ordinary' END,
-               count(*), coalesce(sum(f.spend_12m_fen), 0), coalesce(sum(f.orders_12m), 0)
-        FROM insight_new n JOIN facts f USING (member_id) GROUP BY 3
+        SELECT {run_id}, 'super', CASE WHEN super_user THEN 'super' ELSE 'ordinary' END,
+               count(*), coalesce(sum(spend_12m_fen), 0), coalesce(sum(orders_12m), 0)
+        FROM insight_new GROUP BY 3
         """,
     )
     engine.stage(

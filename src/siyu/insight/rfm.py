@@ -47,41 +47,57 @@ def scores(facts: ibis.Table, rfm: Rfm) -> ibis.Table:
     group. Frequency and monetary count the RFM window (``orders_window``,
     ``spend_window_fen``); a member who bought only before it scores 1 on both."""
     buyers = facts.filter(facts.days_since_last.notnull())
-    recency = buyers.days_since_last
-    frequency = buyers.orders_window
-    monetary = buyers.spend_window_fen
+    scored = with_scores(buyers, rfm)
+    return scored.select(
+        "member_id",
+        recency_days=scored.days_since_last,
+        frequency=scored.frequency,
+        monetary_fen=scored.monetary_fen,
+        r_score=scored.r_score,
+        f_score=scored.f_score,
+        m_score=scored.m_score,
+        rfm_group=scored.rfm_group,
+    )
+
+
+def with_scores(facts: ibis.Table, rfm: Rfm) -> ibis.Table:
+    """Every row of ``facts`` with ``scores``' columns added (``frequency``,
+    ``monetary_fen``, the three scores, ``rfm_group``), null for members who never
+    bought; the ranks are those of the buyers. The refresh places every member in one
+    pass over its facts with it: scoring the buyers apart and joining the scores back to
+    every member cost a join of two tables of a million rows."""
     if rfm.scoring == "thresholds":
         r_cuts, f_cuts, m_cuts = rfm_cuts(rfm)
-        r = _by_cuts(recency, r_cuts, lower_is_better=True)
-        f = _by_cuts(frequency, f_cuts, lower_is_better=False)
-        m = _by_cuts(monetary, m_cuts, lower_is_better=False)
+        t = facts
+        r = _by_cuts(t.days_since_last, r_cuts, lower_is_better=True)
+        f = _by_cuts(t.orders_window, f_cuts, lower_is_better=False)
+        m = _by_cuts(t.spend_window_fen, m_cuts, lower_is_better=False)
     else:
+        buyers = facts.filter(facts.days_since_last.notnull())
         ranks = {
-            "r": _percent_ranks(recency, "r", descending=True),
-            "f": _percent_ranks(frequency, "f", descending=False),
-            "m": _percent_ranks(monetary, "m", descending=False),
+            "r": _percent_ranks(buyers.days_since_last, "r", descending=True),
+            "f": _percent_ranks(buyers.orders_window, "f", descending=False),
+            "m": _percent_ranks(buyers.spend_window_fen, "m", descending=False),
         }
-        joined = buyers
+        t = facts
         for key, value in (
             ("r", "days_since_last"),
             ("f", "orders_window"),
             ("m", "spend_window_fen"),
         ):
-            joined = joined.left_join(ranks[key], joined[value] == ranks[key][key]).drop(key)
-        buyers = joined
-        recency = buyers.days_since_last
-        frequency = buyers.orders_window
-        monetary = buyers.spend_window_fen
-        r, f, m = (_quintile(buyers[f"{key}_pr"]) for key in ("r", "f", "m"))
-    scored = buyers.select(
-        member_id=buyers.member_id,
-        recency_days=recency,
-        frequency=frequency,
-        monetary_fen=monetary,
-        r_score=r.cast("int64"),
-        f_score=f.cast("int64"),
-        m_score=m.cast("int64"),
+            t = t.left_join(ranks[key], t[value] == ranks[key][key]).drop(key)
+        r, f, m = (_quintile(t[f"{key}_pr"]) for key in ("r", "f", "m"))
+    bought = t.days_since_last.notnull()
+    none = ibis.null("int64")
+    scored = t.mutate(
+        frequency=bought.ifelse(t.orders_window, none),
+        monetary_fen=bought.ifelse(t.spend_window_fen, none),
+        r_score=bought.ifelse(r.cast("int64"), none),
+        f_score=bought.ifelse(f.cast("int64"), none),
+        m_score=bought.ifelse(m.cast("int64"), none),
     )
+    if rfm.scoring != "thresholds":
+        scored = scored.drop("r_pr", "f_pr", "m_pr")
     high = rfm.high_from
     group = ibis.cases(
         *[
@@ -92,9 +108,10 @@ def scores(facts: ibis.Table, rfm: Rfm) -> ibis.Table:
                 code.value,
             )
             for (rh, fh, mh), code in GROUP_BY_HIGHS.items()
-        ]
+        ],
+        else_=ibis.null("string"),
     )
-    return scored.mutate(rfm_group=group)
+    return scored.mutate(rfm_group=bought.ifelse(group, ibis.null("string")))
 
 
 def summary(scored: ibis.Table) -> ibis.Table:

@@ -40,6 +40,28 @@ def flags(
     average_spend_fen: float,
 ) -> ibis.Table:
     """``member_id`` and ``super_user`` for every member in ``facts``."""
+    flagged = with_flag(
+        facts,
+        definition,
+        programme=programme,
+        paid=paid,
+        referred=referred,
+        average_spend_fen=average_spend_fen,
+    )
+    return flagged.select("member_id", "super_user")
+
+
+def with_flag(
+    facts: ibis.Table,
+    definition: SuperUsers,
+    *,
+    programme: Programme,
+    paid: ibis.Table,
+    referred: ibis.Table,
+    average_spend_fen: float,
+) -> ibis.Table:
+    """Every row of ``facts`` with its ``super_user`` flag added: what the refresh places
+    members from in one pass (see ``rfm.with_scores``)."""
     t = facts.left_join(paid, facts.member_id == paid.paid_id)
     t = t.left_join(referred, t.member_id == referred.referrer)
     conditions: list[ibis.Value] = []
@@ -64,38 +86,49 @@ def flags(
         flag = conditions[0]
         for condition in conditions[1:]:
             flag = (flag | condition) if definition.match == "any" else (flag & condition)
-    return t.select(member_id=t.member_id, super_user=flag.fill_null(False))
+    return t.select(*facts.columns, super_user=flag.fill_null(False))
 
 
-def early_signals(
-    facts: ibis.Table, supers: ibis.Table, *, as_of: datetime, utc_offset_seconds: int
-) -> ibis.Table:
+def early_signals(members: ibis.Table, *, as_of: datetime, utc_offset_seconds: int) -> ibis.Table:
     """Per join cohort (brand-local month): members, those who bought within 7 days of
     joining, those with a second purchase within 30 days, both (early), and how many of
-    the early and of the rest are super users now. A cohort is mature once a year has
-    passed since its last day, so ``now`` is at least a year after joining."""
-    t = facts.join(supers, facts.member_id == supers.member_id)
+    the early and of the rest are super users now. ``members``: member facts with their
+    ``super_user`` flag. A cohort is mature once a year has passed since its last day, so
+    ``now`` is at least a year after joining.
+
+    Counted per brand-local day of joining first, then per month: the month's name is
+    spelled once per day, not once per member (a million members joined on a thousand
+    days), and a month is whole days, so the sums are the same."""
+    t = members
     local = (t.joined_s + utc_offset_seconds).cast("int64")
-    cohort = local.as_timestamp("s").strftime("%Y-%m")
     first7 = t.orders_by_join_7d >= 1
     second30 = t.orders_by_join_30d >= 2
     early = first7 & second30
     rows = t.select(
-        cohort=cohort,
+        day=local // DAY_SECONDS,
         first7=first7.ifelse(1, 0),
         second30=second30.ifelse(1, 0),
         early=early.ifelse(1, 0),
         early_super=(early & t.super_user).ifelse(1, 0),
         other_super=(~early & t.super_user).ifelse(1, 0),
     )
-    year_ago = epoch(as_of) + utc_offset_seconds - 365 * DAY_SECONDS
-    grouped = rows.group_by("cohort").aggregate(
+    days = rows.group_by("day").aggregate(
         members=rows.count(),
-        first_within_7d=rows.first7.sum(),
-        second_within_30d=rows.second30.sum(),
+        first7=rows.first7.sum(),
+        second30=rows.second30.sum(),
         early=rows.early.sum(),
         early_super=rows.early_super.sum(),
         other_super=rows.other_super.sum(),
+    )
+    days = days.mutate(cohort=(days.day * DAY_SECONDS).as_timestamp("s").strftime("%Y-%m"))
+    year_ago = epoch(as_of) + utc_offset_seconds - 365 * DAY_SECONDS
+    grouped = days.group_by("cohort").aggregate(
+        members=days.members.sum(),
+        first_within_7d=days.first7.sum(),
+        second_within_30d=days.second30.sum(),
+        early=days.early.sum(),
+        early_super=days.early_super.sum(),
+        other_super=days.other_super.sum(),
     )
     # mature: the cohort month ended a year ago (its last joiner joined before that)
     return grouped.mutate(
