@@ -335,7 +335,7 @@ def remove_day(path: Path) -> None:
             f"(SELECT id FROM orders WHERE content_hash = '{DAY_MARK}')"
         )
         conn.exec_driver_sql(f"DELETE FROM orders WHERE content_hash = '{DAY_MARK}'")
-        conn.exec_driver_sql(f"DELETE FROM members WHERE joined_at > '{_naive(NOW)}'")
+        conn.exec_driver_sql(f"DELETE FROM members WHERE joined_at >= '{_naive(NOW)}'")
     db.dispose()
 
 
