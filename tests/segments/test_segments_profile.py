@@ -19,6 +19,7 @@ from segments_helpers import Brand, days_ago
 
 from siyu.core.auth import SYSTEM
 from siyu.core.db import Database
+from siyu.core.errors import NotFound
 from siyu.insight import orderbook
 from siyu.insight.engine import analytics_file
 from siyu.members import service as members
@@ -39,8 +40,8 @@ TREES: list[dict[str, Any]] = [
 ]
 
 
-def _purchases(analytics_dir: Path) -> list[Purchase]:
-    cursor, _ = profile.readers.get(analytics_dir)
+def _purchases(db: Database, analytics_dir: Path) -> list[Purchase]:
+    cursor, _ = profile.readers.get(db, analytics_dir)
     try:
         rows = cursor.execute("SELECT * FROM purchases ORDER BY ALL").fetchall()
     finally:
@@ -65,7 +66,7 @@ def _whole(db: Database, analytics_dir: Path) -> tuple[list[Purchase], list[int]
     """The purchases and counts of a whole rebuild (its own analytics directory: a book
     and a snapshot built from nothing)."""
     assert _refresh(db, analytics_dir).how == profile.WHOLE
-    return _purchases(analytics_dir), _counts(db, analytics_dir)
+    return _purchases(db, analytics_dir), _counts(db, analytics_dir)
 
 
 def _refund(ref: str, order_ref: str, line_no: int | None = None) -> RefundDraft:
@@ -136,7 +137,7 @@ def test_followed_purchases_equal_a_whole_rebuilds(
         # B1 and A2 (3 rows) and D1 (1) out; A2's 奶粉, D1 under 陈 and B2's 2 lines in
         assert (day.deleted, day.inserted) == (4, 4)
     purchases, counts = _whole(clean_db, tmp_path / "whole-day")
-    assert _purchases(analytics_dir) == purchases and len(purchases) == 6
+    assert _purchases(clean_db, analytics_dir) == purchases and len(purchases) == 6
     assert _counts(clean_db, analytics_dir) == counts != before
     assert (brand["陈"], "玩具") in {(m, c) for m, _, _, c in purchases}
 
@@ -146,11 +147,11 @@ def test_followed_purchases_equal_a_whole_rebuilds(
     undone = _refresh(clean_db, analytics_dir)
     assert undone.how == profile.FOLLOWED and undone.lineage.inserted >= day.lineage.inserted
     purchases, counts = _whole(clean_db, tmp_path / "whole-undone")
-    assert _purchases(analytics_dir) == purchases
+    assert _purchases(clean_db, analytics_dir) == purchases
     assert _counts(clean_db, analytics_dir) == counts
     assert (brand["丁"], "玩具") in {(m, c) for m, _, _, c in purchases}
     quiet = _refresh(clean_db, analytics_dir)
-    assert quiet.how == profile.FOLLOWED and _purchases(analytics_dir) == purchases
+    assert quiet.how == profile.FOLLOWED and _purchases(clean_db, analytics_dir) == purchases
     assert _counts(clean_db, analytics_dir) == counts
 
 
@@ -170,12 +171,12 @@ def test_a_snapshot_of_another_book_or_format_is_written_whole(
     assert rebuilt.how == profile.WHOLE and "rebuilt" in rebuilt.reason
     assert rebuilt.lineage.generation != first.lineage.generation
     purchases, counts = _whole(clean_db, tmp_path / "whole")
-    assert _purchases(analytics_dir) == purchases
+    assert _purchases(clean_db, analytics_dir) == purchases
     assert _counts(clean_db, analytics_dir) == counts
 
     # when the snapshot in force is of an older format (no lineage in profile_info; a
     # copy made current, as a build would: readers hold the file in force read-only)
-    path = profile.current_path(analytics_dir)
+    path = profile.current_path(clean_db, analytics_dir)
     assert path is not None
     older = path.with_name("profile-older.duckdb")
     shutil.copyfile(path, older)
@@ -189,7 +190,7 @@ def test_a_snapshot_of_another_book_or_format_is_written_whole(
     # then it is written whole too, and the next build follows it again
     assert older.how == profile.WHOLE and "format" in older.reason
     assert _refresh(clean_db, analytics_dir).how == profile.FOLLOWED
-    assert _purchases(analytics_dir) == purchases
+    assert _purchases(clean_db, analytics_dir) == purchases
 
 
 def _book(generation: str = "g", seq: int = 5, first_seq: int = 1) -> orderbook.Book:
@@ -223,3 +224,24 @@ def test_when_the_purchases_are_written_whole() -> None:
     assert "inserted" in str(whole(_previous(inserted=101)))
     assert whole(_previous(size=150)) is None
     assert "grew" in str(whole(_previous(size=151)))
+
+
+def test_two_databases_sharing_an_analytics_directory_keep_their_own_snapshots(
+    brand: Brand, clean_db: Database, tmp_path: Path
+) -> None:
+    # given this brand's snapshot in an analytics directory
+    analytics_dir = tmp_path / "analytics"
+    _refresh(clean_db, analytics_dir)
+    assert profile.current_path(clean_db, analytics_dir) is not None
+    # then another database using the same directory has no snapshot yet: it never
+    # counts over this brand's members
+    other = Database(f"sqlite:///{tmp_path / 'another-brand.db'}")
+    try:
+        assert profile.current_path(other, analytics_dir) is None
+        with pytest.raises(NotFound):
+            profile.readers.get(other, analytics_dir)
+    finally:
+        other.dispose()
+    cursor, info = profile.readers.get(clean_db, analytics_dir)
+    cursor.close()
+    assert info.purchases == len(_purchases(clean_db, analytics_dir)) > 0

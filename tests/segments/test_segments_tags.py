@@ -91,8 +91,8 @@ def test_segments_read_rule_tags_from_the_refreshed_profile(
 Purchase = tuple[int, int, datetime, str]
 
 
-def _snapshot_purchases(analytics_dir: Path) -> list[Purchase]:
-    cursor, _ = profile.readers.get(analytics_dir)
+def _snapshot_purchases(db: Database, analytics_dir: Path) -> list[Purchase]:
+    cursor, _ = profile.readers.get(db, analytics_dir)
     try:
         return [tuple(r) for r in cursor.execute("SELECT * FROM purchases ORDER BY ALL").fetchall()]  # type: ignore[misc]
     finally:
@@ -127,7 +127,7 @@ def test_the_profiles_purchases_from_the_order_book_are_the_live_purchases(
     tags.refresh(clean_db, analytics_dir, tz="Asia/Shanghai")
     book = analytics_file(clean_db, "orders", analytics_dir)
     assert book is not None and Path(book).exists()
-    first = _snapshot_purchases(analytics_dir)
+    first = _snapshot_purchases(clean_db, analytics_dir)
     assert first == _live_purchases(clean_db) and len(first) == 6
 
     # when a new order comes, a line is refunded, an order is refunded in full, and 丁 is
@@ -153,7 +153,7 @@ def test_the_profiles_purchases_from_the_order_book_are_the_live_purchases(
         merge = members.merge(s, brand["丁"], brand["陈"], reason="one person", principal=SYSTEM).id
     tags.refresh(clean_db, analytics_dir, tz="Asia/Shanghai")
     # then the snapshot's purchases are the live ones again
-    second = _snapshot_purchases(analytics_dir)
+    second = _snapshot_purchases(clean_db, analytics_dir)
     assert second == _live_purchases(clean_db)
     bought = {(member, category) for member, _, _, category in second}
     assert (brand["安"], "辅食") not in bought and (brand["白"], "奶粉") not in bought
@@ -164,7 +164,7 @@ def test_the_profiles_purchases_from_the_order_book_are_the_live_purchases(
     with clean_db.unit_of_work() as s:
         members.unmerge(s, merge, principal=SYSTEM)
     tags.refresh(clean_db, analytics_dir, tz="Asia/Shanghai")
-    third = _snapshot_purchases(analytics_dir)
+    third = _snapshot_purchases(clean_db, analytics_dir)
     assert third == _live_purchases(clean_db)
     assert (brand["丁"], "玩具") in {(member, category) for member, _, _, category in third}
 

@@ -71,8 +71,13 @@ def analytics_file(db: Database, kind: str, analytics_dir: str | Path | None = N
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
-    digest = hashlib.sha256(db.url.encode()).hexdigest()[:16]
-    return str((folder / f"{kind}-{digest}.duckdb").resolve())
+    return str((folder / f"{analytics_name(db, kind)}.duckdb").resolve())
+
+
+def analytics_name(db: Database, kind: str) -> str:
+    """``<kind>-<digest of the database URL>``: the name of one database's analytics file
+    (``analytics_file``) or folder (the segment snapshots), never shared with another."""
+    return f"{kind}-{hashlib.sha256(db.url.encode()).hexdigest()[:16]}"
 
 
 def _extension(name: str) -> str:

@@ -69,7 +69,8 @@ def fields(_: Analysts) -> CatalogueRead:
 @router.get("/segments/profile", response_model=ProfileRead)
 def profile_info(request: Request, _: Analysts) -> ProfileRead:
     """The member profile snapshot counts read: when its data is as of, how big it is."""
-    cursor, info = profiles.readers.get(_where(request).analytics_dir)
+    where = _where(request)
+    cursor, info = profiles.readers.get(where.db, where.analytics_dir)
     cursor.close()
     return ProfileRead.of(info)
 

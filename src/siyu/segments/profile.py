@@ -5,7 +5,7 @@ Both are Ibis expressions over the live tables (``profile_tables``), so the same
 definition serves two sources:
 
 - **profile** (the default): a columnar snapshot in a DuckDB file under
-  ``settings.analytics_dir`` (``segments/profile.duckdb``), rebuilt by the nightly
+  ``settings.analytics_dir`` (``segments-<digest>/profile-*.duckdb``), rebuilt by the nightly
   ``segments.tags`` job and on demand (``siyu segments refresh``, ``POST
   /segments/profile/refresh``). A count over it scans two narrow columnar tables and
   answers in milliseconds at a million members; every answer carries the snapshot's
@@ -72,7 +72,14 @@ from siyu.core import clock
 from siyu.core.db import Database
 from siyu.core.errors import NotFound
 from siyu.insight import orderbook
-from siyu.insight.engine import LIVE, Analytics, analytics_file, attach_live, sql_text
+from siyu.insight.engine import (
+    LIVE,
+    Analytics,
+    analytics_file,
+    analytics_name,
+    attach_live,
+    sql_text,
+)
 from siyu.insight.isolation import run_isolated
 from siyu.segments.rules import IDENTITY_CHANNELS
 
@@ -420,17 +427,20 @@ class ProfileInfo:
     written: Written | None = None  # how the build wrote the purchases (from ``publish``)
 
 
-def profile_dir(analytics_dir: str | Path) -> Path:
-    return Path(analytics_dir) / "segments"
+def profile_dir(db: Database, analytics_dir: str | Path) -> Path:
+    """This database's snapshots: a folder of its own in the analytics directory
+    (``segments-<digest of the database URL>``), so two databases that share an analytics
+    directory never read each other's profile."""
+    return Path(analytics_dir) / analytics_name(db, "segments")
 
 
-def current_path(analytics_dir: str | Path) -> Path | None:
+def current_path(db: Database, analytics_dir: str | Path) -> Path | None:
     """The snapshot in force: the file ``CURRENT`` names, or None before the first build.
 
     Every build is a file of its own (``profile-<time>-<id>.duckdb``) and ``CURRENT`` is
     switched atomically: a reader that opened the previous file keeps reading it, and
     DuckDB's per-path instance cache never hands back the old file's data."""
-    directory = profile_dir(analytics_dir)
+    directory = profile_dir(db, analytics_dir)
     try:
         name = (directory / POINTER).read_text("utf-8").strip()
     except FileNotFoundError:
@@ -438,10 +448,10 @@ def current_path(analytics_dir: str | Path) -> Path | None:
     return directory / name
 
 
-def previous_snapshot(analytics_dir: str | Path) -> Previous | None:
+def previous_snapshot(db: Database, analytics_dir: str | Path) -> Previous | None:
     """The snapshot in force and its lineage, for a build to follow; None when there is
     none, or it is of an older format (no lineage) or does not open."""
-    path = current_path(analytics_dir)
+    path = current_path(db, analytics_dir)
     if path is None or path.with_name(path.name + ".wal").exists():  # (publish checkpoints)
         return None
     try:
@@ -669,7 +679,8 @@ class Build:
 
     def __init__(self, db: Database, analytics_dir: str | Path) -> None:
         self.db = db
-        self.directory = profile_dir(analytics_dir)
+        self.analytics_dir = analytics_dir
+        self.directory = profile_dir(db, analytics_dir)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.data_as_of = clock.now()
         stamp = self.data_as_of.strftime("%Y%m%dT%H%M%S")
@@ -702,7 +713,7 @@ class Build:
         if self._con is not None:  # the child writes the file
             self._con.close()
             self._con = None
-        previous = previous_snapshot(self.directory.parent)
+        previous = previous_snapshot(self.db, self.analytics_dir)
         whole = _whole_because(previous)  # here: what the book says is read in the work
         self.written = run_isolated(
             self.db, _write_tables, str(self.path), self.book, previous, whole
@@ -740,7 +751,7 @@ class Build:
         )
         self.con.execute("CHECKPOINT")
         self.con.close()
-        previous = current_path(self.directory.parent)
+        previous = current_path(self.db, self.analytics_dir)
         pointer = self.directory / f".{POINTER}.{uuid.uuid4().hex[:8]}"
         pointer.write_text(self.path.name, "utf-8")
         os.replace(pointer, self.directory / POINTER)
@@ -773,9 +784,12 @@ class ProfileReader:
         self._lock = threading.Lock()
         self._open: dict[Path, tuple[duckdb.DuckDBPyConnection, ProfileInfo]] = {}
 
-    def get(self, analytics_dir: str | Path) -> tuple[duckdb.DuckDBPyConnection, ProfileInfo]:
-        """A cursor on the current snapshot and its info; ``NotFound`` when there is none."""
-        path = current_path(analytics_dir)
+    def get(
+        self, db: Database, analytics_dir: str | Path
+    ) -> tuple[duckdb.DuckDBPyConnection, ProfileInfo]:
+        """A cursor on ``db``'s current snapshot and its info; ``NotFound`` when there is
+        none."""
+        path = current_path(db, analytics_dir)
         if path is None or not path.exists():
             raise NotFound(
                 "no member profile snapshot yet; build it with `siyu segments refresh` or "

@@ -299,11 +299,11 @@ def _profile(where: Where) -> tuple[duckdb.DuckDBPyConnection, profiles.ProfileI
     """A cursor on the current profile snapshot, building the first one if there is none.
     The first build leaves rule tags as they are: the job writes them, and a request may
     hold the SQLite write lock meanwhile."""
-    if profiles.current_path(where.analytics_dir) is None:
+    if profiles.current_path(where.db, where.analytics_dir) is None:
         from siyu.segments import tags
 
         tags.refresh(where.db, where.analytics_dir, tz=where.tz, with_rules=False)
-    return profiles.readers.get(where.analytics_dir)
+    return profiles.readers.get(where.db, where.analytics_dir)
 
 
 def _sql(expr: ir.Expr) -> str:

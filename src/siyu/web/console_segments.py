@@ -279,10 +279,10 @@ def _saved_rows(request: Request, session: Session) -> list[SavedRow]:
 
 
 def _profile_info(request: Request) -> profiles.ProfileInfo | None:
-    directory = request.app.state.settings.analytics_dir
-    if profiles.current_path(directory) is None:
+    db, directory = request.app.state.db, request.app.state.settings.analytics_dir
+    if profiles.current_path(db, directory) is None:
         return None
-    cursor, info = profiles.readers.get(directory)
+    cursor, info = profiles.readers.get(db, directory)
     cursor.close()
     return info
 
