@@ -204,7 +204,10 @@ def _locked(path: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _marks(engine: Analytics) -> tuple[int, int, int, int, int]:
+Marks = tuple[int, int, int, int, int]  # live order, refund, merge, entry, tier history ids
+
+
+def _marks(engine: Analytics) -> Marks:
     """The live database's highest order, refund, merge, points entry and tier history
     ids now."""
     row = engine.sql(
@@ -221,8 +224,9 @@ def _marks(engine: Analytics) -> tuple[int, int, int, int, int]:
     return int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4])
 
 
-def _build(engine: Analytics, now: datetime) -> Synced:
-    marks = _marks(engine)  # before the read: what commits after it is read next time
+def _build(engine: Analytics, now: datetime, marks: Marks) -> Synced:
+    """``marks``: the live ids read before anything else (what commits after them is read
+    next time)."""
     for table in (*TABLES, "points_seen", "syncs", "meta"):
         engine.sql(f"DROP TABLE IF EXISTS {BOOK}.{table}")
     compiled = engine.backend.compile(_live(engine))
@@ -266,15 +270,9 @@ def _build(engine: Analytics, now: datetime) -> Synced:
     )
 
 
-def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
-    order_id, refund_id, merge_id, synced_at = (
-        meta.order_id,
-        meta.refund_id,
-        meta.merge_id,
-        meta.synced_at,
-    )
+def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Synced:
+    order_id, refund_id, merge_id = meta.order_id, meta.refund_id, meta.merge_id
     overlap = 0 if engine.sqlite else ID_OVERLAP
-    marks = _marks(engine)
     entry_id = max(marks[3], meta.entry_id)
     # the points entries above the watermark (and on PostgreSQL the last ids below it,
     # less those already counted)
@@ -286,7 +284,7 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
         )
         + f" WHERE CAST(id AS BIGINT) NOT IN (SELECT id FROM {BOOK}.points_seen)"
     )
-    since = engine.live_instant(synced_at - UNMERGE_ROOM)
+    since = engine.live_instant(meta.synced_at - UNMERGE_ROOM)
     merges = (
         f"FROM member_merges WHERE id > {merge_id - overlap} "
         f"OR unmerged_at > {since} OR merged_at > {since}"
@@ -382,13 +380,13 @@ def _update(engine: Analytics, meta: _Meta, now: datetime) -> Synced:
     return Synced("updated", read, lines)
 
 
-def _same_database(engine: Analytics, order_id: int, entry_id: int) -> bool:
+def _same_database(engine: Analytics, order_id: int, entry_id: int, marks: Marks) -> bool:
     """Whether the book still describes this database: the live first order and the order
     at the book's watermark were paid at the same instants in both (when an order was paid
     never changes), and the points ledger reaches the book's entry watermark. A database
     restored from a backup, or emptied and filled again (the tests do), fails this and the
     book is rebuilt."""
-    if entry_id and _marks(engine)[3] < entry_id:
+    if entry_id and marks[3] < entry_id:
         return False
     probe = (
         f"SELECT id, paid_at FROM orders WHERE id = (SELECT MIN(id) FROM orders) OR id = {order_id}"
@@ -417,7 +415,7 @@ class _Meta:
     first_seq: int
 
 
-def _meta(engine: Analytics) -> _Meta | None:
+def _meta(engine: Analytics, marks: Marks) -> _Meta | None:
     try:
         version = engine.sql(f"SELECT version FROM {BOOK}.meta").fetchone()
         if version is None or version[0] != VERSION:
@@ -428,7 +426,7 @@ def _meta(engine: Analytics) -> _Meta | None:
         ).fetchone()
     except duckdb.Error:  # no meta, or one another version wrote: rebuilt
         return None
-    if row is None or not _same_database(engine, int(row[0]), int(row[3])):
+    if row is None or not _same_database(engine, int(row[0]), int(row[3]), marks):
         return None
     ids = [int(v) for v in row[:5]]
     return _Meta(*ids, row[5], str(row[6]), int(row[7]), int(row[8]))
@@ -458,8 +456,14 @@ def book(engine: Analytics, place: Place) -> Iterator[Book]:
     with _locked(place.path):
         try:
             _attach(engine, place.path)
-            meta = _meta(engine)
-            synced = _build(engine, place.now) if meta is None else _update(engine, meta, place.now)
+            # the live ids first: what commits after them is read at the next sync
+            marks = _marks(engine)
+            meta = _meta(engine, marks)
+            synced = (
+                _build(engine, place.now, marks)
+                if meta is None
+                else _update(engine, meta, place.now, marks)
+            )
         except (duckdb.Error, OSError):
             engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")
             yield _unbooked(engine)
