@@ -30,27 +30,6 @@ def referrals(members: ibis.Table) -> ibis.Table:
     return referred.group_by(referrer=referred.referrer_id).aggregate(referrals=referred.count())
 
 
-def flags(
-    facts: ibis.Table,
-    definition: SuperUsers,
-    *,
-    programme: Programme,
-    paid: ibis.Table,
-    referred: ibis.Table,
-    average_spend_fen: float,
-) -> ibis.Table:
-    """``member_id`` and ``super_user`` for every member in ``facts``."""
-    flagged = with_flag(
-        facts,
-        definition,
-        programme=programme,
-        paid=paid,
-        referred=referred,
-        average_spend_fen=average_spend_fen,
-    )
-    return flagged.select("member_id", "super_user")
-
-
 def with_flag(
     facts: ibis.Table,
     definition: SuperUsers,
