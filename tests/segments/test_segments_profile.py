@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import MISSING, fields
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from segments_helpers import Brand, days_ago
+from segments_helpers import Brand, Purchase, a_day_of_changes, snapshot_purchases
 
 from siyu.core.auth import SYSTEM
 from siyu.core.db import Database
@@ -23,12 +22,9 @@ from siyu.core.errors import NotFound
 from siyu.insight import orderbook
 from siyu.insight.engine import analytics_file
 from siyu.members import service as members
-from siyu.orders import service as orders
-from siyu.orders.rules import LineDraft, OrderDraft, RefundDraft, RefundLineDraft
 from siyu.segments import profile, service, tags
 
 TZ = "Asia/Shanghai"
-Purchase = tuple[int, int, datetime, str]
 # trees whose counts read the purchases: the categories the day's changes touch
 TREES: list[dict[str, Any]] = [
     {"behaviour": "bought_category", "category": "玩具", "days": 30},
@@ -38,15 +34,6 @@ TREES: list[dict[str, Any]] = [
     {"behaviour": "no_purchase_since", "days": 30},
     {"behaviour": "joined_never_bought", "days": 30},
 ]
-
-
-def _purchases(db: Database, analytics_dir: Path) -> list[Purchase]:
-    cursor, _ = profile.readers.get(db, analytics_dir)
-    try:
-        rows = cursor.execute("SELECT * FROM purchases ORDER BY ALL").fetchall()
-    finally:
-        cursor.close()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 def _counts(db: Database, analytics_dir: Path) -> list[int]:
@@ -66,43 +53,7 @@ def _whole(db: Database, analytics_dir: Path) -> tuple[list[Purchase], list[int]
     """The purchases and counts of a whole rebuild (its own analytics directory: a book
     and a snapshot built from nothing)."""
     assert _refresh(db, analytics_dir).how == profile.WHOLE
-    return _purchases(db, analytics_dir), _counts(db, analytics_dir)
-
-
-def _refund(ref: str, order_ref: str, line_no: int | None = None) -> RefundDraft:
-    """The whole order, or one line of it."""
-    return RefundDraft(
-        channel="store",
-        external_id=ref,
-        order_channel="store",
-        order_external_id=order_ref,
-        refunded_at=days_ago(1),
-        lines=[] if line_no is None else [RefundLineDraft(line_no, 1, 3_000)],
-    )
-
-
-def _a_day_of_changes(db: Database, brand: Brand) -> int:
-    """白 buys 洗护 and 玩具, A2's 辅食 line is refunded, B1 is refunded in full, and 丁
-    (who bought 玩具) is merged into 陈; returns the merge."""
-    with db.unit_of_work() as s:
-        orders.ingest_orders(
-            s,
-            [
-                OrderDraft(
-                    channel="store",
-                    external_id="B2",
-                    paid_at=days_ago(1),
-                    member_id=brand["白"],
-                    lines=[
-                        LineDraft("SKU-洗护", "洗护", 1, 4_000),
-                        LineDraft("SKU-玩具", "玩具", 1, 6_000),
-                    ],
-                )
-            ],
-        )
-        orders.record_refund(s, _refund("R-A2", "A2", line_no=2))
-        orders.record_refund(s, _refund("R-B1", "B1"))
-        return members.merge(s, brand["丁"], brand["陈"], reason="one person", principal=SYSTEM).id
+    return snapshot_purchases(db, analytics_dir), _counts(db, analytics_dir)
 
 
 @pytest.fixture
@@ -127,7 +78,7 @@ def test_followed_purchases_equal_a_whole_rebuilds(
     before = _counts(clean_db, analytics_dir)
 
     # when a day of changes lands and the next build follows the book
-    merge = _a_day_of_changes(clean_db, brand)
+    merge = a_day_of_changes(clean_db, brand)
     day = _refresh(clean_db, analytics_dir)
     # then it replaced only the changed orders' purchases, and equals a whole rebuild
     assert day.how == profile.FOLLOWED
@@ -137,7 +88,7 @@ def test_followed_purchases_equal_a_whole_rebuilds(
         # B1 and A2 (3 rows) and D1 (1) out; A2's 奶粉, D1 under 陈 and B2's 2 lines in
         assert (day.deleted, day.inserted) == (4, 4)
     purchases, counts = _whole(clean_db, tmp_path / "whole-day")
-    assert _purchases(clean_db, analytics_dir) == purchases and len(purchases) == 6
+    assert snapshot_purchases(clean_db, analytics_dir) == purchases and len(purchases) == 6
     assert _counts(clean_db, analytics_dir) == counts != before
     assert (brand["陈"], "玩具") in {(m, c) for m, _, _, c in purchases}
 
@@ -147,11 +98,13 @@ def test_followed_purchases_equal_a_whole_rebuilds(
     undone = _refresh(clean_db, analytics_dir)
     assert undone.how == profile.FOLLOWED and undone.lineage.inserted >= day.lineage.inserted
     purchases, counts = _whole(clean_db, tmp_path / "whole-undone")
-    assert _purchases(clean_db, analytics_dir) == purchases
+    assert snapshot_purchases(clean_db, analytics_dir) == purchases
     assert _counts(clean_db, analytics_dir) == counts
     assert (brand["丁"], "玩具") in {(m, c) for m, _, _, c in purchases}
     quiet = _refresh(clean_db, analytics_dir)
-    assert quiet.how == profile.FOLLOWED and _purchases(clean_db, analytics_dir) == purchases
+    assert (
+        quiet.how == profile.FOLLOWED and snapshot_purchases(clean_db, analytics_dir) == purchases
+    )
     assert _counts(clean_db, analytics_dir) == counts
 
 
@@ -160,7 +113,7 @@ def test_a_snapshot_of_another_book_or_format_is_written_whole(
 ) -> None:
     analytics_dir = tmp_path / "analytics"
     first = _refresh(clean_db, analytics_dir)
-    _a_day_of_changes(clean_db, brand)
+    a_day_of_changes(clean_db, brand)
 
     # when the order book is gone (rebuilt: another generation)
     book = analytics_file(clean_db, "orders", analytics_dir)
@@ -171,7 +124,7 @@ def test_a_snapshot_of_another_book_or_format_is_written_whole(
     assert rebuilt.how == profile.WHOLE and "rebuilt" in rebuilt.reason
     assert rebuilt.lineage.generation != first.lineage.generation
     purchases, counts = _whole(clean_db, tmp_path / "whole")
-    assert _purchases(clean_db, analytics_dir) == purchases
+    assert snapshot_purchases(clean_db, analytics_dir) == purchases
     assert _counts(clean_db, analytics_dir) == counts
 
     # when the snapshot in force is of an older format (no lineage in profile_info; a
@@ -190,7 +143,7 @@ def test_a_snapshot_of_another_book_or_format_is_written_whole(
     # then it is written whole too, and the next build follows it again
     assert older.how == profile.WHOLE and "format" in older.reason
     assert _refresh(clean_db, analytics_dir).how == profile.FOLLOWED
-    assert _purchases(clean_db, analytics_dir) == purchases
+    assert snapshot_purchases(clean_db, analytics_dir) == purchases
 
 
 def _book(generation: str = "g", seq: int = 5, first_seq: int = 1) -> orderbook.Book:
@@ -244,4 +197,4 @@ def test_two_databases_sharing_an_analytics_directory_keep_their_own_snapshots(
         other.dispose()
     cursor, info = profile.readers.get(clean_db, analytics_dir)
     cursor.close()
-    assert info.purchases == len(_purchases(clean_db, analytics_dir)) > 0
+    assert info.purchases == len(snapshot_purchases(clean_db, analytics_dir)) > 0

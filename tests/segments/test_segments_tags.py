@@ -3,13 +3,13 @@ written as a difference, readable by segments like any tag."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import ibis
 import pytest
-from segments_helpers import Brand, days_ago
+from segments_helpers import Brand, Purchase, a_day_of_changes, snapshot_purchases
 from sqlalchemy import select
 
 from siyu.core.auth import SYSTEM
@@ -21,8 +21,6 @@ from siyu.insight.models import MemberInsight
 from siyu.jobs import service as jobs
 from siyu.members import service as members
 from siyu.members.models import MemberTag
-from siyu.orders import service as orders
-from siyu.orders.rules import LineDraft, OrderDraft, RefundDraft, RefundLineDraft
 from siyu.segments import profile, service, tags
 from siyu.segments.models import MemberRuleTag
 
@@ -88,17 +86,6 @@ def test_segments_read_rule_tags_from_the_refreshed_profile(
         assert set(s.scalars(select(MemberTag.tag))) == {"孕妈", "VIP"}
 
 
-Purchase = tuple[int, int, datetime, str]
-
-
-def _snapshot_purchases(db: Database, analytics_dir: Path) -> list[Purchase]:
-    cursor, _ = profile.readers.get(db, analytics_dir)
-    try:
-        return [tuple(r) for r in cursor.execute("SELECT * FROM purchases ORDER BY ALL").fetchall()]  # type: ignore[misc]
-    finally:
-        cursor.close()
-
-
 def _live_purchases(db: Database) -> list[Purchase]:
     """The purchases as the live source reads them: the live orders and order lines."""
     with profile.live_backend(db) as (cursor, sources):
@@ -108,18 +95,6 @@ def _live_purchases(db: Database) -> list[Purchase]:
         ]  # type: ignore[misc]
 
 
-def _refund(ref: str, order_ref: str, line_no: int | None = None) -> RefundDraft:
-    """The whole order, or one line of it."""
-    return RefundDraft(
-        channel="store",
-        external_id=ref,
-        order_channel="store",
-        order_external_id=order_ref,
-        refunded_at=days_ago(1),
-        lines=[] if line_no is None else [RefundLineDraft(line_no, 1, 3_000)],
-    )
-
-
 def test_the_profiles_purchases_from_the_order_book_are_the_live_purchases(
     brand: Brand, clean_db: Database, analytics_dir: Path
 ) -> None:
@@ -127,33 +102,15 @@ def test_the_profiles_purchases_from_the_order_book_are_the_live_purchases(
     tags.refresh(clean_db, analytics_dir, tz="Asia/Shanghai")
     book = analytics_file(clean_db, "orders", analytics_dir)
     assert book is not None and Path(book).exists()
-    first = _snapshot_purchases(clean_db, analytics_dir)
+    first = snapshot_purchases(clean_db, analytics_dir)
     assert first == _live_purchases(clean_db) and len(first) == 6
 
-    # when a new order comes, a line is refunded, an order is refunded in full, and 丁 is
-    # merged into 陈
-    with clean_db.unit_of_work() as s:
-        orders.ingest_orders(
-            s,
-            [
-                OrderDraft(
-                    channel="store",
-                    external_id="B2",
-                    paid_at=days_ago(1),
-                    member_id=brand["白"],
-                    lines=[
-                        LineDraft("SKU-洗护", "洗护", 1, 4_000),
-                        LineDraft("SKU-玩具", "玩具", 1, 6_000),
-                    ],
-                )
-            ],
-        )
-        orders.record_refund(s, _refund("R-A2", "A2", line_no=2))  # A2's 辅食
-        orders.record_refund(s, _refund("R-B1", "B1"))
-        merge = members.merge(s, brand["丁"], brand["陈"], reason="one person", principal=SYSTEM).id
+    # when a new order comes, a line is refunded (A2's 辅食), an order is refunded in full,
+    # and 丁 is merged into 陈
+    merge = a_day_of_changes(clean_db, brand)
     tags.refresh(clean_db, analytics_dir, tz="Asia/Shanghai")
     # then the snapshot's purchases are the live ones again
-    second = _snapshot_purchases(clean_db, analytics_dir)
+    second = snapshot_purchases(clean_db, analytics_dir)
     assert second == _live_purchases(clean_db)
     bought = {(member, category) for member, _, _, category in second}
     assert (brand["安"], "辅食") not in bought and (brand["白"], "奶粉") not in bought
@@ -164,7 +121,7 @@ def test_the_profiles_purchases_from_the_order_book_are_the_live_purchases(
     with clean_db.unit_of_work() as s:
         members.unmerge(s, merge, principal=SYSTEM)
     tags.refresh(clean_db, analytics_dir, tz="Asia/Shanghai")
-    third = _snapshot_purchases(clean_db, analytics_dir)
+    third = snapshot_purchases(clean_db, analytics_dir)
     assert third == _live_purchases(clean_db)
     assert (brand["丁"], "玩具") in {(member, category) for member, _, _, category in third}
 
