@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from siyu.benefits.models import Reward
@@ -77,8 +78,9 @@ def test_log_in_find_a_member_and_adjust_points(brand: Any, new_tab: Any) -> Non
     tab.page.goto(f"{brand.url}/console/members")
     tab.page.fill("input[name=q]", phone)
     tab.page.click("form.search button")
+    tab.page.wait_for_url(f"**/console/members?q={phone}*")
     rows = tab.page.locator("#member-results tbody tr")
-    assert rows.count() == 1
+    expect(rows).to_have_count(1)  # waits for the results page, which a busy machine delays
     rows.first.locator("a").first.click()
     tab.page.wait_for_url(f"**/console/members/{member_id}")
 
@@ -197,12 +199,13 @@ def test_merge_after_the_confirmation_then_hand_the_member_over(
     tab.page.fill("#merge-reason", reason)
     tab.page.click("#merge-form button[type=submit]")
     tab.page.wait_for_url(f"**/console/members/{into}?done=merged*")
-    assert tab.page.locator(f"[data-merged-from='{other}']").count() == 1
+    expect(tab.page.locator(f"[data-merged-from='{other}']")).to_have_count(1)
     tab.shot(f"{lang}-flow-merged")
 
     tab.page.goto(f"{brand.url}/console/members/{other}")
     banner = tab.page.locator(f"[data-merged-into='{into}']")
-    assert banner.count() == 1 and tab.page.locator("#merge-find").count() == 0
+    expect(banner).to_have_count(1)
+    assert tab.page.locator("#merge-find").count() == 0
     tab.shot(f"{lang}-flow-merged-member")
     banner.locator("a").click()
     tab.page.wait_for_url(f"**/console/members/{into}")
