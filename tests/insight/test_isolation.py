@@ -7,17 +7,17 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures.process import BrokenProcessPool
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from siyu.core import clock
 from siyu.core.db import Database
 from siyu.insight import isolation
 from siyu.insight.engine import LIVE, Analytics, AnalyticsUnavailable
 from siyu.insight.isolation import isolated, run_isolated
-from siyu.insight.models import LifecycleMatrix
+from siyu.insight.models import LifecycleMatrix, MemberInsight
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 
@@ -81,6 +81,67 @@ def test_staged_results_are_published_in_one_transaction(clean_db: Database) -> 
             raise RuntimeError("stop")
     with clean_db.unit_of_work() as session:
         assert [r.month for r in session.scalars(select(LifecycleMatrix))] == ["2026-11"]
+
+
+def _stage_insight(engine: Analytics, r_score: int) -> int:
+    """Work that stages every member's insight row (an r score, a stage since an instant)
+    to upsert, and the member with the highest id as gone."""
+    engine.stage(
+        "rows",
+        f"SELECT CAST(id AS BIGINT) AS member_id, 'active' AS stage, {r_score} AS r_score, "
+        "false AS super_user, TIMESTAMP '2026-11-20 01:02:03.456789' AS stage_since "
+        f"FROM {LIVE}.members",
+    )
+    engine.stage("gone", f"SELECT max(CAST(id AS BIGINT)) AS member_id FROM {LIVE}.members")
+    return int(engine.scalar(f"SELECT count(*) FROM {LIVE}.members"))
+
+
+INSIGHT = ["member_id", "stage", "r_score", "super_user", "stage_since"]
+
+
+@pytest.mark.usefixtures("three_members")
+def test_upserts_and_keyed_deletes_are_published_in_one_transaction(
+    clean_db: Database,
+) -> None:
+    """On PostgreSQL they go through a table of the server's own (``Publisher._ship``);
+    either way a publish that raises leaves nothing, and one that ends leaves exactly the
+    staged rows, their instants to the microsecond, and no table of its own behind."""
+
+    def scores() -> dict[int, tuple[int | None, object]]:
+        with clean_db.unit_of_work() as session:
+            return {
+                i.member_id: (i.r_score, i.stage_since)
+                for i in session.scalars(select(MemberInsight))
+            }
+
+    with isolated(clean_db, writes=True) as place:
+        assert place.run(_stage_insight, 5) == 3
+        with pytest.raises(RuntimeError), place.publish() as live:
+            assert live.upsert("member_insight", INSIGHT, "member_id", "rows") == 3
+            raise RuntimeError("stop")
+    assert scores() == {}
+
+    with isolated(clean_db, writes=True) as place:
+        place.run(_stage_insight, 5)
+        with place.publish() as live:
+            assert live.upsert("member_insight", INSIGHT, "member_id", "rows") == 3
+    since = datetime(2026, 11, 20, 1, 2, 3, 456789, tzinfo=UTC)
+    assert list(scores().values()) == [(5, since)] * 3
+
+    with isolated(clean_db, writes=True) as place:
+        place.run(_stage_insight, 2)
+        with place.publish() as live:
+            live.delete_keyed("member_insight", "1 = 1", "member_id", "gone")
+            assert live.upsert("member_insight", INSIGHT, "member_id", "rows") == 3
+            live.delete_keyed("member_insight", "1 = 1", "member_id", "gone")
+    after = scores()
+    assert len(after) == 2 and set(after.values()) == {(2, since)}
+    if clean_db.dialect == "postgresql":
+        with clean_db.unit_of_work() as session:
+            left = session.execute(
+                text("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'siyu_stage_%'")
+            ).scalar()
+        assert left == 0
 
 
 def test_a_read_only_place_cannot_publish(clean_db: Database) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -78,6 +79,13 @@ def analytics_name(db: Database, kind: str) -> str:
     """``<kind>-<digest of the database URL>``: the name of one database's analytics file
     (``analytics_file``) or folder (the segment snapshots), never shared with another."""
     return f"{kind}-{hashlib.sha256(db.url.encode()).hexdigest()[:16]}"
+
+
+def live_instant(at: datetime, *, sqlite: bool) -> str:
+    """An instant as a literal of the live database's own SQL: SQLite compares the text
+    instants SQLAlchemy writes, PostgreSQL a timestamptz."""
+    text = as_utc(at).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return f"'{text}'" if sqlite else f"'{text}+00:00'"
 
 
 def _extension(name: str) -> str:
@@ -155,6 +163,11 @@ class Publisher:
         self, target: str, columns: list[str], staged: str, where: str, tail: str = ""
     ) -> int:
         names = ", ".join(f'"{c}"' for c in columns)
+        if self.duck is not None and tail:
+            shipped, rows = self._ship(staged, columns, where)
+            self._on_server(f"INSERT INTO {target} ({names}) SELECT {names} FROM {shipped}{tail}")
+            self.duck.execute(f"DROP TABLE {LIVE}.{shipped}")
+            return rows
         if self.duck is not None:
             self.duck.execute(
                 f"INSERT INTO {LIVE}.{target} ({names}) SELECT {names} FROM stage_{staged} "
@@ -171,8 +184,46 @@ class Publisher:
     def delete_keyed(self, target: str, where: str, key: str, staged: str) -> None:
         """Delete the rows of a live table matching ``where`` whose ``key`` is in a staged
         result: the rows about to be replaced, not the whole range."""
-        source = f"stage_{staged}" if self.duck is not None else f"stage.{staged}"
-        self.delete(target, f"{where} AND {key} IN (SELECT {key} FROM {source} WHERE {where})")
+        if self.duck is not None:
+            shipped, _ = self._ship(staged, [key], where)
+            self._on_server(
+                f"DELETE FROM {target} WHERE {where} AND {key} IN (SELECT {key} FROM {shipped})"
+            )
+            self.duck.execute(f"DROP TABLE {LIVE}.{shipped}")
+            return
+        self.delete(
+            target, f"{where} AND {key} IN (SELECT {key} FROM stage.{staged} WHERE {where})"
+        )
+
+    def _ship(self, staged: str, columns: list[str], where: str) -> tuple[str, int]:
+        """PostgreSQL: the staged rows matching ``where`` copied into a table of the live
+        database's own, inside this transaction, for a statement the server then runs whole
+        (``_on_server``); returns its name and how many rows it holds.
+
+        Why: an upsert or a keyed delete that DuckDB runs against an attached PostgreSQL
+        table is slow (a night's 83,000 changed member rows: 1.2 s for the upsert alone,
+        and the refresh's publish 4.5 s in all), where the copy (PostgreSQL's COPY) and one
+        ``INSERT … SELECT … ON CONFLICT`` in the server took 0.56 s (the publish 2.0 s).
+        Instants go over as ``timestamptz`` (this connection's zone is UTC), so the server
+        reads them right whatever its own session's zone. The table is dropped in the same
+        transaction; if anything fails, the rollback takes it with the rest."""
+        assert self.duck is not None
+        name = f"siyu_stage_{uuid.uuid4().hex[:16]}"
+        relation = self.duck.sql(f"SELECT {', '.join(columns)} FROM stage_{staged}")
+        spelled = ", ".join(
+            f'CAST("{c}" AS TIMESTAMPTZ) AS "{c}"' if str(t) == "TIMESTAMP" else f'"{c}"'
+            for c, t in zip(relation.columns, relation.types, strict=True)
+        )
+        created = self.duck.execute(
+            f"CREATE TABLE {LIVE}.{name} AS SELECT {spelled} FROM stage_{staged} WHERE {where}"
+        )
+        row = created.fetchone()  # DuckDB answers a CREATE TABLE … AS with its row count
+        return name, int(row[0]) if row else 0
+
+    def _on_server(self, statement: str) -> None:
+        """A statement PostgreSQL runs itself, in this publish's transaction."""
+        assert self.duck is not None
+        self.duck.execute(f"CALL postgres_execute('{LIVE}', {sql_text(statement)})")
 
     def delete(self, target: str, where: str) -> None:
         if self.duck is not None:
@@ -283,10 +334,8 @@ class Analytics:
         return f"{function}('{LIVE}', {sql_text(query)})"
 
     def live_instant(self, at: datetime) -> str:
-        """An instant as a literal of the live database's own SQL (see ``live_query``):
-        SQLite compares the text instants SQLAlchemy writes, PostgreSQL a timestamptz."""
-        text = as_utc(at).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        return f"'{text}'" if self.sqlite else f"'{text}+00:00'"
+        """An instant as a literal of the live database's own SQL (see ``live_query``)."""
+        return live_instant(at, sqlite=self.sqlite)
 
     def sql(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
         return self.con.execute(query, params or [])
@@ -339,11 +388,11 @@ class Analytics:
     def materialize(self, name: str, expr: ibis.Table) -> ibis.Table:
         """Compute an expression once into a DuckDB temporary table and return it, so the
         steps after it read columns in memory instead of recomputing (or rescanning)."""
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {self.backend.compile(expr)}")
+        self.sql(f"CREATE OR REPLACE TEMP TABLE {name} AS {self.backend.compile(expr)}")
         return self.backend.table(name)
 
     def scalar(self, query: str, params: list[Any] | None = None) -> Any:
-        row = self.con.execute(query, params or []).fetchone()
+        row = self.sql(query, params).fetchone()
         return row[0] if row else None
 
     @contextmanager
