@@ -3,9 +3,11 @@ call: enrolment, order ingestion (member and guest orders), refunds and points s
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from siyu.core import clock
@@ -289,3 +291,41 @@ def test_the_periods_orders_are_read_over_the_fewest_intervals() -> None:
 
     spans = [(day(10), day(20)), (day(1), day(5)), (day(5), day(8)), (day(15), day(25))]
     assert kpis._cover(spans) == [(day(1), day(8)), (day(10), day(25))]
+
+
+# naive instants, as DuckDB reads them (hypothesis draws naive ones between these)
+EARLIEST = datetime(2024, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+LATEST = datetime(2027, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuts=st.lists(
+        st.datetimes(min_value=EARLIEST, max_value=LATEST),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    ),
+    instants=st.lists(
+        st.datetimes(min_value=EARLIEST, max_value=LATEST),
+        max_size=8,
+    ),
+)
+def test_a_figure_filter_means_the_same_over_parts(
+    cuts: list[datetime], instants: list[datetime]
+) -> None:
+    """Summing rows by part (``_part``) keeps every comparison of an instant with a period
+    bound: ``x < c`` exactly when part(x) < part(c), the bounds among them included."""
+    import duckdb
+
+    cuts = sorted(c.replace(tzinfo=UTC) for c in cuts)
+    position = kpis._at_part(cuts)
+    con = duckdb.connect()
+    for x in [*instants, *(c.replace(tzinfo=None) for c in cuts)]:
+        literal = f"TIMESTAMP '{x.isoformat()}'"
+        for c in cuts:
+            row = con.execute(f"SELECT ({kpis._part(literal, cuts)}) < {position(c)}").fetchone()
+            assert row is not None
+            assert row[0] == (x.replace(tzinfo=UTC) < c)
+    row = con.execute(f"SELECT {kpis._part('CAST(NULL AS TIMESTAMP)', cuts)}").fetchone()
+    assert row == (None,)

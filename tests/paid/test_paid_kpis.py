@@ -259,3 +259,30 @@ def test_cli(clean_db: Database, brand: dict[str, int], monkeypatch: pytest.Monk
     get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "62.50%" in result.output, result.output
+
+
+def test_the_nightly_kpis_sum_members_orders_from_the_order_book(
+    clean_db: Database, brand: dict[str, int]
+) -> None:
+    """The insight KPIs take each month's members' orders from the order book instead of
+    the live index (``kpis_of_months(members_orders=...)``): the paid figures they report
+    are those the paid KPIs read alone, an order either side of a local midnight each in
+    its own month."""
+    from siyu.insight import kpis as insight_kpis
+
+    with clean_db.unit_of_work() as s:
+        spend(s, brand["A"], "o-a-oct", 3_000, datetime(2026, 10, 31, 15, 59, 59, tzinfo=UTC))
+        spend(s, brand["A"], "o-a-nov", 4_000, datetime(2026, 10, 31, 16, tzinfo=UTC))
+    october = insight_kpis.Period(date(2026, 10, 1), date(2026, 10, 31))
+    november = insight_kpis.Period(
+        date(2026, 11, 1), clock.local_date(clock.now(), "Asia/Shanghai")
+    )
+    reports = insight_kpis.kpi_reports(clean_db, [october, november], tz="Asia/Shanghai")
+    with clean_db.unit_of_work() as s:
+        alone = {m: paid_kpis.kpis(s, month=date(2026, m, 1), tz="Asia/Shanghai") for m in (10, 11)}
+    for report, month in zip(reports, (10, 11), strict=True):
+        paid = report.current.paid
+        assert paid is not None and paid.months[-1] == f"2026-{month}"
+        assert paid.gmv_multiple == alone[month].gmv_multiple
+        assert paid.paid_members == alone[month].paid_members
+    assert alone[11].gmv_multiple > 0

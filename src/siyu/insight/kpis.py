@@ -24,7 +24,7 @@ SQLAlchemy, are read here.
 from __future__ import annotations
 
 import time as timer
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -265,16 +265,17 @@ class _Sources:
 
     Everything but the members is read from the order book (``orderbook``), and only while
     it is held, so what the figures need of it is reduced there, one grouping each: the
-    periods' orders summed by minute (a period's bounds are whole minutes, so a period is
-    a run of whole minutes) and each buyer's purchases counted per period. Each buyer's
-    first two purchases, the points ledger by minute and the tier history are kept by the
-    book itself, up to date; the figures copy the rows before the last period's end."""
+    periods' orders and the points ledger summed by part (``_part``: what lies between two
+    consecutive period bounds is summed once, whatever the periods it is in) and each
+    buyer's purchases counted per period. Each buyer's first two purchases and the tier
+    history are kept by the book itself, up to date; the figures copy the rows before the
+    last period's end."""
 
     members: str  # counted members: (id, joined_at)
-    sales: str  # the periods' orders per minute: revenue, member_revenue, orders, spend
+    sales: str  # the periods' orders per part: ("at", revenue, member_revenue, orders, spend)
     buyers: str  # each buyer's counted purchases in each period: (member_id, n0, n1, …)
     firsts: str  # each buyer's first two purchase instants: (member_id, first_at, second_at)
-    entries: str  # points per minute and kind before the last period's end (read once)
+    entries: str  # points per part and kind before the last period's end: ("at", kind, points)
     history: str  # tier changes up to the last period's end
 
 
@@ -295,6 +296,28 @@ def _relation(engine: Analytics, expr: ibis.Table) -> str:
     return f"({engine.backend.compile(expr)})"
 
 
+def _cuts(bounds: Iterable[tuple[datetime, datetime]]) -> list[datetime]:
+    """Every period's start and end, once each, in time order."""
+    return sorted({at for pair in bounds for at in pair})
+
+
+def _part(column: str, cuts: Sequence[datetime]) -> str:
+    """The part of time an instant falls in: how many of the ``cuts`` are at or before
+    it (null stays null). For a cut ``c``, ``column < c`` exactly when ``part(column) <
+    part(c)``, and ``part(c)`` is its position among the cuts plus one (``_at_part``), so
+    a figure's filters written against the bounds hold unchanged over parts: rows summed
+    per part (a few dozen groups) answer every period, instead of each row being tested
+    against each period's bounds."""
+    whens = " ".join(f"WHEN {column} < {_stamp(at)} THEN {i}" for i, at in enumerate(cuts))
+    return f"CASE WHEN {column} IS NULL THEN NULL {whens} ELSE {len(cuts)} END"
+
+
+def _at_part(cuts: Sequence[datetime]) -> Callable[[datetime], str]:
+    """A bound written as its part (see ``_part``), for ``_per_period`` over parts."""
+    position = {at: i + 1 for i, at in enumerate(cuts)}
+    return lambda at: str(position[at])
+
+
 def _sources(
     engine: Analytics, periods: Sequence[Period], tz: str, book: orderbook.Book
 ) -> _Sources:
@@ -309,13 +332,14 @@ def _sources(
     in_periods = (
         f"{orders} AS o WHERE paid_at >= {_stamp(first)} AND paid_at < {_stamp(last)} AND ({cover})"
     )
+    cuts = _cuts(bounds)
     sales = _keep(
         engine,
         "kpi_sales",
-        "SELECT date_trunc('minute', paid_at) AS minute, sum(net_fen) AS revenue, "
+        f'SELECT {_part("paid_at", cuts)} AS "at", sum(net_fen) AS revenue, '
         "sum(net_fen) FILTER (WHERE member_id IS NOT NULL) AS member_revenue, "
         "count(*) FILTER (WHERE counted) AS orders, "
-        f"sum(net_fen) FILTER (WHERE counted) AS spend FROM {in_periods} GROUP BY minute",
+        f"sum(net_fen) FILTER (WHERE counted) AS spend FROM {in_periods} GROUP BY 1",
     )
     # one grouping of the periods' purchases by buyer, counting each period's at once
     counts = ", ".join(
@@ -334,6 +358,7 @@ def _sources(
         live.filter(~live.status.isin(EXCLUDED_STATUSES)).select("id", "joined_at"),
     )
     before = f"< {_stamp(last)}"
+    at_part = _part('"at"', cuts)
     return _Sources(
         members=members,
         sales=sales,
@@ -346,12 +371,11 @@ def _sources(
             f"SELECT member_id, first_at, second_at FROM {_relation(engine, book.firsts)} "
             f"AS f WHERE first_at {before}",
         ),
-        # (a minute may have a row per sync of the book: summed here)
         entries=_keep(
             engine,
             "kpi_entries",
-            f'SELECT "at", kind, sum(points) AS points FROM {_relation(engine, book.points)} '
-            f'AS p WHERE "at" {before} GROUP BY ALL',
+            f'SELECT {at_part} AS "at", kind, sum(points) AS points '
+            f'FROM {_relation(engine, book.points)} AS p WHERE "at" {before} GROUP BY ALL',
         ),
         history=_keep(
             engine,
@@ -379,12 +403,15 @@ def _per_period(
     source: str,
     bounds: Sequence[tuple[datetime, datetime]],
     figures: dict[str, str],
+    *,
+    stamp: Callable[[datetime], str] = _stamp,
 ) -> list[dict[str, int]]:
     """Each period's figures in one pass over ``source`` (SQL): ``figures`` maps a name to
-    an aggregate in which ``{start}`` and ``{end}`` stand for a period's bounds and ``{i}``
+    an aggregate in which ``{start}`` and ``{end}`` stand for a period's bounds (written
+    by ``stamp``: instants, or parts for a source summed by part, ``_at_part``) and ``{i}``
     for its number, so a row is read once for all the periods instead of being joined to
     each period it falls in."""
-    return _per_period_by(engine, source, bounds, figures)[()]  # one row, without keys
+    return _per_period_by(engine, source, bounds, figures, stamp=stamp)[()]  # one row
 
 
 def _per_period_by(
@@ -393,10 +420,12 @@ def _per_period_by(
     bounds: Sequence[tuple[datetime, datetime]],
     figures: dict[str, str],
     keys: Sequence[str] = (),
+    *,
+    stamp: Callable[[datetime], str] = _stamp,
 ) -> dict[tuple[Any, ...], list[dict[str, int]]]:
     """``_per_period`` for each group of ``keys`` (columns of ``source``)."""
     columns = [
-        f"{aggregate.format(start=_stamp(start), end=_stamp(end), i=i)} AS {name}_{i}"
+        f"{aggregate.format(start=stamp(start), end=stamp(end), i=i)} AS {name}_{i}"
         for i, (start, end) in enumerate(bounds)
         for name, aggregate in figures.items()
     ]
@@ -457,14 +486,17 @@ def _all_figures(
             f"<= {JOIN_CONVERSION_DAYS * 86_400})"
         },
     )
+    parts = _at_part(_cuts(bounds))
+    at_in = _during('"at"')
     revenue = _per_period(
         engine,
         sources.sales,
         bounds,
         {
-            name: f"sum({name}) FILTER (WHERE {_during('minute')})"
+            name: f"sum({name}) FILTER (WHERE {at_in})"
             for name in ("revenue", "member_revenue", "orders", "spend")
         },
+        stamp=parts,
     )
     # buyers of each period (a counted purchase in it), and those with two or more
     b = _per_period(
@@ -487,7 +519,6 @@ def _all_figures(
             "second": f"count(*) FILTER (WHERE {_during('first_at')} AND second_at < {{end}})",
         },
     )
-    at_in = _during('"at"')
     p = _per_period(
         engine,
         sources.entries,
@@ -499,6 +530,7 @@ def _all_figures(
             "liability_start": 'sum(points) FILTER (WHERE "at" < {start})',
             "liability": 'sum(points) FILTER (WHERE "at" < {end})',
         },
+        stamp=parts,
     )
 
     tiers = _tiers(
@@ -677,16 +709,49 @@ def _paid(period: Period, of_month: dict[date, paid_kpis.PaidKpis]) -> PaidFigur
 @dataclass(frozen=True)
 class _FiguresJob:
     """What the DuckDB part of reports needs, picklable for the child process (SQLite);
-    with ``cohorts``, the cohort table's counts too, from the same read of the orders."""
+    with ``cohorts``, the cohort table's counts too, from the same read of the orders;
+    ``paid_months``: the months the paid figures cover, whose members' orders are summed
+    from the book too (``_members_orders``)."""
 
     periods: tuple[Period, ...]
     tz: str
     programme: Programme
     book: orderbook.Place
     cohorts: _CohortJob | None = None
+    paid_months: tuple[date, ...] = ()
 
 
-def _figures_of(engine: Analytics, work: _FiguresJob) -> tuple[list[Figures], _CohortCounts | None]:
+@dataclass(frozen=True)
+class _Computed:
+    figures: list[Figures]  # paid aside
+    cohorts: _CohortCounts | None
+    members_orders: dict[date, tuple[int, int]]  # of ``paid_months``: net GMV, orders
+
+
+def _members_orders(
+    engine: Analytics, orders: ibis.Table, months: Sequence[date], tz: str
+) -> dict[date, tuple[int, int]]:
+    """Each month's members' orders out of the book, as ``paid.kpis.kpis_of_months`` sums
+    them from the live ``paid_at`` index (every order with a member paid in the month: net
+    GMV and count), one grouping for all the months."""
+    if not months:
+        return {}
+    bounds = [paid_kpis.month_bounds(m, tz) for m in months]
+    which = " ".join(
+        f"WHEN paid_at >= {_stamp(start)} AND paid_at < {_stamp(end)} THEN {i}"
+        for i, (start, end) in enumerate(bounds)
+    )
+    rows = engine.sql(
+        f"SELECT idx, sum(net_fen), count(*) FROM (SELECT CASE {which} END AS idx, net_fen "
+        f"FROM {_relation(engine, orders)} AS o WHERE member_id IS NOT NULL "
+        f"AND paid_at >= {_stamp(bounds[0][0])} AND paid_at < {_stamp(bounds[-1][1])}) AS o "
+        "WHERE idx IS NOT NULL GROUP BY idx"
+    ).fetchall()
+    found = {int(idx): (int(gmv or 0), int(n)) for idx, gmv, n in rows}
+    return {m: found.get(i, (0, 0)) for i, m in enumerate(months)}
+
+
+def _figures_of(engine: Analytics, work: _FiguresJob) -> _Computed:
     """Every period's figures (paid aside), over one read of the sources."""
     with orderbook.book(engine, work.book) as held:
         sources = _sources(engine, work.periods, work.tz, held)
@@ -695,17 +760,18 @@ def _figures_of(engine: Analytics, work: _FiguresJob) -> tuple[list[Figures], _C
             if work.cohorts
             else None
         )
+        members_orders = _members_orders(engine, held.orders, work.paid_months, work.tz)
     figures = _all_figures(
         engine, work.periods, tz=work.tz, programme=work.programme, sources=sources
     )
-    return figures, counts
+    return _Computed(figures, counts, members_orders)
 
 
 def _compute(
     db: Database, periods: Sequence[Period], *, tz: str, cohort_months: int | None = None
 ) -> tuple[list[KpiReport], CohortTable | None]:
     """Reports of ``periods`` (and, with ``cohort_months``, the cohort table), in one
-    DuckDB computation; the paid figures are read through SQLAlchemy, here."""
+    DuckDB computation; the paid figures are read through SQLAlchemy, here, after it."""
     began = timer.perf_counter()
     now = clock.now()
     triples = [(p, p.previous(), p.last_year()) for p in periods]
@@ -714,15 +780,20 @@ def _compute(
     cohort_job = _cohort_job(tz, cohort_months, book) if cohort_months else None
     with db.unit_of_work() as session:
         programme = programme_service.programme_at(session, now)
-        months = _paid_months(flat, tz, now) if programme.paid else []
-        of_month = paid_kpis.kpis_of_months(session, months, tz=tz) if months else {}
-        paid = [_paid(p, of_month) if programme.paid else None for p in flat]
+    months = _paid_months(flat, tz, now) if programme.paid else []
     # Not while the DuckDB work runs: on SQLite that work's child process reads the live
     # file with DuckDB's own SQLite, and a query of the application's SQLite running at
     # the same time once died of SIGBUS (its shared-memory index unmapped under it).
-    work = _FiguresJob(flat, tz, programme, book, cohort_job)
-    figures, counts = run_isolated(db, _figures_of, work)
-    figures = [replace(f, paid=x) for f, x in zip(figures, paid, strict=True)]
+    work = _FiguresJob(flat, tz, programme, book, cohort_job, tuple(months))
+    computed = run_isolated(db, _figures_of, work)
+    with db.unit_of_work() as session:
+        of_month = (
+            paid_kpis.kpis_of_months(session, months, tz=tz, members_orders=computed.members_orders)
+            if months
+            else {}
+        )
+    paid = [_paid(p, of_month) if programme.paid else None for p in flat]
+    figures = [replace(f, paid=x) for f, x in zip(computed.figures, paid, strict=True)]
     seconds = round(timer.perf_counter() - began, 3)
     reports = [
         KpiReport(
@@ -737,8 +808,8 @@ def _compute(
         for i in range(len(periods))
     ]
     table = None
-    if cohort_job is not None and counts is not None:
-        table = CohortTable(_cohort_rows(cohort_job, counts), now, seconds)
+    if cohort_job is not None and computed.cohorts is not None:
+        table = CohortTable(_cohort_rows(cohort_job, computed.cohorts), now, seconds)
     return reports, table
 
 
