@@ -53,6 +53,11 @@ One run:
    pass (the refresh, then the KPI and tag jobs) within 2x of the bare group-by.
 
 Nothing is asserted: this is a benchmark, not a test. ``--threads`` caps DuckDB's threads.
+
+``--database-url postgresql+psycopg://…/siyu_bench`` runs the same against PostgreSQL: the
+SQLite brand is copied once into that (empty) database (``copy_to_postgres``), the day is
+landed and taken out there, and every CPU figure includes the PostgreSQL server's own
+processes on this machine, which do the live database's share of the work.
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ from siyu.core.db import Database
 from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
 from siyu.demo.catalogue import CATEGORIES
-from siyu.insight.engine import LIVE, _extension
+from siyu.insight.engine import LIVE, _extension, attach_live, live_instant
 from siyu.insight.isolation import workers
 from siyu.insight.refresh import refresh
 
@@ -86,6 +91,25 @@ YEARS = 3  # members joined over the last three years
 
 def _naive(at: datetime) -> str:
     return at.replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _stored(url: str, expr: str) -> str:
+    """A DuckDB timestamp expression as the live database stores instants: text in SQLite
+    (as SQLAlchemy writes it), a timestamp for PostgreSQL (DuckDB's session zone is UTC,
+    so naive instants are UTC)."""
+    return f"strftime({expr}, '%Y-%m-%d %H:%M:%S.%f')" if _sqlite(url) else expr
+
+
+def _duck(url: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """DuckDB with the live database attached as ``live``, instants in UTC."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    attach_live(con, url, read_only=read_only)
+    return con
 
 
 def _line_count() -> str:
@@ -296,6 +320,117 @@ def build(path: Path, *, members: int, orders: int) -> None:
     db.dispose()
 
 
+# the bench brand's tables, in the order their foreign keys need
+BRAND_TABLES = (
+    "members",
+    "orders",
+    "order_lines",
+    "paid_subscriptions",
+    "points_entries",
+    "tier_history",
+    "member_metrics",
+)
+
+
+def copy_to_postgres(path: Path, url: str) -> None:
+    """The bench brand (the SQLite file built by ``build``) copied into an empty PostgreSQL
+    database, once: migrated like any siyu database, the example programme applied, the
+    brand's tables copied by DuckDB (PostgreSQL's COPY) with their secondary indexes built
+    after the rows, the id sequences moved past the copied ids, and a note of which brand
+    it holds (``bench_brand``), so the next run uses it as it is."""
+    db = Database(url)
+    with db.engine.begin() as conn:
+        held = conn.exec_driver_sql("SELECT to_regclass('bench_brand') IS NOT NULL").scalar()
+        if held:
+            source = conn.exec_driver_sql("SELECT source FROM bench_brand").scalar()
+            if source == path.name:
+                console.print(f"using the bench brand copied before into {db.engine.url}")
+                db.dispose()
+                return
+    upgrade(db)
+    with db.engine.begin() as conn:
+        found = conn.exec_driver_sql("SELECT count(*) FROM members").scalar()
+    if found:
+        db.dispose()
+        raise SystemExit(
+            f"{db.engine.url} holds members and no bench brand: give the bench an empty "
+            "database (createdb siyu_bench), it copies the brand in once"
+        )
+    from siyu.demo.generator import apply_example_programme
+
+    with db.unit_of_work() as session:
+        apply_example_programme(session, effective_from=NOW - timedelta(days=365 * YEARS + 30))
+    tables = ", ".join(f"'{t}'" for t in BRAND_TABLES)
+    with db.engine.begin() as conn:
+        indexes = list(
+            conn.exec_driver_sql(
+                "SELECT i.indexname, i.indexdef FROM pg_indexes i "
+                f"WHERE i.schemaname = 'public' AND i.tablename IN ({tables}) AND NOT EXISTS "
+                "(SELECT 1 FROM pg_constraint c "
+                "WHERE c.conname = i.indexname)"  # a constraint's index bears its name
+            )
+        )
+        for name, _ in indexes:
+            conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    db.dispose()
+    con = _duck(url, read_only=False)
+    con.execute(f"LOAD '{_extension('sqlite_scanner')}'")
+    con.execute(f"ATTACH '{path}' AS brand (TYPE sqlite, READ_ONLY)")
+    for table in BRAND_TABLES:
+        began = time.perf_counter()
+        with console.status(f"copying the bench brand into PostgreSQL: {table}"):
+            con.execute(f"INSERT INTO {LIVE}.{table} BY NAME SELECT * FROM brand.{table}")
+        console.print(f"copied {table} in {time.perf_counter() - began:.1f} s")
+    con.close()
+    db = Database(url)
+    began = time.perf_counter()
+    with db.engine.begin() as conn, console.status("building the indexes"):
+        for _, ddl in indexes:
+            conn.exec_driver_sql(ddl)
+        for table in BRAND_TABLES:
+            sequence = conn.exec_driver_sql(
+                "SELECT pg_get_serial_sequence(table_name, 'id') FROM information_schema.columns "
+                f"WHERE table_name = '{table}' AND column_name = 'id'"
+            ).scalar()
+            if sequence:
+                conn.exec_driver_sql(f"SELECT setval('{sequence}', (SELECT max(id) FROM {table}))")
+        conn.exec_driver_sql("CREATE TABLE bench_brand (source text)")
+        conn.exec_driver_sql(f"INSERT INTO bench_brand VALUES ('{path.name}')")
+    with db.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+    console.print(f"built the indexes in {time.perf_counter() - began:.1f} s")
+    db.dispose()
+
+
+def _process(stat: Path) -> tuple[str, list[str]] | None:
+    """A process's name and the fields of its ``/proc/<pid>/stat`` after the name (None:
+    it has ended). Field 11 on is utime, stime, cutime, cstime, in clock ticks."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    return text[text.find("(") + 1 : text.rfind(")")], text.rsplit(")", 1)[1].split()
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL server processes: on PostgreSQL the live
+    database's reads and writes run there, not in this process, and count as the run's.
+    A connection's backend that has ended is counted in its parent's (the postmaster's)
+    reaped children's time, so the sum only grows."""
+    used = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        found = _process(stat)
+        if found is not None and found[0].startswith("postgres"):
+            used += sum(int(f) for f in found[1][11:15])  # with reaped children's
+    return used / TICK
+
+
+SERVER_CPU = False  # count the PostgreSQL server's CPU (set by ``main`` for a PostgreSQL run)
+
+
 def cpu() -> float:
     """CPU seconds of this process, its finished children and its running analytics
     children (on SQLite the refresh computes in a child kept warm between runs, see
@@ -303,22 +438,19 @@ def cpu() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     used = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in workers.pids():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return used
+        found = _process(Path(f"/proc/{pid}/stat"))
+        if found is not None:
+            used += sum(int(f) for f in found[1][11:13]) / TICK  # utime, stime
+    return used + (_server_cpu() if SERVER_CPU else 0.0)
 
 
 DAY_MARK = "bench-day"  # content_hash / reason of the rows a run adds, to take them out again
 
 
-def remove_day(path: Path) -> None:
+def remove_day(url: str) -> None:
     """Take out what an earlier run's day added: the history is the same at every run."""
-    db = Database(f"sqlite:///{path}")
+    db = Database(url)
     with db.engine.begin() as conn:
         refunded = f"(SELECT order_id FROM refunds WHERE reason = '{DAY_MARK}')"
         conn.exec_driver_sql(
@@ -335,11 +467,12 @@ def remove_day(path: Path) -> None:
             f"(SELECT id FROM orders WHERE content_hash = '{DAY_MARK}')"
         )
         conn.exec_driver_sql(f"DELETE FROM orders WHERE content_hash = '{DAY_MARK}'")
-        conn.exec_driver_sql(f"DELETE FROM members WHERE joined_at >= '{_naive(NOW)}'")
+        since = live_instant(NOW, sqlite=_sqlite(url))
+        conn.exec_driver_sql(f"DELETE FROM members WHERE joined_at >= {since}")
     db.dispose()
 
 
-def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
+def land_day(url: str, *, members: int, orders: int) -> tuple[int, int, int]:
     """A day of business after ``NOW``: orders paid that day (about 1/365 of the history,
     buyers drawn like the history's) with their lines, full refunds of earlier orders
     (their lines refunded too), new members. Bulk inserted by DuckDB, with no SQLAlchemy
@@ -347,20 +480,17 @@ def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
     day_orders = max(orders // 365, 1)
     day_refunds = max(day_orders // 50, 1)
     day_members = max(members // (365 * YEARS), 1)
-    con = duckdb.connect()
-    con.execute(f"LOAD '{_extension('sqlite_scanner')}'")
-    con.execute(f"ATTACH '{path}' AS {LIVE} (TYPE sqlite)")
+    con = _duck(url, read_only=False)
     now = f"TIMESTAMP '{_naive(NOW)}'"
-    stamp = f"strftime({now} + INTERVAL 1 DAY, '%Y-%m-%d %H:%M:%S.%f')"
+    stamp = _stored(url, f"{now} + INTERVAL 1 DAY")
+    joined = _stored(url, f"{now} + to_seconds(CAST(floor(random() * 86400) AS BIGINT))")
     con.execute(
         f"""
         INSERT INTO {LIVE}.members (id, joined_at, join_channel, status, consent_sms,
             consent_wechat, consent_email, tier_code, points_balance, points_frozen,
             points_debt, growth_balance, created_at, updated_at)
-        SELECT {members} + i,
-               strftime({now} + to_seconds(CAST(floor(random() * 86400) AS BIGINT)),
-                        '%Y-%m-%d %H:%M:%S.%f'),
-               'store', 'active', false, false, false, 'V1', 0, 0, 0, 0, {stamp}, {stamp}
+        SELECT {members} + i, {joined}, 'store', 'active', false, false, false, 'V1',
+               0, 0, 0, 0, {stamp}, {stamp}
         FROM range(1, {day_members} + 1) t(i)
         """
     )
@@ -380,9 +510,8 @@ def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
         INSERT INTO {LIVE}.orders (id, channel, external_id, member_id, paid_at,
             amount_fen, freight_fen, discount_fen, refunded_fen, status, content_hash,
             created_at)
-        SELECT id, 'store', external_id, member_id,
-               strftime(paid_at, '%Y-%m-%d %H:%M:%S.%f'), amount, 0, 0, 0, 'paid',
-               '{DAY_MARK}', {stamp}
+        SELECT id, 'store', external_id, member_id, {_stored(url, "paid_at")}, amount,
+               0, 0, 0, 'paid', '{DAY_MARK}', {stamp}
         FROM day ORDER BY id
         """
     )
@@ -423,12 +552,12 @@ def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
         SELECT (SELECT max(id) FROM {LIVE}.points_entries)
                    + row_number() OVER (ORDER BY "at", id, kind),
                member_id, kind, points, 0, 0, kind || ':D' || id, 0,
-               strftime("at", '%Y-%m-%d %H:%M:%S.%f'), '{DAY_MARK}'
+               {_stored(url, '"at"')}, '{DAY_MARK}'
         FROM e ORDER BY "at", id, kind
         """
     )
     con.close()
-    db = Database(f"sqlite:///{path}")
+    db = Database(url)
     with db.engine.begin() as conn:  # the orders the refunds returned, and their lines
         refunded = f"(SELECT order_id FROM refunds WHERE reason = '{DAY_MARK}')"
         conn.exec_driver_sql(
@@ -443,12 +572,10 @@ def land_day(path: Path, *, members: int, orders: int) -> tuple[int, int, int]:
     return day_orders, refunds, day_members
 
 
-def bare_group_by(path: Path, threads: int | None) -> tuple[float, float, int]:
-    con = duckdb.connect()
+def bare_group_by(url: str, threads: int | None) -> tuple[float, float, int]:
+    con = _duck(url, read_only=True)
     if threads:
         con.execute(f"SET threads = {threads}")
-    con.execute(f"LOAD '{_extension('sqlite_scanner')}'")
-    con.execute(f"ATTACH '{path}' AS {LIVE} (TYPE sqlite, READ_ONLY)")
     began, cpu_began = time.perf_counter(), cpu()
     con.execute(
         f"CREATE TEMP TABLE per_member AS SELECT member_id, count(*) AS orders, "
@@ -462,7 +589,7 @@ def bare_group_by(path: Path, threads: int | None) -> tuple[float, float, int]:
 
 
 def nightly_jobs(
-    path: Path, at: datetime, *, fresh_book: bool = False
+    url: str, at: datetime, *, fresh_book: bool = False
 ) -> list[tuple[str, float, float, str]]:
     """The rest of the nightly insight pass after the refresh, as the scheduler runs it:
     the stored KPI reports and cohorts (``insight.kpis``) and the segment profile with
@@ -473,7 +600,7 @@ def nightly_jobs(
     from siyu.segments.jobs import refresh_tags
 
     done = []
-    db = Database(f"sqlite:///{path}")
+    db = Database(url)
     book = analytics_file(db, "orders")
     if fresh_book and book is not None:
         Path(book).unlink(missing_ok=True)
@@ -492,12 +619,10 @@ def nightly_jobs(
     return done
 
 
-def lifetimes_summary(path: Path) -> tuple[float, float, int]:
+def lifetimes_summary(url: str) -> tuple[float, float, int]:
     from lifetimes.utils import summary_data_from_transaction_data
 
-    con = duckdb.connect()
-    con.execute(f"LOAD '{_extension('sqlite_scanner')}'")
-    con.execute(f"ATTACH '{path}' AS {LIVE} (TYPE sqlite, READ_ONLY)")
+    con = _duck(url, read_only=True)
     began = time.perf_counter()
     frame = con.execute(
         f"SELECT member_id, paid_at, amount_fen / 100.0 AS amount FROM {LIVE}.orders "
@@ -526,6 +651,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-lifetimes", action="store_true", help="skip the pandas summary")
     parser.add_argument("--no-jobs", action="store_true", help="skip the nightly KPI and tag jobs")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="an empty PostgreSQL database to copy the brand into once and run against "
+        "(postgresql+psycopg://…); default: the SQLite file",
+    )
     args = parser.parse_args(argv)
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -543,11 +674,17 @@ def main(argv: list[str] | None = None) -> None:
         done.touch()
     else:
         console.print(f"using the bench brand built before: {path}")
+    url = f"sqlite:///{path}"
+    if args.database_url:
+        copy_to_postgres(path, args.database_url)
+        url = args.database_url
+        global SERVER_CPU
+        SERVER_CPU = True  # the server's work is the run's: counted in every CPU figure
 
     import ibis.backends.duckdb  # noqa: F401  (imports are not the refresh's cost)
     import pandas  # noqa: F401
 
-    db = Database(f"sqlite:///{path}")
+    db = Database(url)
     with db.engine.begin() as conn:  # a rerun starts from an empty refresh again
         for table in (
             "lifecycle_transitions",
@@ -560,10 +697,10 @@ def main(argv: list[str] | None = None) -> None:
             conn.exec_driver_sql(f"DELETE FROM {table}")
         conn.exec_driver_sql("DELETE FROM outbox WHERE topic = 'insight.stage_changed'")
     db.dispose()
-    remove_day(path)
+    remove_day(url)
 
     def timed(label: str, at: datetime, *, full: bool) -> tuple[str, float, float, Any]:
-        db = Database(f"sqlite:///{path}")
+        db = Database(url)
         previous = clock.set_clock(clock.FixedClock(at))
         try:
             began, cpu_began = time.perf_counter(), cpu()
@@ -579,16 +716,16 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_jobs:
         # the night before: the jobs build what they keep between nights (the order book
         # the KPIs and cohorts read, ``insight.orderbook``), as a brand running siyu has
-        for label, took, used, _ in nightly_jobs(path, NOW, fresh_book=True):
+        for label, took, used, _ in nightly_jobs(url, NOW, fresh_book=True):
             console.print(f"the night before, {label}: {took:.2f} s, {used:.2f} s CPU")
-    day = land_day(path, members=args.members, orders=args.orders)
+    day = land_day(url, members=args.members, orders=args.orders)
     console.print(f"a day landed: {day[0]:,} orders, {day[1]:,} refunds, {day[2]:,} members")
     tomorrow = NOW + timedelta(days=1, hours=1)
     runs.append(timed("nightly, incremental", tomorrow, full=False))
-    jobs = [] if args.no_jobs else nightly_jobs(path, tomorrow)
+    jobs = [] if args.no_jobs else nightly_jobs(url, tomorrow)
     runs.append(timed("full recompute, same day", tomorrow, full=True))
 
-    bare, bare_cpu, buyers = bare_group_by(path, args.threads)
+    bare, bare_cpu, buyers = bare_group_by(url, args.threads)
     console.print(f"bare group-by: {bare:.2f} s, {bare_cpu:.2f} s CPU ({buyers:,} buyers)")
 
     table = Table(
@@ -639,7 +776,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not args.no_lifetimes:
         cpu_began = cpu()
-        loaded, took, rows = lifetimes_summary(path)
+        loaded, took, rows = lifetimes_summary(url)
         used = cpu() - cpu_began
         table.add_row(
             "pandas RFM summary (lifetimes)",

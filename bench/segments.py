@@ -174,7 +174,8 @@ def build(path: Path, members: int) -> None:
                 order_count, spend_fen, refund_fen, refund_count)
             SELECT member_id, min(paid_at), max(paid_at), count(*), sum(amount_fen), 0, 0
             FROM b.orders GROUP BY member_id""",
-            f"""INSERT INTO b.member_insight (member_id, stage, recency_days, frequency,
+            f"""INSERT INTO b.member_insight (member_id, stage, first_order_at, last_order_at,
+                order_count, frequency,
                 monetary_fen, r_score, f_score, m_score, rfm_group, super_user, computed_at,
                 p_alive, expected_purchases_90, expected_purchases_365, expected_value_fen)
             SELECT m.id,
@@ -183,7 +184,7 @@ def build(path: Path, members: int) -> None:
                      WHEN date_diff('day', x.last_order_at, {NOW}) <= 180 THEN 'silent'
                      WHEN date_diff('day', x.last_order_at, {NOW}) <= 365 THEN 'sleeping'
                      ELSE 'churned' END,
-                date_diff('day', x.last_order_at, {NOW}), x.order_count, x.spend_fen,
+                x.first_order_at, x.last_order_at, x.order_count, x.order_count, x.spend_fen,
                 1 + hh(m.id) % 5, 1 + hh(m.id + 1) % 5, 1 + hh(m.id + 2) % 5,
                 ['important_value', 'important_develop', 'important_keep', 'important_retain',
                  'general_value', 'general_develop', 'general_keep', 'general_retain'][
