@@ -182,8 +182,9 @@ def test_cli_prints_both_columns_and_the_delta(
     # the table's words in Chinese first, English beside them
     for header in ("现行方案 in force", "草稿 draft", "差异 Δ", "积分 points"):
         assert header in shown.output
-    assert "订单积分 from orders" in shown.output
-    assert "符合条件 super eligible for super" in shown.output
+    # the figures by the simulator's names (``simulator.name_of``), as the console names them
+    assert "其中：订单积分 of which for orders" in shown.output
+    assert "符合 super 开通条件 Eligible for super" in shown.output
     # Each note in Chinese, the English beneath it, as ``siyu report diagnosis`` prints.
     zh = "现行方案：等级 V2 列出的权益包“birthday_gift”不是启用中的自动发放权益包，未计入成本"
     en = "in force: level V2 lists the pack 'birthday_gift', which is not an active automatic pack"

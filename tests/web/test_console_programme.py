@@ -80,6 +80,16 @@ def shown(page: str) -> dict[str, tuple[str, str]]:
     return lines
 
 
+def labels_of(page: str) -> dict[str, str]:
+    """Each line of the side-by-side table: its name as shown (the first cell's text)."""
+    labels = {}
+    for key, row in re.findall(r'<tr class="[^"]*" data-line="([^"]+)">(.*?)</tr>', page, re.S):
+        first = re.search(r"<td>(.*?)</td>", row, re.S)
+        assert first is not None
+        labels[html.unescape(key)] = html.unescape(re.sub(r"<[^>]+>", "", first.group(1))).strip()
+    return labels
+
+
 def notes_of(page: str) -> list[str]:
     """The simulation's notes as shown, in the page's language."""
     notes = re.search(r"<ul[^>]*data-notes>(.*?)</ul>", page, re.S)
@@ -128,21 +138,20 @@ def test_a_valid_draft_offers_a_simulation_whose_numbers_are_the_simulators(
             as_shown(own.draft.upgrades.get(code, 0)),
         )
         assert lines[f"movements:Upgraded to:{code}"] == up
+    names = labels_of(fragment)
     for group, specs in (
-        ("points", console_programme.POINT_LINES),
-        ("liability", console_programme.LIABILITY_LINES),
+        ("points", simulator.POINT_NAMES),
+        ("liability", simulator.LIABILITY_NAMES),
+        ("benefits", simulator.BENEFIT_NAMES),
     ):
-        for name, label, unit in specs:
+        for name, zh, _en, unit in specs:
             expected = (
                 as_shown(getattr(own.baseline, name), unit),
                 as_shown(getattr(own.draft, name), unit),
             )
-            assert lines[f"{group}:{label}:"] == expected
-    total = (
-        as_shown(own.baseline.benefit_cost_fen, "fen"),
-        as_shown(own.draft.benefit_cost_fen, "fen"),
-    )
-    assert lines["benefits:Total benefit cost (yuan):"] == total
+            assert lines[f"{group}:{name}:"] == expected
+            # The simulator's own name, in Chinese on a zh-CN page (the default).
+            assert names[f"{group}:{name}:"] == zh
     for plan, eligible in own.draft.paid_eligible.items():
         assert lines[f"paid::{plan}"][1] == as_shown(eligible)
 
@@ -152,7 +161,7 @@ def test_a_valid_draft_offers_a_simulation_whose_numbers_are_the_simulators(
 
     # Twice the points per yuan: more points issued, and the line is marked as a difference.
     assert own.draft.points_orders > own.baseline.points_orders
-    row = re.search(r'<tr class="([^"]*)" data-line="points:Points issued:">', fragment)
+    row = re.search(r'<tr class="([^"]*)" data-line="points:points_issued:">', fragment)
     assert row is not None and row.group(1) == "changed"
     assert re.search(r'data-changed="([1-9]\d*)"', fragment)
 
@@ -170,6 +179,18 @@ def test_without_htmx_the_simulation_is_a_page_with_the_publish_button(
     # An English page shows the notes in English.
     own = simulator.simulate(brand.db, programmes.parse(json.loads(document, parse_float=Decimal)))
     assert own.notes and notes_of(page.text) == [n.en for n in own.notes]
+    # ... and the figures by their English names, shown as they are (not run through the
+    # catalogue); the lines the console names itself are still translated (here: English).
+    names = labels_of(page.text)
+    for group, specs in (
+        ("points", simulator.POINT_NAMES),
+        ("liability", simulator.LIABILITY_NAMES),
+        ("benefits", simulator.BENEFIT_NAMES),
+    ):
+        for name, _zh, en, _unit in specs:
+            assert names[f"{group}:{name}:"] == en
+    upgrades = [v for k, v in names.items() if k.startswith("movements:Upgraded to:")]
+    assert upgrades and all(v.startswith("Upgraded to ") for v in upgrades)
     publish = page.text[page.text.index('id="publish-form"') :]
     assert 'type="submit"' in publish
     value = re.search(r'name="document" value="([^"]*)"', publish).group(1)  # type: ignore[union-attr]

@@ -1125,6 +1125,79 @@ POINT_ROWS = (
     "expiring_12m_fen",
 )
 
+# The figures' names: (field, Chinese, English, unit). One catalogue for every edge that
+# shows a simulation (the console's side-by-side table, ``siyu insight simulate``), so a
+# figure reads the same in each, as ``kpis.HEADLINE`` does for the KPIs; a name is data,
+# not a catalogue msgid, because the CLI prints both languages at once. Chinese is what
+# operators read; the English, in sentence case beside the console's own labels, is the
+# English page and the CLI's gloss ("of which" lines stay lower case: they are parts of the
+# line above). Grouped as the console shows them; the unit says how a number is shown
+# (``fen`` as yuan).
+POINT_NAMES: tuple[tuple[str, str, str, str], ...] = (
+    ("growth_issued", "发放成长值", "Growth value issued", "growth"),
+    ("points_issued", "发放积分", "Points issued", "points"),
+    ("points_orders", "其中：订单积分", "of which for orders", "points"),
+    ("points_signup", "其中：入会积分", "of which for joining", "points"),
+    (
+        "points_carried",
+        "其中：其他来源（按记录）",
+        "of which other sources (as recorded)",
+        "points",
+    ),
+    ("points_reversed", "退款扣回积分", "Points taken back by refunds", "points"),
+    ("points_spent", "已用积分", "Points spent", "points"),
+    # Either column: the spends are history, the points they draw on are the document's.
+    ("spend_shortfall", "超出所发积分的消耗", "Spent beyond the points given", "points"),
+)
+LIABILITY_NAMES: tuple[tuple[str, str, str, str], ...] = (
+    ("points_expired", "期间过期积分", "Points expired in the period", "points"),
+    ("points_expiring_12m", "12 个月内将过期积分", "Points expiring within 12 months", "points"),
+    (
+        "expiring_12m_fen",
+        "12 个月内将过期积分价值（元）",
+        "Value expiring within 12 months (yuan)",
+        "fen",
+    ),
+    ("points_outstanding", "期末未用积分", "Points outstanding at the end", "points"),
+    ("points_debt", "积分欠款", "Points owed (debt)", "points"),
+    ("liability_fen", "积分负债（元）", "Points liability (yuan)", "fen"),
+)
+BENEFIT_NAMES: tuple[tuple[str, str, str, str], ...] = (
+    ("benefit_cost_fen", "权益总成本（元）", "Total benefit cost (yuan)", "fen"),
+)
+FIGURE_NAMES = POINT_NAMES + LIABILITY_NAMES + BENEFIT_NAMES
+_NAMES = {field: Text(zh, en) for field, zh, en, _ in FIGURE_NAMES}
+# Rows that carry a level, plan or pack code in their metric (``Simulation.rows``): the
+# code stays as written, only the words around it are translated. ``{}`` is the code.
+_PREFIXES = (
+    ("to ", "升级至 {}", "Upgraded to {}"),
+    ("from ", "降级自 {}", "Downgraded from {}"),
+    ("eligible for ", "符合 {} 开通条件", "Eligible for {}"),
+)
+_SUFFIXES = (
+    (" packs", "{} 礼包数", "{} packs"),
+    (" cost", "{} 成本（元）", "{} cost (yuan)"),
+)
+
+
+def name_of(metric: str) -> Text | None:
+    """The name of a row's metric (``Row.metric``), a named figure or a label around a code,
+    in both languages; None for a bare level code (the tier rows), which names itself.
+
+    A row the catalogue cannot name is also None: the tests hold every row the simulator
+    reports to a name, so a new figure cannot reach a table unnamed."""
+    if metric in _NAMES:
+        return _NAMES[metric]
+    for prefix, zh, en in _PREFIXES:
+        if metric.startswith(prefix):
+            code = metric[len(prefix) :]
+            return Text(zh.format(code), en.format(code))
+    for suffix, zh, en in _SUFFIXES:
+        if metric.endswith(suffix):
+            code = metric[: -len(suffix)]
+            return Text(zh.format(code), en.format(code))
+    return None
+
 
 @dataclass(frozen=True)
 class Simulation:

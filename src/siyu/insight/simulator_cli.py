@@ -33,41 +33,15 @@ SECTIONS = {
     "benefits": "权益 benefits",
     "paid": "付费会员 paid",
 }
-METRICS = {
-    "growth_issued": "发放成长值 growth issued",
-    "points_issued": "发放积分 points issued",
-    "points_orders": "订单积分 from orders",
-    "points_signup": "注册积分 signup",
-    "points_carried": "其他来源积分 carried as recorded",
-    "points_reversed": "退款冲回 reversed",
-    "points_spent": "已使用 spent",
-    "spend_shortfall": "使用缺口 spend shortfall",
-    "points_expired": "已过期 expired",
-    "points_expiring_12m": "12个月内将过期 expiring in 12 months",
-    "points_outstanding": "未兑积分 outstanding",
-    "points_debt": "积分欠款 debt",
-    "liability_fen": "积分负债(元) liability",
-    "expiring_12m_fen": "将过期积分价值(元) expiring value",
-    "benefit_cost_fen": "权益成本(元) benefit cost",
-}
-LABELS = (  # metric prefixes that carry a code or a plan
-    ("to ", "升至 "),
-    ("from ", "降自 "),
-    ("eligible for ", "符合条件 "),
-)
 
 
 def _metric(name: str) -> str:
-    if name in METRICS:
-        return METRICS[name]
-    for english, chinese in LABELS:
-        if name.startswith(english):
-            return f"{chinese}{name[len(english) :]} {name}"
-    if name.endswith(" packs"):
-        return f"{name[: -len(' packs')]} 发放包数 packs"
-    if name.endswith(" cost"):
-        return f"{name[: -len(' cost')]} 成本(元) cost"
-    return name
+    """Chinese first, the English beside it, as the table's other words (the names are the
+    simulator's: ``simulator.name_of``); a level code names itself."""
+    from siyu.insight.simulator import name_of
+
+    text = name_of(name)
+    return f"{text.zh} {text.en}" if text else name
 
 
 def _number(value: int | None, unit: str) -> str:

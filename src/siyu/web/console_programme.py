@@ -27,17 +27,17 @@ from siyu.core.auth import Role
 from siyu.core.db import Database
 from siyu.core.errors import Problem, invalid
 from siyu.insight import simulator
-from siyu.insight.simulator import Figures, Simulation
+from siyu.insight.simulator import Simulation
 from siyu.members.models import Member
 from siyu.members.rules import MemberStatus
 from siyu.programme import rules as programme_rules
 from siyu.programme import service as programmes
 from siyu.programme.models import ProgrammeVersion
 from siyu.programme.rules import Programme
-from siyu.web import programme_form
+from siyu.web import i18n, programme_form
 from siyu.web.deps import ConsoleDep, ConsolePost, PageRoute, require_role
-from siyu.web.programme_form import N_
-from siyu.web.render import render
+from siyu.web.i18n import DEFAULT_LOCALE, N_
+from siyu.web.render import locale_of, render
 
 router = APIRouter(prefix="/console", route_class=PageRoute, include_in_schema=False)
 
@@ -55,13 +55,17 @@ AUTO_SAMPLE_MEMBERS = 5_000
 class Line:
     """One line of the comparison: what it counts, the two columns and their difference."""
 
-    label: str  # a msgid ('' when the code says it all)
+    label: str  # a msgid ('' when the code or the figure says it all)
     code: str  # a level, plan or pack code ('' for totals)
     name: str  # the level's or plan's name, from the draft or the programme in force
     baseline: int | None
     draft: int | None
     unit: str  # members | points | growth | packs | fen (shown as yuan)
     bars: tuple[float, float] | None = None  # shares of members (the tier distribution)
+    # One of the simulator's named figures: its field, and its name already in the page's
+    # language (``simulator.FIGURE_NAMES``, not a msgid: the template shows it as it is).
+    figure: str = ""
+    title: str = ""
 
     @property
     def delta(self) -> int | None:
@@ -85,26 +89,6 @@ class Group:
         return sum(1 for line in self.lines if line.changed)
 
 
-POINT_LINES: list[tuple[str, str, str]] = [
-    ("growth_issued", N_("Growth value issued"), "growth"),
-    ("points_issued", N_("Points issued"), "points"),
-    ("points_orders", N_("of which for orders"), "points"),
-    ("points_signup", N_("of which for joining"), "points"),
-    ("points_carried", N_("of which other sources (as recorded)"), "points"),
-    ("points_reversed", N_("Points taken back by refunds"), "points"),
-    ("points_spent", N_("Points spent"), "points"),
-    ("spend_shortfall", N_("Spent beyond what the draft gives"), "points"),
-]
-LIABILITY_LINES: list[tuple[str, str, str]] = [
-    ("points_expired", N_("Points expired in the period"), "points"),
-    ("points_expiring_12m", N_("Points expiring within 12 months"), "points"),
-    ("expiring_12m_fen", N_("Value expiring within 12 months (yuan)"), "fen"),
-    ("points_outstanding", N_("Points outstanding at the end"), "points"),
-    ("points_debt", N_("Points owed (debt)"), "points"),
-    ("liability_fen", N_("Points liability (yuan)"), "fen"),
-]
-
-
 def _names(*programmes_: Programme) -> dict[str, str]:
     """Level and plan names by code; the first programme that names a code wins."""
     names: dict[str, str] = {}
@@ -118,10 +102,20 @@ def _share(n: int | None, total: int) -> float:
     return round(100 * (n or 0) / total, 1) if total else 0.0
 
 
-def side_by_side(result: Simulation, baseline: Programme, draft: Programme) -> list[Group]:
+def side_by_side(
+    result: Simulation, baseline: Programme, draft: Programme, locale: str = DEFAULT_LOCALE
+) -> list[Group]:
     """The simulator's two columns as groups of lines, in the order of ``Simulation.rows``:
-    the numbers are the simulator's own (``Figures``), only arranged and named."""
+    the numbers are the simulator's own (``Figures``), only arranged and named; its figures
+    by the simulator's names (the same words as ``siyu insight simulate``) in ``locale``."""
     b, d = result.baseline, result.draft
+    zh = i18n.normalize(locale) == "zh_CN"
+
+    def figure(name: str, zh_name: str, en_name: str, unit: str) -> Line:
+        title = zh_name if zh else en_name
+        numbers = (getattr(b, name), getattr(d, name))
+        return Line("", "", "", *numbers, unit, figure=name, title=title)
+
     names = _names(draft, baseline)
     tiers = Group("tiers", N_("Tier distribution at the end"))
     b_total, d_total = sum(b.tiers.values()), sum(d.tiers.values())
@@ -140,9 +134,9 @@ def side_by_side(result: Simulation, baseline: Programme, draft: Programme) -> l
         down = (b.downgrades.get(code, 0), d.downgrades.get(code, 0))
         moves.lines.append(Line(N_("Downgraded from"), code, names.get(code, ""), *down, "members"))
     points = Group("points", N_("Growth and points issued"))
-    points.lines.extend(_figure(b, d, *spec) for spec in POINT_LINES)
+    points.lines.extend(figure(*spec) for spec in simulator.POINT_NAMES)
     liability = Group("liability", N_("Expiry and liability"))
-    liability.lines.extend(_figure(b, d, *spec) for spec in LIABILITY_LINES)
+    liability.lines.extend(figure(*spec) for spec in simulator.LIABILITY_NAMES)
     benefits = Group("benefits", N_("Benefit cost"))
     costs: dict[tuple[str, str], list[Any]] = {}
     for column, figures in enumerate((b, d)):
@@ -155,9 +149,7 @@ def side_by_side(result: Simulation, baseline: Programme, draft: Programme) -> l
         where = f"{pack} · {tier}"
         benefits.lines.append(Line(_TRIGGERS.get(trigger, trigger), where, "", *packs, "packs"))
         benefits.lines.append(Line(N_("Cost (yuan)"), where, "", *cost, "fen"))
-    benefits.lines.append(
-        Line(N_("Total benefit cost (yuan)"), "", "", b.benefit_cost_fen, d.benefit_cost_fen, "fen")
-    )
+    benefits.lines.extend(figure(*spec) for spec in simulator.BENEFIT_NAMES)
     paid = Group("paid", N_("Paid plans: members eligible at the end"))
     for plan in sorted(set(b.paid_eligible) | set(d.paid_eligible)):
         eligible = (b.paid_eligible.get(plan), d.paid_eligible.get(plan))
@@ -171,10 +163,6 @@ _TRIGGERS = {
     "monthly": N_("Monthly packs"),
     "birthday": N_("Birthday packs"),
 }
-
-
-def _figure(b: Figures, d: Figures, name: str, label: str, unit: str) -> Line:
-    return Line(label, "", "", getattr(b, name), getattr(d, name), unit)
 
 
 # --- the route --------------------------------------------------------------------------------
@@ -246,7 +234,8 @@ def programme_simulate(
     baseline = _with_read_only(
         db, lambda s: programmes.programme_of(programmes.get(s, result.baseline_version_id))
     )
-    context |= {"result": result, "groups": side_by_side(result, baseline, draft)}
+    groups = side_by_side(result, baseline, draft, locale_of(request))
+    context |= {"result": result, "groups": groups}
     return render(request, template, context)
 
 

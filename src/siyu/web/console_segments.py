@@ -30,6 +30,7 @@ from siyu.segments import rules, service, tags
 from siyu.segments.models import Segment, SegmentSnapshot
 from siyu.stores.models import Staff, Store
 from siyu.web.deps import Console, ConsoleDep, ConsolePost, PageRoute, require_role
+from siyu.web.i18n import N_
 from siyu.web.render import gettext, render
 
 router = APIRouter(prefix="/console", route_class=PageRoute, include_in_schema=False)
@@ -38,11 +39,6 @@ router = APIRouter(prefix="/console", route_class=PageRoute, include_in_schema=F
 SEGMENT_ROLES = (Role.operator, Role.analyst)
 SAMPLE_SIZE = 10
 TAG_CHOICES = 300  # tags offered in the builder's list (the most held first)
-
-
-def N_(message: str) -> str:
-    """Mark a message for the catalogue; translated when the page is rendered."""
-    return message
 
 
 # Names of fields, groups, operators and values in the page's language (msgids English).

@@ -70,3 +70,10 @@ def translations(locale: str) -> NullTranslations:
 
 def gettext(locale: str, message: str) -> str:
     return translations(locale).gettext(message)
+
+
+def N_(message: str) -> str:
+    """Mark a message for the catalogue (``python -m siyu.web.catalog`` extracts ``N_``)
+    where it is written, in Python, and translate it later, when a page is rendered in its
+    language: a label kept in a table at import time cannot know the page's language."""
+    return message

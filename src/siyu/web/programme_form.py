@@ -15,6 +15,7 @@ from typing import Any
 
 from siyu.core.errors import Problem
 from siyu.programme import rules
+from siyu.web.i18n import N_
 
 # The choices of the document's enumerations (programme.rules' Literal types).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -61,11 +62,6 @@ INTEGER_FIELDS = frozenset(
 # Sections a document may leave out. Their forms are shown anyway, the model's defaults as
 # placeholders: filling in any field adds the section (the rest take their defaults).
 OPTIONAL_SECTIONS = ("lifecycle", "rfm", "super_users")
-
-
-def N_(message: str) -> str:
-    """Marks a label for the message catalogue; the template translates it."""
-    return message
 
 
 # Words for the choices the shared ``choice`` macro does not name (msgids).
