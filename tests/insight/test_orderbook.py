@@ -389,7 +389,7 @@ def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
     # orders move to D, who bought once that day)
     merge = _a_day_of_changes(clean_db, brand)
     with clean_db.unit_of_work() as session:
-        ids = dict(session.execute(select(Order.external_id, Order.id)).tuples().all())
+        ids = dict(session.execute(select(Order.external_id, Order.id)).all())
     day = _follow(clean_db, path)
     # then the firsts are the live ones, regrouped for the members of the changed orders,
     # and the points the live ledger's (the new orders' earnings, the refunds' reversals)

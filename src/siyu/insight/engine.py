@@ -364,7 +364,7 @@ class Analytics:
         ]
         reader = self.con.execute(
             f"SELECT {', '.join(spelled)} FROM ({source}) AS r_"
-        ).fetch_record_batch(self.WRITE_BATCH)
+        ).to_arrow_reader(self.WRITE_BATCH)
         insert = f"INSERT INTO {target} ({names}) VALUES ({', '.join('?' * len(columns))})"
         written = 0
         with self._in_transaction() as live:

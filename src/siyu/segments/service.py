@@ -387,7 +387,7 @@ def _with_member_no(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def _batches(con: duckdb.DuckDBPyConnection, chosen: ir.Table) -> Iterator[pa.RecordBatch]:
     query = _sql(chosen.select(*EXPORT_COLUMNS).order_by("member_id"))
-    reader = con.execute(query).fetch_record_batch(BATCH)
+    reader = con.execute(query).to_arrow_reader(BATCH)
     for batch in reader:
         yield _with_member_no(batch)
 
@@ -453,7 +453,7 @@ def export_file(where: Where, node: Node, path: Path, fmt: Format) -> int:
                 writer.write_batch(batch)
             if writer is None:  # no members: a file with the columns and no rows
                 query = _sql(chosen.select(*EXPORT_COLUMNS).limit(0))
-                schema = con.execute(query).fetch_arrow_table().schema
+                schema = con.execute(query).to_arrow_table().schema
                 empty = _with_member_no(pa.RecordBatch.from_pylist([], schema=schema))
                 pq.write_table(pa.Table.from_batches([empty]), path)
         finally:
