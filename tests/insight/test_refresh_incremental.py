@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 from insight_brand import SmallBrand, example_document, order_draft
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from siyu.core import clock
 from siyu.core.auth import SYSTEM
@@ -30,6 +30,7 @@ from siyu.insight.refresh import COMPUTED, KEPT, RefreshResult, refresh
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
+from siyu.orders.models import Order
 from siyu.orders.rules import RefundDraft, RefundLineDraft
 
 # what the refresh computes; stage_since and computed_at say when, not what
@@ -211,6 +212,71 @@ def test_new_orders_refunds_a_merge_and_time_passing_give_what_a_full_refresh_gi
         incremental_then_full(small_brand)
     rows = snapshot(small_brand)
     assert rows[ids["super"]]["orders_12m"] == 0 and rows[ids["super"]]["stage"] == "churned"
+
+
+def _raw_order(brand: SmallBrand, member_id: int, order_id: int, paid_at: datetime) -> None:
+    """An order row with a chosen id, as a transaction holding that id would leave it when
+    it commits: the refresh reads only the orders table."""
+    with brand.db.unit_of_work() as s:
+        s.add(
+            Order(
+                id=order_id,
+                channel="mini_program",
+                external_id=f"raw-{order_id}",
+                member_id=member_id,
+                paid_at=paid_at,
+                amount_fen=12_300,
+                content_hash="raw",
+                created_at=clock.now(),
+            )
+        )
+
+
+def small_brand_buyers(brand: SmallBrand) -> int:
+    return sum(1 for row in snapshot(brand).values() if row["order_count"])
+
+
+def test_an_order_that_commits_below_the_watermark_after_a_run_is_counted_by_the_next(
+    small_brand: SmallBrand, fixed_clock: clock.FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL an order's id is handed out before its transaction commits, so a run
+    can read past an id whose order appears later. The next run counts it, recomputing
+    only the members of such orders: each run keeps the ids it counted near its watermark
+    in the analytics copy, instead of the next one recomputing every member with an order
+    among the last ``ID_OVERLAP`` ids. (Forced here on either database.)"""
+    monkeypatch.setattr(refresh_module, "_id_overlap", lambda db: 1_000)
+    ids = small_brand.members
+    assert refresh(small_brand.db).full
+    with small_brand.db.unit_of_work() as s:
+        top = s.scalar(select(func.max(Order.id)))
+    assert top is not None
+    # a gap: the order above it counts tonight, the one in it commits after the run read
+    _raw_order(small_brand, ids["active"], top + 10, clock.now() - timedelta(minutes=30))
+    fixed_clock.advance(timedelta(hours=2))
+    first = refresh(small_brand.db)
+    assert not first.full and first.previous == "copy"
+
+    _raw_order(small_brand, ids["prospect"], top + 3, clock.now() - timedelta(minutes=30))
+    fixed_clock.advance(timedelta(hours=2))
+    late = incremental_then_full(small_brand)
+    assert first.late_orders == 0 and late.late_orders == 1
+    assert snapshot(small_brand)[ids["prospect"]]["order_count"] == 1
+
+    # counted once: the next run (after the full one) finds nothing late
+    fixed_clock.advance(timedelta(hours=2))
+    quiet = incremental_then_full(small_brand)
+    assert quiet.late_orders == 0
+    assert snapshot(small_brand)[ids["prospect"]]["order_count"] == 1
+
+    # a copy without counted ids (an older version's): every member with an order among
+    # the last ids is recomputed, as before
+    with duckdb.connect(copy_path(small_brand)) as con:
+        con.execute("DROP TABLE counted_orders")
+        con.execute("DROP TABLE counted_zone")
+    fixed_clock.advance(timedelta(hours=2))
+    unknown = incremental_then_full(small_brand)
+    assert unknown.late_orders is None and unknown.recomputed >= small_brand_buyers(small_brand)
+    assert unknown.recomputed > quiet.recomputed
 
 
 def test_a_nightly_run_after_nothing_happened_writes_nothing(

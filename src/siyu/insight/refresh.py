@@ -129,12 +129,17 @@ class RefreshResult:
     recomputed: int = 0
     written: int = 0  # member_insight rows written (changed, new or removed)
     previous: str = "live"  # where the last run's rows were read: "copy" or "live"
+    # orders below the last run's watermark it had not counted (``_late_orders``); None:
+    # not known, and every member with an order among the last ``ID_OVERLAP`` ids was
+    # recomputed (or, on SQLite, no overlap: its ids commit in order)
+    late_orders: int | None = None
 
     def detail(self) -> dict[str, Any]:
         return {
             "mode": "full" if self.full else "incremental",
             "previous": self.previous,
             "recomputed": self.recomputed,
+            "late_orders": self.late_orders,
             "written": self.written,
             "members": self.members,
             "buyers": self.buyers,
@@ -322,6 +327,7 @@ class _Plan:
     recomputed: int
     written: int
     previous: str
+    late_orders: int | None
 
 
 def refresh(
@@ -362,7 +368,7 @@ def refresh(
         clock.now(),
         threads,
         claim.watermark,
-        0 if db.dialect == "sqlite" else ID_OVERLAP,
+        _id_overlap(db),
         _state_path(analytics_dir, db),
         claim.state_token,
         new_token,
@@ -395,6 +401,7 @@ def refresh(
         recomputed=plan.recomputed,
         written=plan.written,
         previous=plan.previous,
+        late_orders=plan.late_orders,
     )
     _finish(
         db,
@@ -451,14 +458,16 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     # Orders above the new watermark (committed while this run reads) are left to the next
     # run, which adds every order above it: read now as well, they would count twice.
     upto = watermark[0]
+    late_orders = None
     if job.watermark is None:
+        _count_zone(engine, job, upto=upto, late=None, full=True)
         orders = engine.table("orders")
         orders = orders.filter(orders.id <= upto)
         bought = facts.purchases(orders, members, as_of=as_of)
         fresh = facts.buyer_stats(bought, as_of=as_of, window_days=rfm_rules.window_days)
         engine.sql(f"CREATE OR REPLACE TEMP TABLE stats AS {_stats_sql(engine, fresh)}")
     else:
-        _merge_stats(engine, job, rfm_rules, members, upto=upto)
+        late_orders = _merge_stats(engine, job, rfm_rules, members, upto=upto)
     stats = engine.backend.table("stats")
     member_facts = engine.materialize("facts", facts.member_facts(members, stats, as_of=as_of))
     recomputed = int(
@@ -562,6 +571,7 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
         recomputed=recomputed,
         written=written,
         previous=plan_source,
+        late_orders=late_orders,
     )
 
 
@@ -589,6 +599,11 @@ def _place(engine: Analytics, placed: ibis.Table, *, from_copy: bool) -> None:
         LEFT JOIN insight_prev p USING (member_id)
         """
     )
+
+
+def _id_overlap(db: Database) -> int:
+    """How far below the watermark the nightly run looks again (``ID_OVERLAP``)."""
+    return 0 if db.dialect == "sqlite" else ID_OVERLAP
 
 
 def _read_watermark(engine: Analytics) -> tuple[int, int, int]:
@@ -705,6 +720,7 @@ def _save_state(engine: Analytics, job: _Job, *, month: str, in_place: bool) -> 
                 LEFT JOIN month_start s USING (member_id)
                 """
             )
+            _save_counted(engine, "insight_next")
         finally:
             engine.sql("DETACH insight_next")
             engine.sql("DETACH DATABASE IF EXISTS insight_copy")
@@ -735,6 +751,7 @@ def _update_state(engine: Analytics, job: _Job) -> bool:
                     f"INSERT INTO insight_copy.insight_state SELECT {names}, s.stage "
                     "FROM insight_rows r LEFT JOIN month_start s USING (member_id)"
                 )
+                _save_counted(engine, "insight_copy")
                 engine.sql(f"UPDATE insight_copy.meta SET token = '{job.new_token}'")
             except BaseException:
                 engine.sql("ROLLBACK")
@@ -747,7 +764,17 @@ def _update_state(engine: Analytics, job: _Job) -> bool:
     return True
 
 
-def _recompute_set(engine: Analytics, job: _Job) -> str:
+def _save_counted(engine: Analytics, copy: str) -> None:
+    """The ids this run counted near its watermark (``_count_zone``) into the copy being
+    saved, or none: a copy's counted ids are always its own run's."""
+    for table in ("counted_orders", "counted_zone"):
+        engine.sql(f"DROP TABLE IF EXISTS {copy}.{table}")
+    if _exists(engine, "temp", "counted_zone"):
+        engine.sql(f"CREATE TABLE {copy}.counted_orders AS SELECT id FROM counted_now")
+        engine.sql(f"CREATE TABLE {copy}.counted_zone AS SELECT * FROM counted_zone")
+
+
+def _recompute_set(engine: Analytics, job: _Job, late: list[int] | None) -> str:
     """SQL for the live database: the members whose stored aggregates cannot simply be
     added to, recomputed from all their orders. Each part is answered by an index; they
     are few (a refund or a merge is rarer than an order).
@@ -756,8 +783,9 @@ def _recompute_set(engine: Analytics, job: _Job) -> str:
     - both members of a merge or an unmerge since (orders moved between them);
     - members who joined between the two runs (orders imported from before they joined);
     - orders below the watermark paid between the two runs' ``as_of`` (they did not count
-      yet), and on PostgreSQL the last ``ID_OVERLAP`` ids below it (they may have
-      committed after it was read, or not)."""
+      yet), and on PostgreSQL the orders among the last ``ID_OVERLAP`` ids below it
+      that the last run did not count (``late``: they committed after it read), or,
+      when that is not known (``late`` None), every order there."""
     mark = job.watermark
     assert mark is not None
     at = engine.live_instant
@@ -776,12 +804,84 @@ def _recompute_set(engine: Analytics, job: _Job) -> str:
         f"SELECT member_id FROM orders WHERE id <= {mark.order_id} "
         f"AND paid_at > {at(since)} AND paid_at <= {at(until)}",
     ]
-    if job.id_overlap:
+    if job.id_overlap and late is None:
         parts.append(
             f"SELECT member_id FROM orders WHERE id > {mark.order_id - job.id_overlap} "
             f"AND id <= {mark.order_id}"
         )
+    elif late:
+        parts.append(f"SELECT member_id FROM orders WHERE id IN ({', '.join(map(str, late))})")
     return " UNION ".join(parts)
+
+
+def _late_orders(engine: Analytics, job: _Job) -> list[int] | None:
+    """The orders among the last ``ID_OVERLAP`` ids below the last run's watermark that it
+    did not count: on PostgreSQL an id is handed out before its transaction commits, so an
+    order may become visible after a run read past its id. The last run kept the ids it
+    counted there in the analytics copy (``counted_orders``, ``_count_zone``); only the
+    members of the orders missing from them are recomputed, not every member with an
+    order among those ids (ten thousand orders a night, read again whole). None: not
+    known (no overlap, the live table was read instead of the copy, the copy has no
+    counted ids or counted another stretch): the caller looks at every order there."""
+    mark = job.watermark
+    if not job.id_overlap or mark is None or not _exists(engine, "insight_copy", "counted_zone"):
+        return None
+    zone = engine.sql("SELECT upto, overlap FROM insight_copy.counted_zone").fetchall()
+    if zone != [(mark.order_id, job.id_overlap)]:
+        return None
+    there = engine.live_query(
+        f"SELECT id FROM orders WHERE id > {mark.order_id - job.id_overlap} "
+        f"AND id <= {mark.order_id} AND member_id IS NOT NULL"
+    )
+    rows = engine.sql(
+        f"SELECT CAST(o.id AS BIGINT) AS id FROM {there} AS o "
+        "WHERE CAST(o.id AS BIGINT) NOT IN (SELECT id FROM insight_copy.counted_orders) "
+        "ORDER BY 1"
+    ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def _exists(engine: Analytics, database: str, table: str) -> bool:
+    return bool(
+        engine.scalar(
+            "SELECT count(*) FROM duckdb_tables() "
+            f"WHERE database_name = '{database}' AND table_name = '{table}'"
+        )
+    )
+
+
+def _count_zone(
+    engine: Analytics, job: _Job, *, upto: int, late: list[int] | None, full: bool = False
+) -> None:
+    """The ids among the last ``ID_OVERLAP`` at or below ``upto`` that this run counts
+    (DuckDB tables ``counted_now`` and ``counted_zone``, saved with the copy for the next
+    run's ``_late_orders``): those it read, new or of a member recomputed, and those the
+    last run counted, where it knew them. An order that commits after this run read past
+    its id is in none of them, and the next run finds it. Counted from what was read,
+    never by reading again: a read a moment later could see an order this run missed.
+
+    A ``full`` run reads every order in one statement, so its ids there are read just
+    before it: every order visible then is visible to the later read (orders are never
+    deleted), and one that appears in between is only looked at again by the next run."""
+    if not job.id_overlap:
+        return
+    low = upto - job.id_overlap
+    if full:
+        there = engine.live_query(
+            f"SELECT id FROM orders WHERE id > {low} AND id <= {upto} AND member_id IS NOT NULL"
+        )
+        counted = f"SELECT CAST(id AS BIGINT) AS id FROM {there} AS o"
+    else:
+        before = " UNION SELECT id FROM insight_copy.counted_orders" if late is not None else ""
+        counted = (
+            f"SELECT id FROM (SELECT id FROM new_orders UNION SELECT id FROM "
+            f"recomputed_orders{before}) AS c WHERE id > {low} AND id <= {upto}"
+        )
+    engine.sql(f"CREATE OR REPLACE TEMP TABLE counted_now AS {counted}")
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE counted_zone AS "
+        f"SELECT CAST({upto} AS BIGINT) AS upto, CAST({job.id_overlap} AS BIGINT) AS overlap"
+    )
 
 
 ORDER_COLUMNS = "id, member_id, paid_at, amount_fen, refunded_fen, status"
@@ -804,7 +904,7 @@ def _load_orders(engine: Analytics, name: str, query: str, *, others: bool) -> i
 
 def _merge_stats(
     engine: Analytics, job: _Job, rfm_rules: Rfm, members: ibis.Table, *, upto: int
-) -> None:
+) -> int | None:
     """The nightly run's buyer stats (DuckDB table ``stats``), from the stored ones and the
     orders since the watermark, never every order:
 
@@ -814,12 +914,15 @@ def _merge_stats(
       what left the windows (``touched``);
     - everyone else: as stored.
 
-    Orders above ``upto`` (the watermark this run records) are left to the next run."""
+    Orders above ``upto`` (the watermark this run records) are left to the next run.
+    Returns how many orders below the last watermark were found late (``_late_orders``;
+    None: not known)."""
     mark = job.watermark
     assert mark is not None
     at = engine.live_instant
     window = rfm_rules.window_days
-    recompute = _recompute_set(engine, job)
+    late = _late_orders(engine, job)
+    recompute = _recompute_set(engine, job, late)
     engine.sql(
         "CREATE OR REPLACE TEMP TABLE recomputed AS SELECT DISTINCT "
         f"CAST(member_id AS BIGINT) AS member_id FROM {engine.live_query(recompute)} AS d "
@@ -844,6 +947,7 @@ def _merge_stats(
         for days in sorted({window, facts.YEAR_DAYS})
     )
     aging = _load_orders(engine, "aging_orders", edges, others=True)
+    _count_zone(engine, job, upto=upto, late=late)
 
     def stats_of(orders: ibis.Table) -> str:
         bought = facts.purchases(orders, members, as_of=job.as_of)
@@ -896,6 +1000,7 @@ def _merge_stats(
           AND member_id NOT IN (SELECT member_id FROM touched)
         """
     )
+    return None if late is None else len(late)
 
 
 def _stats_sql(engine: Analytics, stats: ibis.Table) -> str:
