@@ -928,10 +928,16 @@ def _merge_stats(
         f"CAST(member_id AS BIGINT) AS member_id FROM {engine.live_query(recompute)} AS d "
         "WHERE member_id IS NOT NULL"
     )
+    # their orders by the ids read, not by the set's query again: PostgreSQL estimates a
+    # union of subqueries at tens of thousands of members and scans every order, where a
+    # list of a few thousand ids takes the (member_id, paid_at) index; and the orders then
+    # belong exactly to the members ``recomputed`` holds, whatever committed in between
+    ids = [int(row[0]) for row in engine.sql("SELECT member_id FROM recomputed").fetchall()]
     whole = _load_orders(
         engine,
         "recomputed_orders",
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id <= {upto} AND member_id IN ({recompute})",
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id <= {upto} "
+        f"AND member_id IN ({', '.join(map(str, sorted(ids))) or 'NULL'})",
         others=False,
     )
     new = _load_orders(
