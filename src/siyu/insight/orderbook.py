@@ -41,7 +41,8 @@ What the book keeps for the figures beside the orders and lines:
 - ``tiers``: the tier history (the KPIs' tier distribution and moves): rows above its
   watermark, and every row of both members of a merge or unmerge since the last sync, are
   read again, as for orders (a merge moves the merged member's history).
-- ``changes``: the ids of the orders each sync read again, numbered by sync (``seq``), for
+- ``changes``: the ids of the orders each sync read again and found changed (new, or
+  another member, amount, status or lines), numbered by sync (``seq``), for
   ``CHANGES_KEPT``. A copy made from the book (the segment profile's purchases) is
   brought up to date from them instead of being copied whole again: it notes the book's
   ``generation`` (new at each build) and the ``seq`` it reflects, and what changed since
@@ -323,11 +324,13 @@ def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Sync
     )
     read = int(engine.scalar("SELECT count(*) FROM order_book_changed"))
     lines = int(engine.scalar("SELECT count(line_order_id) FROM order_book_read"))
+    _drop_unchanged(engine)
+    rewritten = int(engine.scalar("SELECT count(*) FROM order_book_changed"))
     seq = meta.seq + 1
     at = f"'{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP"
     engine.sql("BEGIN TRANSACTION")
     try:
-        if read:
+        if rewritten:
             changed_ids = "(SELECT id FROM order_book_changed)"
             # the members whose first purchases may move: those the orders had, and have
             engine.sql(
@@ -378,6 +381,33 @@ def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Sync
         raise
     engine.sql("COMMIT")
     return Synced("updated", read, lines)
+
+
+def _drop_unchanged(engine: Analytics) -> None:
+    """Leave out of the orders read again those the book already holds as they are, with
+    the same lines: rewriting them changes nothing, and listing them in ``changes`` makes
+    every copy follow them. On PostgreSQL every sync reads the last ``ID_OVERLAP`` ids again
+    and nearly all of them are unchanged; a merge reads every order of its survivor."""
+    book_lines = (
+        f"SELECT order_id, line_no, category, counted FROM {BOOK}.lines "
+        "WHERE order_id IN (SELECT id FROM order_book_changed)"
+    )
+    read_lines = (
+        "SELECT line_order_id, line_line_no, line_category, line_counted "
+        "FROM order_book_read WHERE line_order_id IS NOT NULL"
+    )
+    # a line in one and not the other (EXCEPT compares whole rows, nulls equal)
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE order_book_same AS "
+        f"SELECT c.id FROM order_book_changed c JOIN {BOOK}.orders b ON b.id = c.id "
+        "AND b.member_id IS NOT DISTINCT FROM c.member_id AND b.paid_at = c.paid_at "
+        "AND b.net_fen = c.net_fen AND b.counted = c.counted "
+        f"EXCEPT SELECT order_id FROM ({book_lines} EXCEPT {read_lines}) AS gone "
+        f"EXCEPT SELECT line_order_id FROM ({read_lines} EXCEPT {book_lines}) AS new"
+    )
+    same = "(SELECT id FROM order_book_same)"
+    engine.sql(f"DELETE FROM order_book_changed WHERE id IN {same}")
+    engine.sql(f"DELETE FROM order_book_read WHERE id IN {same}")
 
 
 def _same_database(engine: Analytics, order_id: int, entry_id: int, marks: Marks) -> bool:
