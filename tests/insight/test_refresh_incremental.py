@@ -143,7 +143,7 @@ def test_new_orders_refunds_a_merge_and_time_passing_give_what_a_full_refresh_gi
 ) -> None:
     # PostgreSQL looks again at the last ids before the watermark (see ID_OVERLAP): more
     # than this brand has, so without this every member would be recomputed there
-    monkeypatch.setattr(refresh_module, "ID_OVERLAP", 0)
+    monkeypatch.setattr(refresh_module, "id_overlap", lambda db: 0)
     first = refresh(small_brand.db)
     assert first.full and first.written == first.members == 11
     ids = small_brand.members
@@ -244,7 +244,7 @@ def test_an_order_that_commits_below_the_watermark_after_a_run_is_counted_by_the
     only the members of such orders: each run keeps the ids it counted near its watermark
     in the analytics copy, instead of the next one recomputing every member with an order
     among the last ``ID_OVERLAP`` ids. (Forced here on either database.)"""
-    monkeypatch.setattr(refresh_module, "_id_overlap", lambda db: 1_000)
+    monkeypatch.setattr(refresh_module, "id_overlap", lambda db: 1_000)
     ids = small_brand.members
     assert refresh(small_brand.db).full
     with small_brand.db.unit_of_work() as s:

@@ -50,6 +50,17 @@ from siyu.core.errors import SiyuError
 from siyu.core.settings import get_settings
 
 LIVE = "live"  # the catalog name of the attached live database inside DuckDB
+# On PostgreSQL, ids below a watermark may still commit after it was read (a sequence
+# hands out ids before their transactions commit), so whatever follows a live table by
+# its ids (the insight refresh, the order book, the member changes) looks again this far
+# back; reading a row twice is harmless, missing one is not. SQLite has one writer at a
+# time: its ids commit in order, and a watermark is exact.
+ID_OVERLAP = 10_000
+
+
+def id_overlap(db: Database) -> int:
+    """How far below a watermark of ``db``'s ids a follower looks again (``ID_OVERLAP``)."""
+    return 0 if db.dialect == "sqlite" else ID_OVERLAP
 
 
 def sql_text(value: str) -> str:

@@ -13,7 +13,7 @@ What changes an order after it is written, and how the book sees it (the same ru
 the insight refresh's watermarks, ``insight.refresh``):
 
 - new orders: ids above the book's order watermark (on PostgreSQL the last
-  ``ID_OVERLAP`` ids below it are read again: a sequence hands out ids before their
+  ``engine.ID_OVERLAP`` ids below it are read again: a sequence hands out ids before their
   transactions commit);
 - refunds change an order's refunded amount and status: the orders of refunds above the
   refund watermark are read again;
@@ -35,7 +35,7 @@ What the book keeps for the figures beside the orders and lines:
 - ``points``: the points ledger summed by minute and kind (the KPIs' points issued,
   redeemed and expired, and the liability, for periods that begin and end on whole
   minutes). The ledger is append-only, so a sync adds the entries above its entry
-  watermark; on PostgreSQL it also reads the last ``ID_OVERLAP`` ids below it again and
+  watermark; on PostgreSQL it also reads the last ``engine.ID_OVERLAP`` ids below it again and
   skips those it already counted (``points_seen``): a sum, unlike a row replaced by id,
   must not count an entry twice.
 - ``tiers``: the tier history (the KPIs' tier distribution and moves): rows above its
@@ -70,14 +70,13 @@ from datetime import datetime, timedelta
 import duckdb
 import ibis
 
-from siyu.insight.engine import LIVE, Analytics, sql_text
+from siyu.insight.engine import LIVE, Analytics, id_overlap, sql_text
 
 BOOK = "order_book"  # the attached file's catalog name
 # a ``Book``'s tables, in its order
 TABLES = ("orders", "lines", "firsts", "points", "tiers", "changes")
 # bump when the book's tables change: an older book is rebuilt (3: firsts, points, changes)
 VERSION = 3
-ID_OVERLAP = 10_000  # PostgreSQL: ids below the watermark read again (see the docstring)
 UNMERGE_ROOM = timedelta(hours=2)  # unmerges are found by time, with this much room
 CHANGES_KEPT = timedelta(days=35)  # how long the orders a sync read again are listed
 
@@ -239,7 +238,7 @@ def _build(engine: Analytics, now: datetime, marks: Marks) -> Synced:
     engine.sql(f"CREATE TABLE {BOOK}.firsts AS {_firsts(f'{BOOK}.orders')}")
     # the entries a later sync reads again (PostgreSQL) are read once, so the ones
     # counted are exactly the ones noted as seen
-    overlap = 0 if engine.sqlite else ID_OVERLAP
+    overlap = id_overlap(engine.db)
     engine.sql(
         'CREATE OR REPLACE TEMP TABLE order_book_entries AS SELECT id, "at", kind, points '
         f"FROM {LIVE}.points_entries WHERE id > {marks[3] - overlap} AND id <= {marks[3]}"
@@ -273,7 +272,7 @@ def _build(engine: Analytics, now: datetime, marks: Marks) -> Synced:
 
 def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Synced:
     order_id, refund_id, merge_id = meta.order_id, meta.refund_id, meta.merge_id
-    overlap = 0 if engine.sqlite else ID_OVERLAP
+    overlap = id_overlap(engine.db)
     entry_id = max(marks[3], meta.entry_id)
     # the points entries above the watermark (and on PostgreSQL the last ids below it,
     # less those already counted)
@@ -386,7 +385,7 @@ def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Sync
 def _drop_unchanged(engine: Analytics) -> None:
     """Leave out of the orders read again those the book already holds as they are, with
     the same lines: rewriting them changes nothing, and listing them in ``changes`` makes
-    every copy follow them. On PostgreSQL every sync reads the last ``ID_OVERLAP`` ids again
+    every copy follow them. On PostgreSQL every sync reads the last ``engine.ID_OVERLAP`` ids again
     and nearly all of them are unchanged; a merge reads every order of its survivor."""
     book_lines = (
         f"SELECT order_id, line_no, category, counted FROM {BOOK}.lines "

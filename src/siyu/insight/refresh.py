@@ -63,7 +63,14 @@ from siyu.core.db import Database, UTCDateTime
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.settings import get_settings
 from siyu.insight import facts, lifecycle, rfm, superusers
-from siyu.insight.engine import LIVE, Analytics, Publisher, analytics_file, sql_text
+from siyu.insight.engine import (
+    LIVE,
+    Analytics,
+    Publisher,
+    analytics_file,
+    id_overlap,
+    sql_text,
+)
 from siyu.insight.isolation import isolated
 from siyu.insight.models import InsightRun, MemberInsight
 from siyu.insight.rules import Marks, percentile_marks
@@ -74,11 +81,6 @@ STEP = "refresh"
 TOPIC = "insight.stage_changed"
 WRITE_BATCH = 100_000  # member ids per write transaction
 STALE_RUN = timedelta(hours=2)  # a running refresh older than this is taken as dead
-# On PostgreSQL, ids below a watermark may still commit after it was read (a sequence
-# hands out ids before their transactions commit), so the nightly run looks again this
-# far back; recomputing a member twice is harmless, missing one is not. SQLite has one
-# writer at a time: its ids commit in order, and the watermark is exact.
-ID_OVERLAP = 10_000
 # orders near an edge in time are read with this much room (the exact edge is applied in
 # DuckDB, to the second, the way a full recompute applies it)
 TIME_OVERLAP = timedelta(minutes=1)
@@ -304,7 +306,7 @@ class _Job:
     computed_at: datetime
     threads: int | None
     watermark: Watermark | None  # None: full recompute
-    id_overlap: int  # see ID_OVERLAP
+    id_overlap: int  # see engine.ID_OVERLAP
     state_path: str | None  # the analytics copy of member_insight (see ``_read_previous``)
     state_token: str | None  # the token the copy must carry to be the live table's
     new_token: str  # the token of the copy this run saves
@@ -368,7 +370,7 @@ def refresh(
         clock.now(),
         threads,
         claim.watermark,
-        _id_overlap(db),
+        id_overlap(db),
         _state_path(analytics_dir, db),
         claim.state_token,
         new_token,
@@ -599,11 +601,6 @@ def _place(engine: Analytics, placed: ibis.Table, *, from_copy: bool) -> None:
         LEFT JOIN insight_prev p USING (member_id)
         """
     )
-
-
-def _id_overlap(db: Database) -> int:
-    """How far below the watermark the nightly run looks again (``ID_OVERLAP``)."""
-    return 0 if db.dialect == "sqlite" else ID_OVERLAP
 
 
 def _read_watermark(engine: Analytics) -> tuple[int, int, int]:
