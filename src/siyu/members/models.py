@@ -5,6 +5,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -123,3 +124,34 @@ class MemberMerge(Base):
     moved: Mapped[dict[str, Any]] = mapped_column(JSON)
     merged_at: Mapped[datetime] = mapped_column(UTCDateTime())
     unmerged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class MemberChange(Base):
+    """One write to a member's own rows (会员变更): the member, in the order written.
+
+    Filled by the database itself (triggers on ``members`` and on the tables keyed by a
+    member that the segment profile reads: metrics, insight, paid subscriptions,
+    identities, manual and rule tags; migration ``0021_member_changes``), so no write path
+    can forget it: a nightly copy of those tables reads the members listed since its last
+    read instead of every member (``segments.profile``). A member is listed once per
+    write; readers take the distinct ids. Append-only: rows are only ever removed below
+    every reader's mark (``MemberChangesState``)."""
+
+    __tablename__ = "member_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class MemberChangesState(Base):
+    """What a reader of ``member_changes`` checks before following it: ``token``, made
+    afresh whenever this row is missing (a database emptied and filled again, as the tests
+    do, gets a new one, so a copy made from the old one is not followed), and
+    ``pruned_upto``: every change with an id at or below it has been removed. A reader
+    whose mark is below it cannot know what changed since, and reads everything."""
+
+    __tablename__ = "member_changes_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1: one row
+    token: Mapped[str] = mapped_column(String(32))
+    pruned_upto: Mapped[int] = mapped_column(BigInteger, default=0)

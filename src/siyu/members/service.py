@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -18,7 +19,15 @@ from siyu.core.db import ONE_OF_CHUNK, Base, in_chunks, one_of, upsert_insert
 from siyu.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from siyu.core.events import publish
 from siyu.members import rules
-from siyu.members.models import Member, MemberIdentity, MemberMerge, MemberTag, QrScene
+from siyu.members.models import (
+    Member,
+    MemberChange,
+    MemberChangesState,
+    MemberIdentity,
+    MemberMerge,
+    MemberTag,
+    QrScene,
+)
 from siyu.members.rules import IdentityChannel, JoinChannel, MemberStatus
 from siyu.stores.models import Staff, Store
 
@@ -819,3 +828,42 @@ __all__ = [
     "unmerge",
     "update",
 ]
+
+
+# --- member changes (会员变更) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangesMark:
+    """Where ``member_changes`` stands for a reader: the list's ``token`` (see
+    ``MemberChangesState``; empty when there is no state row), the highest change id now
+    (``upto``), and how far it has been pruned (every id at or below ``pruned_upto`` is
+    gone)."""
+
+    token: str
+    upto: int
+    pruned_upto: int
+
+
+def ensure_changes_state(session: Session) -> None:
+    """Make the state row of ``member_changes`` (a new token) when it is missing: a
+    database emptied, or never read before. Readers take a missing row as a list they
+    cannot follow yet."""
+    if session.get(MemberChangesState, 1) is None:
+        session.execute(
+            upsert_insert(session, MemberChangesState.__table__)
+            .values(id=1, token=uuid.uuid4().hex, pruned_upto=0)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+
+
+def prune_changes(session: Session, below: int) -> int:
+    """Remove the changes with ids below ``below`` (the one reader has read them), and note
+    it in the state. The highest change is never removed, so SQLite never hands its id out
+    again. Returns the rows removed."""
+    state = session.get(MemberChangesState, 1, with_for_update=True)
+    if state is None or below - 1 <= state.pruned_upto:
+        return 0
+    removed = session.execute(delete(MemberChange).where(MemberChange.id < below)).rowcount  # type: ignore[attr-defined]
+    state.pruned_upto = below - 1
+    return int(removed or 0)
