@@ -33,16 +33,21 @@ EVENTS = ("insert", "update", "delete")
 
 
 def _sqlite_trigger(table: str, key: str, event: str) -> str:
-    # an update lists the member before and after (a merge moves rows to the survivor);
-    # UNION lists a member whose row stayed theirs once
-    rows = {
-        "insert": f"VALUES (NEW.{key})",
-        "update": f"SELECT OLD.{key} UNION SELECT NEW.{key}",
-        "delete": f"VALUES (OLD.{key})",
+    listed = "INSERT INTO member_changes (member_id)"
+    body = {
+        "insert": f"{listed} VALUES (NEW.{key});",
+        # an update lists the member after, and the one before when it differs (a merge
+        # moves rows to the survivor); two plain statements: a UNION would build a
+        # temporary index for every row written
+        "update": (
+            f"{listed} VALUES (NEW.{key}); "
+            f"{listed} SELECT OLD.{key} WHERE OLD.{key} IS NOT NEW.{key};"
+        ),
+        "delete": f"{listed} VALUES (OLD.{key});",
     }[event]
     return (
         f"CREATE TRIGGER member_changed_{table}_{event} AFTER {event.upper()} ON {table} "
-        f"BEGIN INSERT INTO member_changes (member_id) {rows}; END"
+        f"BEGIN {body} END"
     )
 
 
