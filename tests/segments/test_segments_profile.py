@@ -21,8 +21,12 @@ from siyu.core.db import Database
 from siyu.core.errors import NotFound
 from siyu.insight import orderbook
 from siyu.insight.engine import analytics_file
+from siyu.insight.models import MemberInsight
 from siyu.members import service as members
+from siyu.members.service import EnrolDraft
+from siyu.paid import service as paid
 from siyu.segments import profile, service, tags
+from siyu.stores import service as stores
 
 TZ = "Asia/Shanghai"
 # trees whose counts read the purchases: the categories the day's changes touch
@@ -198,3 +202,84 @@ def test_two_databases_sharing_an_analytics_directory_keep_their_own_snapshots(
     cursor, info = profile.readers.get(clean_db, analytics_dir)
     cursor.close()
     assert info.purchases == len(snapshot_purchases(clean_db, analytics_dir)) > 0
+
+
+# --- the profile follows the member changes --------------------------------------------------
+
+
+def _profile_rows(db: Database, analytics_dir: Path) -> list[tuple[Any, ...]]:
+    """The current snapshot's profile, every column, by member (tags sorted)."""
+    cursor, _ = profile.readers.get(db, analytics_dir)
+    try:
+        rows = cursor.execute(
+            "SELECT * REPLACE (list_sort(tags) AS tags) FROM profile ORDER BY member_id"
+        ).fetchall()
+    finally:
+        cursor.close()
+    return [tuple(r) for r in rows]
+
+
+def test_followed_profile_equals_a_whole_rebuilds(
+    brand: Brand, clean_db: Database, tmp_path: Path, follow_always: None, monkeypatch: Any
+) -> None:
+    # (six members: any night changes more than the share that writes the profile whole)
+    monkeypatch.setattr(profile, "FOLLOW_SHARE", 1e9)
+    analytics_dir = tmp_path / "analytics"
+    first = _refresh(clean_db, analytics_dir)
+    assert first.profile_members is None and first.profile_reason
+    assert first.lineage.member_token and first.lineage.member_seq > 0
+
+    # when a day changes five members' own rows: orders, refunds and a merge (metrics,
+    # balances, identities and tags moved), a profile edit, a tag, an identity, a paid
+    # trial, a stage, and a new member
+    a_day_of_changes(clean_db, brand)
+    with clean_db.unit_of_work() as s:
+        members.update(s, brand["白"], {"gender": "M"}, principal=SYSTEM)
+        members.add_tags(s, brand["陈"], ["新客"], principal=SYSTEM)
+        members.add_identity(s, brand["陈"], "jd", "j-chen", principal=SYSTEM)
+        paid.start_trial(s, brand["白"], "super")
+        insight = s.get(MemberInsight, brand["白"])
+        assert insight is not None
+        insight.stage = "active"
+        new = members.enrol(s, EnrolDraft(name="庚", phone="13800000007")).member_id
+    day = _refresh(clean_db, analytics_dir)
+
+    # then only those members' rows were computed again, and the profile is a whole
+    # rebuild's, column by column
+    assert day.profile_members is not None and day.lineage.member_seq > first.lineage.member_seq
+    if clean_db.dialect == "sqlite":  # (PostgreSQL also reads the last ids again)
+        assert day.profile_members == 5  # 安 (a refund), 白, 陈, 丁 and 庚
+    rows = _profile_rows(clean_db, analytics_dir)
+    _whole(clean_db, tmp_path / "whole-day")
+    assert rows == _profile_rows(clean_db, tmp_path / "whole-day")
+    assert brand["丁"] not in {r[0] for r in rows} and new in {r[0] for r in rows}
+
+    # when nothing changed, nothing is computed again (SQLite: PostgreSQL reads the last
+    # ids again) and the profile stays the same
+    quiet = _refresh(clean_db, analytics_dir)
+    assert quiet.profile_members is not None
+    if clean_db.dialect == "sqlite":
+        assert quiet.profile_members == 0
+    assert _profile_rows(clean_db, analytics_dir) == rows
+
+    # when a store opens (the profile names stores by code), the profile is written whole
+    with clean_db.unit_of_work() as s:
+        stores.create_store(s, code="S003", name="三店")
+    opened = _refresh(clean_db, analytics_dir)
+    assert (opened.profile_members, opened.profile_reason) == (None, "stores changed")
+    assert _profile_rows(clean_db, analytics_dir) == rows
+
+
+def test_the_member_changes_a_snapshot_can_follow() -> None:
+    lineage = profile.Lineage("g", 1, 10, 0, 0, member_token="t", member_seq=500)
+    follow = profile._members_unfollowable
+    # it reads the ids above its mark: those at or below may be gone
+    assert follow(lineage, members.ChangesMark("t", 800, 0), overlap=0) is None
+    assert follow(lineage, members.ChangesMark("t", 800, 500), overlap=0) is None
+    assert "pruned" in (follow(lineage, members.ChangesMark("t", 800, 501), overlap=0) or "")
+    # PostgreSQL reads the last ids before the mark again: they must still be there
+    assert "pruned" in (follow(lineage, members.ChangesMark("t", 800, 401), overlap=100) or "")
+    assert follow(lineage, members.ChangesMark("t", 800, 400), overlap=100) is None
+    assert "another" in (follow(lineage, members.ChangesMark("u", 800, 0), overlap=0) or "")
+    assert "back" in (follow(lineage, members.ChangesMark("t", 400, 0), overlap=0) or "")
+    assert follow(profile.Lineage("g", 1, 10, 0, 0), members.ChangesMark("t", 1, 0), 0)

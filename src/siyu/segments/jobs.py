@@ -25,6 +25,7 @@ def refresh_tags(db: Database, day: date) -> dict[str, Any]:
         "members": done.profile.members,
         "purchase_lines": done.profile.purchases,
         "purchases_written": done.profile.written.summary() if done.profile.written else "",
+        "profile_written": (done.profile.written.profile_summary() if done.profile.written else ""),
         "data_as_of": done.profile.data_as_of.isoformat(),
         "seconds": round(done.profile.seconds, 3),
         "rules": len(done.rules),

@@ -48,6 +48,17 @@ another generation of the book, its changes pruned) and, to restore the sort ord
 give back the file's space, when the rows inserted since the last whole write pass
 ``REWRITE_SHARE`` of the rows written then, or the file has grown past ``REWRITE_GROWTH``
 times its size after that write (``_whole_because``, ``_unfollowable``).
+
+The profile follows the member changes the same way (``members.models.MemberChange``: the
+database's triggers list every member whose own rows are written). A snapshot notes the
+list's token and the last change it reflects; the next build keeps the copied profile,
+deletes the rows of the members listed since and computes them again by
+``profile_tables`` over those members' rows alone, read through the live database's
+indexes (``_follow_profile``): a night's changed members instead of reading, joining and
+writing a million. The profile is written whole with the purchases, when a small table
+it names changed (a store's or guide's code, a rule's name: ``REFERENCE_TABLES``), when
+more than ``FOLLOW_SHARE`` of its members changed, or when the list cannot be followed
+(``_members_unfollowable``). Once published, a build prunes the changes it has read.
 """
 
 from __future__ import annotations
@@ -59,7 +70,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -78,9 +89,12 @@ from siyu.insight.engine import (
     analytics_file,
     analytics_name,
     attach_live,
+    id_overlap,
     sql_text,
 )
 from siyu.insight.isolation import run_isolated
+from siyu.members import service as member_service
+from siyu.members.service import ChangesMark
 from siyu.segments.rules import IDENTITY_CHANNELS
 
 POINTER = "CURRENT"  # names the snapshot file in force
@@ -177,16 +191,72 @@ def tags_expr(t: TableOf) -> ibis.Table:
     return both.group_by("member_id").aggregate(tags=both.tag.collect())
 
 
+# The live tables keyed by a member that the profile reads (the ones the member changes
+# watch: migration ``0021_member_changes``) and the columns it reads of each
+# (``profile_tables`` selects them first, so it can read no other): a build that follows
+# the member changes reads only these of the changed members' rows (``_follow_profile``).
+# ``members`` names its member by ``id``, the others by ``member_id``.
+MEMBER_COLUMNS = {
+    "members": (
+        "id",
+        "gender",
+        "birthday",
+        "child_birthday",
+        "joined_at",
+        "join_channel",
+        "store_id",
+        "guide_id",
+        "scene_code",
+        "status",
+        "consent_sms",
+        "consent_wechat",
+        "consent_email",
+        "tier_code",
+        "points_balance",
+        "growth_balance",
+    ),
+    "member_metrics": (
+        "member_id",
+        "first_order_at",
+        "last_order_at",
+        "order_count",
+        "spend_fen",
+        "refund_fen",
+    ),
+    "member_insight": (
+        "member_id",
+        "stage",
+        "rfm_group",
+        "r_score",
+        "f_score",
+        "m_score",
+        "super_user",
+        "p_alive",
+        "expected_purchases_90",
+        "expected_purchases_365",
+        "expected_value_fen",
+    ),
+    "paid_subscriptions": ("id", "member_id", "plan_code", "state", "current_period_end"),
+    "member_identities": ("member_id", "channel"),
+    "member_tags": ("member_id", "tag"),
+    "member_rule_tags": ("member_id", "tag_rule_id"),
+}
+
+
 def profile_tables(t: TableOf) -> Sources:
     """The profile and purchases as expressions over the live tables ``t(name)``."""
-    members = t("members")
+
+    def own(name: str) -> ibis.Table:
+        return t(name).select(*MEMBER_COLUMNS[name])
+
+    members = own("members")
     members = members.filter(members.status.isin(["active", "frozen"]))
-    metrics = t("member_metrics")
-    insight = t("member_insight")
+    metrics = own("member_metrics")
+    insight = own("member_insight")
     stores = t("stores").select(store_pk="id", store="code")
     staff = t("staff").select(staff_pk="id", guide="code")
 
-    subs = t("paid_subscriptions")
+    subs = own("paid_subscriptions")
     last = subs.group_by("member_id").aggregate(sub_id=subs.id.max())
     paid = last.join(subs, last.sub_id == subs.id).select(
         paid_member_id=last.member_id,
@@ -196,12 +266,12 @@ def profile_tables(t: TableOf) -> Sources:
     )
     # channel identities as bits (``rules.IDENTITY_CHANNELS`` order): a bit test is an
     # order of magnitude cheaper than looking into a list, and there are seven channels
-    identities = t("member_identities")
+    identities = own("member_identities")
     bit = identities.channel.cases(
         *[(name, 1 << i) for i, name in enumerate(IDENTITY_CHANNELS)], else_=0
     ).cast("int64")
     channels = identities.group_by("member_id").aggregate(channel_mask=bit.bit_or())
-    tags = tags_expr(t)
+    tags = tags_expr(lambda name: own(name) if name in MEMBER_COLUMNS else t(name))
 
     joined = (
         members.left_join(metrics, members.id == metrics.member_id)
@@ -372,17 +442,21 @@ def live_backend(db: Database) -> Iterator[tuple[duckdb.DuckDBPyConnection, Sour
 
 @dataclass(frozen=True)
 class Lineage:
-    """Where a snapshot's purchases stand against the order book (its ``profile_info``):
-    the book's ``generation`` and ``seq`` they reflect, the rows written at the last whole
-    write (``whole_rows``), the rows inserted since (``inserted``: 0 after a whole write),
-    and the file's size after the last whole write (``whole_bytes``: 0 until known, since a
-    file's size is final only once it is published; the build that follows it notes it)."""
+    """Where a snapshot stands (its ``profile_info``). Its purchases against the order
+    book: the book's ``generation`` and ``seq`` they reflect, the rows written at the last
+    whole write (``whole_rows``), the rows inserted since (``inserted``: 0 after a whole
+    write), and the file's size after the last whole write (``whole_bytes``: 0 until known,
+    since a file's size is final only once it is published; the build that follows it
+    notes it). Its profile against the member changes (``members.models.MemberChange``):
+    the list's ``member_token`` and the last change id it reflects (``member_seq``)."""
 
     generation: str
     seq: int
     whole_rows: int
     inserted: int
     whole_bytes: int
+    member_token: str = ""
+    member_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -392,12 +466,15 @@ class Previous:
     path: str
     size: int
     lineage: Lineage
+    members: int = 0  # the profile's rows
 
 
 @dataclass(frozen=True)
 class Written:
     """How a build wrote its purchases: ``followed`` the order book from the previous
-    snapshot (``deleted`` and ``inserted`` rows) or ``whole`` (``reason``), and the lineage
+    snapshot (``deleted`` and ``inserted`` rows) or ``whole`` (``reason``); how it wrote
+    the profile: the rows of ``profile_members`` changed members rewritten in the previous
+    snapshot's profile, or whole when that is None (``profile_reason``); and the lineage
     the new snapshot notes."""
 
     how: str
@@ -405,11 +482,20 @@ class Written:
     deleted: int
     inserted: int
     lineage: Lineage
+    profile_members: int | None = None
+    profile_reason: str = ""
 
     def summary(self) -> str:
+        """How the purchases were written."""
         if self.how == FOLLOWED:
             return f"followed the order book: -{self.deleted} +{self.inserted} rows"
         return f"whole: {self.reason}"
+
+    def profile_summary(self) -> str:
+        """How the profile was written."""
+        if self.profile_members is not None:
+            return f"followed the member changes: {self.profile_members} members"
+        return f"whole: {self.profile_reason}"
 
 
 FOLLOWED = "followed"
@@ -459,7 +545,8 @@ def previous_snapshot(db: Database, analytics_dir: str | Path) -> Previous | Non
         con = connect(str(path), read_only=True)
         try:
             row = con.execute(
-                "SELECT generation, seq, whole_rows, inserted, whole_bytes FROM profile_info"
+                "SELECT generation, seq, whole_rows, inserted, whole_bytes, member_token, "
+                "member_seq, members FROM profile_info"
             ).fetchone()
         finally:
             con.close()
@@ -469,9 +556,10 @@ def previous_snapshot(db: Database, analytics_dir: str | Path) -> Previous | Non
         return None
     # 0 when its purchases were written whole: then its own size is that write's
     whole_bytes = int(row[4]) or size
-    return Previous(
-        str(path), size, Lineage(str(row[0]), int(row[1]), int(row[2]), int(row[3]), whole_bytes)
+    lineage = Lineage(
+        str(row[0]), int(row[1]), int(row[2]), int(row[3]), whole_bytes, str(row[5]), int(row[6])
     )
+    return Previous(str(path), size, lineage, int(row[7]))
 
 
 def _info(con: duckdb.DuckDBPyConnection, path: Path) -> ProfileInfo:
@@ -513,11 +601,15 @@ def _write_tables(
     book: orderbook.Place,
     previous: Previous | None,
     whole: str | None,
+    follow_share: float,
 ) -> Written:
     """The new snapshot at ``path``: the purchases from the order book (brought up to date
     as of ``book.now``), following the ``previous`` snapshot's when they can (the file
     starts as its copy) unless ``whole`` says why not (``_whole_because``), then the
-    profile from the live tables. Runs as isolated work."""
+    profile: the previous one with the rows of the members changed since rewritten, when
+    it can be followed up to where the member changes stand now (``_follow_profile``,
+    ``_profile_whole_because``), else whole from the live tables. Runs as isolated work."""
+    mark = _changes_mark(engine)  # before anything is read
     with orderbook.book(engine, book) as held:
         if previous is not None and whole is None:
             whole = _unfollowable(previous, held)
@@ -531,8 +623,148 @@ def _write_tables(
             written = _in_snapshot(engine, path, _follow_purchases, held, previous)
         else:
             written = _in_snapshot(engine, path, _whole_purchases, held, whole or "")
+    written = replace(
+        written, lineage=replace(written.lineage, member_token=mark.token, member_seq=mark.upto)
+    )
+    if previous is None or written.how != FOLLOWED:
+        reason: str | int = "the purchases were written whole"
+    else:
+        low = _read_after(previous.lineage, id_overlap(engine.db))
+        reason = _profile_whole_because(engine, previous, mark, follow_share) or _in_snapshot(
+            engine, path, _follow_profile, low, mark.upto
+        )
+    if isinstance(reason, int):
+        return replace(written, profile_members=reason)
     _in_snapshot(engine, path, _write_profile)
-    return written
+    return replace(written, profile_reason=reason)
+
+
+def _changes_mark(engine: Analytics) -> ChangesMark:
+    """Where the member changes stand, read through the live database (work in the
+    analytics child: this process may not take a SQLite transaction while a request holds
+    the write lock)."""
+    state = engine.sql(
+        "SELECT CAST(token AS VARCHAR), CAST(pruned_upto AS BIGINT) FROM "
+        + engine.live_query("SELECT token, pruned_upto FROM member_changes_state WHERE id = 1")
+    ).fetchone()
+    upto = engine.scalar(
+        "SELECT coalesce(max(CAST(m AS BIGINT)), 0) FROM "
+        + engine.live_query("SELECT max(id) AS m FROM member_changes")
+    )
+    return ChangesMark(state[0] if state else "", int(upto or 0), int(state[1]) if state else 0)
+
+
+def _profile_whole_because(
+    engine: Analytics, previous: Previous, mark: ChangesMark, follow_share: float
+) -> str | None:
+    """Why the profile is written whole whatever the tables say, or None: the member
+    changes cannot be followed (``_members_unfollowable``), or more than ``follow_share``
+    of the snapshot's members changed (``FOLLOW_SHARE``, handed over by the process that
+    started the work)."""
+    overlap = id_overlap(engine.db)
+    lineage = previous.lineage
+    unfollowable = _members_unfollowable(lineage, mark, overlap)
+    if unfollowable:
+        return unfollowable
+    changed = int(
+        engine.scalar(
+            "SELECT CAST(n AS BIGINT) FROM "
+            + engine.live_query(
+                "SELECT count(DISTINCT member_id) AS n FROM member_changes "
+                f"WHERE id > {_read_after(lineage, overlap)} AND id <= {mark.upto}"
+            )
+        )
+    )
+    if changed > follow_share * previous.members:
+        return f"{changed} members changed, of {previous.members}"
+    return None
+
+
+def _read_after(lineage: Lineage, overlap: int) -> int:
+    """The member changes the next build reads are those with ids above this."""
+    return max(lineage.member_seq - overlap, 0)
+
+
+def _members_unfollowable(lineage: Lineage, mark: ChangesMark, overlap: int) -> str | None:
+    """Why the member changes cannot bring a snapshot's profile up to ``mark``, or None.
+    The list is followed from ``overlap`` ids below the snapshot's last (PostgreSQL hands
+    ids out before their transactions commit)."""
+    if not lineage.member_token or lineage.member_token != mark.token:
+        return "the member changes are another list (a database emptied or restored)"
+    if mark.upto < lineage.member_seq:
+        return "the member changes went back (a database restored)"
+    if mark.pruned_upto > _read_after(lineage, overlap):
+        return "the member changes since the last snapshot are pruned"
+    return None
+
+
+# the small tables whose names the profile spells (a store's code, a rule's name), with
+# the columns it reads: a snapshot keeps a copy, and any difference rewrites the profile
+REFERENCE_TABLES = {"stores": ("id", "code"), "staff": ("id", "code"), "tag_rules": ("id", "name")}
+# a night that changed more than this share of the profile's members writes it whole:
+# rewriting a row in place costs more than writing it
+FOLLOW_SHARE = 0.2
+_CHANGED = "profile_changed_members"
+
+
+def _reference(name: str) -> str:
+    """The columns of a small live table the profile names, as its snapshot copy has them."""
+    key, named = REFERENCE_TABLES[name]
+    return (
+        f"SELECT CAST({key} AS BIGINT) AS {key}, CAST({named} AS VARCHAR) AS {named} "
+        f"FROM {LIVE}.{name}"
+    )
+
+
+def _follow_profile(engine: Analytics, low: int, upto: int) -> int | str:
+    """In a copy of the previous snapshot: the profile rows of the members listed in
+    ``member_changes`` with ids in (``low``, ``upto``] deleted and computed again, by the
+    same expression as a whole write (``profile_tables``) over those members' rows only,
+    read through the live database's indexes. Returns the members rewritten, or why the
+    profile must be written whole instead."""
+    for name in REFERENCE_TABLES:
+        differ = engine.scalar(
+            f"SELECT count(*) FROM ((SELECT * FROM {SNAPSHOT}.profile_{name} EXCEPT "
+            f"{_reference(name)}) UNION ALL ({_reference(name)} EXCEPT "
+            f"SELECT * FROM {SNAPSHOT}.profile_{name}))"
+        )
+        if differ:
+            return f"{name} changed"
+    changed = f"SELECT DISTINCT member_id FROM member_changes WHERE id > {low} AND id <= {upto}"
+    engine.sql(
+        f"CREATE OR REPLACE TEMP TABLE {_CHANGED} AS SELECT CAST(member_id AS BIGINT) "
+        f"AS member_id FROM {engine.live_query(changed)}"
+    )
+    try:
+        members = int(engine.scalar(f"SELECT count(*) FROM {_CHANGED}"))
+        live = live_tables(engine.db, engine.backend)
+        for name, read in MEMBER_COLUMNS.items():
+            columns, key = ", ".join(read), "id" if name == "members" else "member_id"
+            # typed as the attached table reads them; filled from the live database's
+            # own query, so its indexes find the changed members
+            engine.sql(
+                f"CREATE OR REPLACE TEMP TABLE profile_of_{name} AS "
+                f"SELECT {columns} FROM {LIVE}.{name} LIMIT 0"
+            )
+            theirs = engine.live_query(f"SELECT {columns} FROM {name} WHERE {key} IN ({changed})")
+            engine.sql(f"INSERT INTO temp.profile_of_{name} BY NAME SELECT * FROM {theirs}")
+
+        def table(name: str) -> ibis.Table:
+            if name in MEMBER_COLUMNS:
+                schema = live(name).select(*MEMBER_COLUMNS[name]).schema()
+                return ibis.table(schema, name=f"profile_of_{name}", database="temp")
+            return live(name)
+
+        profile = ibis.to_sql(profile_tables(table).profile, dialect="duckdb")
+        engine.sql(
+            f"DELETE FROM {SNAPSHOT}.profile WHERE member_id IN (SELECT member_id FROM {_CHANGED})"
+        )
+        engine.sql(f"INSERT INTO {SNAPSHOT}.profile BY NAME {profile}")
+        return members
+    finally:
+        engine.sql(f"DROP TABLE IF EXISTS temp.{_CHANGED}")
+        for name in MEMBER_COLUMNS:
+            engine.sql(f"DROP TABLE IF EXISTS temp.profile_of_{name}")
 
 
 def _whole_because(previous: Previous | None) -> str | None:
@@ -590,16 +822,14 @@ def _follow_purchases(engine: Analytics, held: orderbook.Book, previous: Previou
     """In a copy of the previous snapshot: the purchases of the orders the book read again
     since it replaced by their purchases now; everything but the purchases dropped (the
     profile and the rest are written again)."""
+    kept = ["purchases", "profile", *(f"profile_{name}" for name in REFERENCE_TABLES)]
     tables = engine.sql(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
-        "AND table_name <> 'purchases'",
-        [SNAPSHOT],
+        "AND NOT list_contains(?, table_name)",
+        [SNAPSHOT, kept],
     ).fetchall()
     for (table,) in tables:
         engine.sql(f'DROP TABLE {SNAPSHOT}."{table}"')
-    # their blocks are free for the new profile only once checkpointed (otherwise the file
-    # grows by a profile a night)
-    engine.sql(f"CHECKPOINT {SNAPSHOT}")
     lineage = previous.lineage
     changes = held.changes
     since = changes.filter(changes.seq > lineage.seq).order_id
@@ -639,11 +869,18 @@ def _follow_purchases(engine: Analytics, held: orderbook.Book, previous: Previou
 
 
 def _write_profile(engine: Analytics) -> None:
-    """The profile from the live tables. In the order the joins leave it (members are read
-    in id order, so the rows come out nearly so): every reader that needs an order asks
-    for it, and sorting a million wide rows was a seventh of a build."""
+    """The profile from the live tables, whole, and the copies of the small tables it
+    names (``REFERENCE_TABLES``). In the order the joins leave it (members are read in id
+    order, so the rows come out nearly so): every reader that needs an order asks for it,
+    and sorting a million wide rows was a seventh of a build."""
+    # a copy of the previous snapshot holds its profile: its blocks are free for the new
+    # one only once checkpointed (otherwise the file grows by a profile a night)
+    engine.sql(f"DROP TABLE IF EXISTS {SNAPSHOT}.profile")
+    engine.sql(f"CHECKPOINT {SNAPSHOT}")
     profile = profile_tables(live_tables(engine.db, engine.backend)).profile
     engine.sql(f"CREATE TABLE {SNAPSHOT}.profile AS {ibis.to_sql(profile, dialect='duckdb')}")
+    for name in REFERENCE_TABLES:
+        engine.sql(f"CREATE OR REPLACE TABLE {SNAPSHOT}.profile_{name} AS {_reference(name)}")
 
 
 def _write_live(engine: Analytics) -> None:
@@ -674,9 +911,14 @@ class Build:
     Every reading of the live database runs through ``insight.isolation``: on SQLite in a
     child process, since DuckDB must not open the live SQLite file in the application's
     process (``insight.engine``); ``con`` opens the snapshot file alone, and is closed
-    while a child has the file."""
+    while a child has the file.
 
-    def __init__(self, db: Database, analytics_dir: str | Path) -> None:
+    ``upkeep`` (the default) lets the build write to the live database for the member
+    changes' upkeep: making their state row when missing, and pruning the changes its
+    snapshot reflects once published. A build inside a request goes without: the request
+    may hold SQLite's write lock, and another write from this process would wait on it."""
+
+    def __init__(self, db: Database, analytics_dir: str | Path, *, upkeep: bool = True) -> None:
         self.db = db
         self.analytics_dir = analytics_dir
         self.directory = profile_dir(db, analytics_dir)
@@ -689,6 +931,7 @@ class Build:
         self.book = orderbook.Place(analytics_file(db, "orders", analytics_dir), self.data_as_of)
         self._con: duckdb.DuckDBPyConnection | None = None
         self.written: Written | None = None
+        self.upkeep = upkeep
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -714,8 +957,11 @@ class Build:
             self._con = None
         previous = previous_snapshot(self.db, self.analytics_dir)
         whole = _whole_because(previous)  # here: what the book says is read in the work
+        if self.upkeep:
+            with self.db.unit_of_work() as session:
+                member_service.ensure_changes_state(session)
         self.written = run_isolated(
-            self.db, _write_tables, str(self.path), self.book, previous, whole
+            self.db, _write_tables, str(self.path), self.book, previous, whole, FOLLOW_SHARE
         )
         return self.written
 
@@ -734,7 +980,8 @@ class Build:
             "CREATE OR REPLACE TABLE profile_info AS SELECT ?::TIMESTAMP AS data_as_of, "
             "?::TIMESTAMP AS built_at, ?::DOUBLE AS seconds, ?::BIGINT AS members, "
             "?::BIGINT AS purchases, ?::VARCHAR AS generation, ?::BIGINT AS seq, "
-            "?::BIGINT AS whole_rows, ?::BIGINT AS inserted, ?::BIGINT AS whole_bytes",
+            "?::BIGINT AS whole_rows, ?::BIGINT AS inserted, ?::BIGINT AS whole_bytes, "
+            "?::VARCHAR AS member_token, ?::BIGINT AS member_seq",
             [
                 self.data_as_of.replace(tzinfo=None),
                 built_at.replace(tzinfo=None),
@@ -746,6 +993,8 @@ class Build:
                 lineage.whole_rows,
                 lineage.inserted,
                 lineage.whole_bytes,
+                lineage.member_token,
+                lineage.member_seq,
             ],
         )
         self.con.execute("CHECKPOINT")
@@ -758,6 +1007,9 @@ class Build:
         for old in self.directory.glob("profile-*.duckdb*"):
             if not old.name.startswith((self.path.name, previous.name if previous else "-")):
                 old.unlink(missing_ok=True)
+        if self.upkeep and lineage.member_token:  # the changes it reflects are read
+            with self.db.unit_of_work() as session:
+                member_service.prune_changes(session, _read_after(lineage, id_overlap(self.db)))
         return ProfileInfo(
             self.path, self.data_as_of, built_at, seconds, members, purchases, self.written
         )

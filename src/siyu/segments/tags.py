@@ -209,7 +209,8 @@ def refresh(
     ``with_rules`` is false: rule tags as they are), publish it."""
     say = progress or (lambda _: None)
     started = time.perf_counter()
-    build = profiles.Build(db, analytics_dir)
+    # (without rules: a request's first build, which may not write: see ``Build``)
+    build = profiles.Build(db, analytics_dir, upkeep=with_rules)
     try:
         say("profile: members and purchases")
         build.write_tables()
@@ -236,7 +237,10 @@ def refresh(
     except BaseException:
         build.discard()
         raise
-    how = f" ({info.written.summary()})" if info.written else ""
+    written = info.written
+    how = (
+        f" (purchases {written.summary()}; profile {written.profile_summary()})" if written else ""
+    )
     say(f"profile: {info.members} members, {info.purchases} purchase lines{how}")
     return Refreshed(info, outcomes)
 
