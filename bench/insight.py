@@ -33,7 +33,8 @@ One run:
    profile's purchases read;
 3. lands a day of business a day later, bulk-inserted like the history: about 1/365 of
    the orders paid that day (with their lines), refunds in full of about 1/50 as many
-   earlier orders (their lines' ``refunded_quantity`` too), and a
+   earlier orders (their lines' ``refunded_quantity`` too), the buyers' own rows as the
+   order import leaves them (points balance, purchase metrics), and a
    day of new members (removed again at the start of the next run, so a rerun starts
    from the same history);
 4. (b) times the nightly refresh as it runs in production: incremental from the first
@@ -74,6 +75,7 @@ from typing import Any
 import duckdb
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import inspect
 
 from siyu.core import clock
 from siyu.core.db import Database
@@ -452,6 +454,18 @@ def remove_day(url: str) -> None:
     """Take out what an earlier run's day added: the history is the same at every run."""
     db = Database(url)
     with db.engine.begin() as conn:
+        if inspect(conn).has_table("bench_day_members"):  # the buyers' rows as they were
+            conn.exec_driver_sql(
+                "UPDATE members SET points_balance = b.points_balance "
+                "FROM bench_day_members AS b WHERE members.id = b.id"
+            )
+            conn.exec_driver_sql(
+                "DELETE FROM member_metrics WHERE member_id IN "
+                "(SELECT member_id FROM bench_day_metrics)"
+            )
+            conn.exec_driver_sql("INSERT INTO member_metrics SELECT * FROM bench_day_metrics")
+            conn.exec_driver_sql("DROP TABLE bench_day_members")
+            conn.exec_driver_sql("DROP TABLE bench_day_metrics")
         refunded = f"(SELECT order_id FROM refunds WHERE reason = '{DAY_MARK}')"
         conn.exec_driver_sql(
             f"UPDATE orders SET refunded_fen = 0, status = 'paid' WHERE id IN {refunded}"
@@ -568,6 +582,39 @@ def land_day(url: str, *, members: int, orders: int) -> tuple[int, int, int]:
             "UPDATE order_lines SET refunded_quantity = quantity, refunded_fen = amount_fen "
             f"WHERE order_id IN {refunded}"
         )
+        # the buyers' own rows, as the order import leaves them: their points balance and
+        # purchase metrics (kept first, for ``remove_day`` to put back)
+        buyers = (
+            f"SELECT member_id FROM orders WHERE content_hash = '{DAY_MARK}' "
+            f"UNION SELECT member_id FROM refunds WHERE reason = '{DAY_MARK}'"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE bench_day_members AS SELECT id, points_balance FROM members "
+            f"WHERE id IN ({buyers})"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE bench_day_metrics AS SELECT * FROM member_metrics "
+            f"WHERE member_id IN ({buyers})"
+        )
+        conn.exec_driver_sql(
+            "UPDATE members SET points_balance = members.points_balance + e.points "
+            "FROM (SELECT member_id, sum(points) AS points FROM points_entries "
+            f"WHERE note = '{DAY_MARK}' GROUP BY member_id) AS e WHERE members.id = e.member_id"
+        )
+        conn.exec_driver_sql(
+            "UPDATE member_metrics SET order_count = member_metrics.order_count + d.n, "
+            "spend_fen = member_metrics.spend_fen + d.spend, last_order_at = d.last "
+            "FROM (SELECT member_id, count(*) AS n, sum(amount_fen) AS spend, "
+            f"max(paid_at) AS last FROM orders WHERE content_hash = '{DAY_MARK}' "
+            "GROUP BY member_id) AS d WHERE member_metrics.member_id = d.member_id"
+        )
+        conn.exec_driver_sql(
+            "UPDATE member_metrics SET refund_fen = member_metrics.refund_fen + r.fen, "
+            "refund_count = member_metrics.refund_count + r.n "
+            "FROM (SELECT member_id, count(*) AS n, sum(amount_fen) AS fen FROM refunds "
+            f"WHERE reason = '{DAY_MARK}' GROUP BY member_id) AS r "
+            "WHERE member_metrics.member_id = r.member_id"
+        )
     db.dispose()
     return day_orders, refunds, day_members
 
@@ -680,6 +727,9 @@ def main(argv: list[str] | None = None) -> None:
         url = args.database_url
         global SERVER_CPU
         SERVER_CPU = True  # the server's work is the run's: counted in every CPU figure
+    built = Database(url)
+    upgrade(built)  # a brand built or copied before a later migration is migrated as any is
+    built.dispose()
 
     import ibis.backends.duckdb  # noqa: F401  (imports are not the refresh's cost)
     import pandas  # noqa: F401
