@@ -224,6 +224,9 @@ def test_followed_profile_equals_a_whole_rebuilds(
 ) -> None:
     # (six members: any night changes more than the share that writes the profile whole)
     monkeypatch.setattr(profile, "FOLLOW_SHARE", 1e9)
+    # and a rule tag the day's 玩具 order gives 白 (its tags are read again after the rules)
+    with clean_db.unit_of_work() as s:
+        tags.create_rule(s, name="玩具客", tree=TREES[0], principal=SYSTEM)
     analytics_dir = tmp_path / "analytics"
     first = _refresh(clean_db, analytics_dir)
     assert first.profile_members is None and first.profile_reason
@@ -242,25 +245,32 @@ def test_followed_profile_equals_a_whole_rebuilds(
         assert insight is not None
         insight.stage = "active"
         new = members.enrol(s, EnrolDraft(name="庚", phone="13800000007")).member_id
-    day = _refresh(clean_db, analytics_dir)
+    refreshed = tags.refresh(clean_db, analytics_dir, tz=TZ)
+    day = refreshed.profile.written
+    assert day is not None
 
-    # then only those members' rows were computed again, and the profile is a whole
-    # rebuild's, column by column
+    # then only those members' rows were computed again, only 白's tags read again after
+    # the rule tagged them, and the profile is a whole rebuild's, column by column
     assert day.profile_members is not None and day.lineage.member_seq > first.lineage.member_seq
+    assert [(r.added, r.removed) for r in refreshed.rules] == [(1, 0)]
     if clean_db.dialect == "sqlite":  # (PostgreSQL also reads the last ids again)
         assert day.profile_members == 5  # 安 (a refund), 白, 陈, 丁 and 庚
+        assert refreshed.retagged == 1
     rows = _profile_rows(clean_db, analytics_dir)
+    assert next(r[-1] for r in rows if r[0] == brand["白"]) == ["玩具客"]
     _whole(clean_db, tmp_path / "whole-day")
     assert rows == _profile_rows(clean_db, tmp_path / "whole-day")
     assert brand["丁"] not in {r[0] for r in rows} and new in {r[0] for r in rows}
 
-    # when nothing changed, nothing is computed again (SQLite: PostgreSQL reads the last
-    # ids again) and the profile stays the same
-    quiet = _refresh(clean_db, analytics_dir)
-    assert quiet.profile_members is not None
-    if clean_db.dialect == "sqlite":
-        assert quiet.profile_members == 0
-    assert _profile_rows(clean_db, analytics_dir) == rows
+    # when nothing changed, the next night computes again only 白 (the rule tag the day's
+    # build wrote after reading the list), the one after nobody (SQLite: PostgreSQL reads
+    # the last ids again), and the profile stays the same
+    for again in (1, 0):
+        quiet = _refresh(clean_db, analytics_dir)
+        assert quiet.profile_members is not None
+        if clean_db.dialect == "sqlite":
+            assert quiet.profile_members == again
+        assert _profile_rows(clean_db, analytics_dir) == rows
 
     # when a store opens (the profile names stores by code), the profile is written whole
     with clean_db.unit_of_work() as s:

@@ -58,7 +58,9 @@ indexes (``_follow_profile``): a night's changed members instead of reading, joi
 writing a million. The profile is written whole with the purchases, when a small table
 it names changed (a store's or guide's code, a rule's name: ``REFERENCE_TABLES``), when
 more than ``FOLLOW_SHARE`` of its members changed, or when the list cannot be followed
-(``_members_unfollowable``). Once published, a build prunes the changes it has read.
+(``_members_unfollowable``). After the rule tags are written, only the tags of the
+members listed since are read again (``_retag``). Once published, a build prunes the
+changes it has read.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -737,24 +739,7 @@ def _follow_profile(engine: Analytics, low: int, upto: int) -> int | str:
     )
     try:
         members = int(engine.scalar(f"SELECT count(*) FROM {_CHANGED}"))
-        live = live_tables(engine.db, engine.backend)
-        for name, read in MEMBER_COLUMNS.items():
-            columns, key = ", ".join(read), "id" if name == "members" else "member_id"
-            # typed as the attached table reads them; filled from the live database's
-            # own query, so its indexes find the changed members
-            engine.sql(
-                f"CREATE OR REPLACE TEMP TABLE profile_of_{name} AS "
-                f"SELECT {columns} FROM {LIVE}.{name} LIMIT 0"
-            )
-            theirs = engine.live_query(f"SELECT {columns} FROM {name} WHERE {key} IN ({changed})")
-            engine.sql(f"INSERT INTO temp.profile_of_{name} BY NAME SELECT * FROM {theirs}")
-
-        def table(name: str) -> ibis.Table:
-            if name in MEMBER_COLUMNS:
-                schema = live(name).select(*MEMBER_COLUMNS[name]).schema()
-                return ibis.table(schema, name=f"profile_of_{name}", database="temp")
-            return live(name)
-
+        table = _rows_of(engine, MEMBER_COLUMNS, changed)
         profile = ibis.to_sql(profile_tables(table).profile, dialect="duckdb")
         engine.sql(
             f"DELETE FROM {SNAPSHOT}.profile WHERE member_id IN (SELECT member_id FROM {_CHANGED})"
@@ -763,8 +748,39 @@ def _follow_profile(engine: Analytics, low: int, upto: int) -> int | str:
         return members
     finally:
         engine.sql(f"DROP TABLE IF EXISTS temp.{_CHANGED}")
-        for name in MEMBER_COLUMNS:
-            engine.sql(f"DROP TABLE IF EXISTS temp.profile_of_{name}")
+        _drop_rows_of(engine)
+
+
+def _rows_of(engine: Analytics, names: Iterable[str], changed: str) -> TableOf:
+    """The live tables ``names`` (keyed by a member) cut down to the members ``changed``
+    lists (a query of the live database's own SQL) and to ``MEMBER_COLUMNS``, as temporary
+    tables; every other table live. Dropped by ``_drop_rows_of``."""
+    live = live_tables(engine.db, engine.backend)
+    cut = set(names)
+    for name in cut:
+        read = MEMBER_COLUMNS[name]
+        columns, key = ", ".join(read), "id" if name == "members" else "member_id"
+        # typed as the attached table reads them; filled from the live database's own
+        # query, so its indexes find the changed members
+        engine.sql(
+            f"CREATE OR REPLACE TEMP TABLE profile_of_{name} AS "
+            f"SELECT {columns} FROM {LIVE}.{name} LIMIT 0"
+        )
+        theirs = engine.live_query(f"SELECT {columns} FROM {name} WHERE {key} IN ({changed})")
+        engine.sql(f"INSERT INTO temp.profile_of_{name} BY NAME SELECT * FROM {theirs}")
+
+    def table(name: str) -> ibis.Table:
+        if name in cut:
+            schema = live(name).select(*MEMBER_COLUMNS[name]).schema()
+            return ibis.table(schema, name=f"profile_of_{name}", database="temp")
+        return live(name)
+
+    return table
+
+
+def _drop_rows_of(engine: Analytics) -> None:
+    for name in MEMBER_COLUMNS:
+        engine.sql(f"DROP TABLE IF EXISTS temp.profile_of_{name}")
 
 
 def _whole_because(previous: Previous | None) -> str | None:
@@ -890,16 +906,44 @@ def _write_live(engine: Analytics) -> None:
         engine.sql(f"CREATE TABLE {SNAPSHOT}.{name} AS {ibis.to_sql(expr, dialect='duckdb')}")
 
 
-def _retag(engine: Analytics) -> None:
-    """Every member's tags read again from the live database (after rule tags changed)."""
-    tags = ibis.to_sql(tags_expr(live_tables(engine.db, engine.backend)), dialect="duckdb")
-    engine.sql(
-        f"CREATE OR REPLACE TABLE {SNAPSHOT}.profile AS "
-        f"SELECT p.* REPLACE (t.tags AS tags) FROM {SNAPSHOT}.profile p "
-        f"LEFT JOIN ({tags}) t USING (member_id) ORDER BY member_id"
-    )
-    for table in ("rule_members", "rule_added", "rule_removed"):  # ``segments.tags``'s
-        engine.sql(f"DROP TABLE IF EXISTS {SNAPSHOT}.{table}")
+def _retag(engine: Analytics, after: int | None, follow_share: float) -> int | None:
+    """The tags read again from the live database after the build wrote rule tags: only
+    of the members listed in the member changes above ``after`` (the last change the
+    snapshot reflects: the rule-tag writes that followed are listed above it, with any
+    other change since, which costs a read and nothing more), or of every member when
+    ``after`` is None or more than ``follow_share`` of the members are listed. Returns
+    the members read again, None for every member."""
+    try:
+        if after is not None:
+            changed = f"SELECT DISTINCT member_id FROM member_changes WHERE id > {after}"
+            engine.sql(
+                f"CREATE OR REPLACE TEMP TABLE {_CHANGED} AS SELECT CAST(member_id AS BIGINT) "
+                f"AS member_id FROM {engine.live_query(changed)}"
+            )
+            members = int(engine.scalar(f"SELECT count(*) FROM {_CHANGED}"))
+            rows = int(engine.scalar(f"SELECT count(*) FROM {SNAPSHOT}.profile"))
+            if members <= follow_share * rows:
+                table = _rows_of(engine, ("member_tags", "member_rule_tags"), changed)
+                tags = ibis.to_sql(tags_expr(table), dialect="duckdb")
+                engine.sql(
+                    f"UPDATE {SNAPSHOT}.profile AS p SET tags = n.tags FROM "
+                    f"(SELECT c.member_id, t.tags FROM {_CHANGED} AS c "
+                    f"LEFT JOIN ({tags}) AS t USING (member_id)) AS n "
+                    "WHERE p.member_id = n.member_id"
+                )
+                return members
+        tags = ibis.to_sql(tags_expr(live_tables(engine.db, engine.backend)), dialect="duckdb")
+        engine.sql(
+            f"CREATE OR REPLACE TABLE {SNAPSHOT}.profile AS "
+            f"SELECT p.* REPLACE (t.tags AS tags) FROM {SNAPSHOT}.profile p "
+            f"LEFT JOIN ({tags}) t USING (member_id) ORDER BY member_id"
+        )
+        return None
+    finally:
+        engine.sql(f"DROP TABLE IF EXISTS temp.{_CHANGED}")
+        _drop_rows_of(engine)
+        for table in ("rule_members", "rule_added", "rule_removed"):  # ``segments.tags``'s
+            engine.sql(f"DROP TABLE IF EXISTS {SNAPSHOT}.{table}")
 
 
 class Build:
@@ -965,9 +1009,14 @@ class Build:
         )
         return self.written
 
-    def retag(self) -> None:
-        """Read every member's tags again from the live database (after rule tags changed)."""
-        self.run(_retag)
+    def retag(self) -> int | None:
+        """Read the tags again from the live database after rule tags were written: of the
+        members changed since the snapshot's tables were written, or of every member
+        (None) when those cannot be told (see ``_retag``)."""
+        lineage = self.written.lineage if self.written else None
+        after = lineage.member_seq if lineage and lineage.member_token else None
+        retagged: int | None = self.run(_retag, after, FOLLOW_SHARE)
+        return retagged
 
     def publish(self, seconds: float) -> ProfileInfo:
         members = self.con.execute("SELECT count(*) FROM profile").fetchone()[0]  # type: ignore[index]

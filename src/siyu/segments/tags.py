@@ -192,6 +192,9 @@ class RuleOutcome:
 class Refreshed:
     profile: profiles.ProfileInfo
     rules: list[RuleOutcome] = field(default_factory=list)
+    # members whose tags were read again after the rules were written (None: every member,
+    # or no rules to write)
+    retagged: int | None = None
 
 
 Progress = Callable[[str], None]
@@ -222,6 +225,7 @@ def refresh(
                     for rule in session.scalars(select(TagRule).order_by(TagRule.id))
                 ]
         outcomes = []
+        retagged: int | None = None
         if trees:
             build.run(_differences, trees, build.data_as_of, tz)
             for rule_id, _ in trees:
@@ -232,7 +236,7 @@ def refresh(
                         f"(+{outcome.added} -{outcome.removed})"
                     )
                     outcomes.append(outcome)
-            build.retag()
+            retagged = build.retag()
         info = build.publish(time.perf_counter() - started)
     except BaseException:
         build.discard()
@@ -242,7 +246,7 @@ def refresh(
         f" (purchases {written.summary()}; profile {written.profile_summary()})" if written else ""
     )
     say(f"profile: {info.members} members, {info.purchases} purchase lines{how}")
-    return Refreshed(info, outcomes)
+    return Refreshed(info, outcomes, retagged)
 
 
 def _differences(engine: Analytics, trees: list[tuple[int, Any]], as_of: datetime, tz: str) -> None:
