@@ -293,3 +293,18 @@ def test_the_member_changes_a_snapshot_can_follow() -> None:
     assert "another" in (follow(lineage, members.ChangesMark("u", 800, 0), overlap=0) or "")
     assert "back" in (follow(lineage, members.ChangesMark("t", 400, 0), overlap=0) or "")
     assert follow(profile.Lineage("g", 1, 10, 0, 0), members.ChangesMark("t", 1, 0), 0)
+
+
+def test_a_night_that_changed_too_many_members_writes_the_profile_whole(
+    brand: Brand, clean_db: Database, tmp_path: Path, follow_always: None
+) -> None:
+    # (the purchases follow the book: only the profile's own share is at stake)
+    analytics_dir = tmp_path / "analytics"
+    _refresh(clean_db, analytics_dir)
+    a_day_of_changes(clean_db, brand)  # four of the five members in the profile
+    day = _refresh(clean_db, analytics_dir)
+    assert day.how == profile.FOLLOWED and day.profile_members is None
+    assert day.profile_reason.endswith("members changed, of 5")
+    rows = _profile_rows(clean_db, analytics_dir)
+    _whole(clean_db, tmp_path / "whole")
+    assert rows == _profile_rows(clean_db, tmp_path / "whole")

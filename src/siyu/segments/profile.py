@@ -468,7 +468,6 @@ class Previous:
     path: str
     size: int
     lineage: Lineage
-    members: int = 0  # the profile's rows
 
 
 @dataclass(frozen=True)
@@ -548,7 +547,7 @@ def previous_snapshot(db: Database, analytics_dir: str | Path) -> Previous | Non
         try:
             row = con.execute(
                 "SELECT generation, seq, whole_rows, inserted, whole_bytes, member_token, "
-                "member_seq, members FROM profile_info"
+                "member_seq FROM profile_info"
             ).fetchone()
         finally:
             con.close()
@@ -561,7 +560,7 @@ def previous_snapshot(db: Database, analytics_dir: str | Path) -> Previous | Non
     lineage = Lineage(
         str(row[0]), int(row[1]), int(row[2]), int(row[3]), whole_bytes, str(row[5]), int(row[6])
     )
-    return Previous(str(path), size, lineage, int(row[7]))
+    return Previous(str(path), size, lineage)
 
 
 def _info(con: duckdb.DuckDBPyConnection, path: Path) -> ProfileInfo:
@@ -609,8 +608,8 @@ def _write_tables(
     as of ``book.now``), following the ``previous`` snapshot's when they can (the file
     starts as its copy) unless ``whole`` says why not (``_whole_because``), then the
     profile: the previous one with the rows of the members changed since rewritten, when
-    it can be followed up to where the member changes stand now (``_follow_profile``,
-    ``_profile_whole_because``), else whole from the live tables. Runs as isolated work."""
+    it can be followed up to where the member changes stand now (``_members_unfollowable``,
+    ``_follow_profile``), else whole from the live tables. Runs as isolated work."""
     mark = _changes_mark(engine)  # before anything is read
     with orderbook.book(engine, book) as held:
         if previous is not None and whole is None:
@@ -631,9 +630,14 @@ def _write_tables(
     if previous is None or written.how != FOLLOWED:
         reason: str | int = "the purchases were written whole"
     else:
-        low = _read_after(previous.lineage, id_overlap(engine.db))
-        reason = _profile_whole_because(engine, previous, mark, follow_share) or _in_snapshot(
-            engine, path, _follow_profile, low, mark.upto
+        overlap = id_overlap(engine.db)
+        reason = _members_unfollowable(previous.lineage, mark, overlap) or _in_snapshot(
+            engine,
+            path,
+            _follow_profile,
+            _read_after(previous.lineage, overlap),
+            mark.upto,
+            follow_share,
         )
     if isinstance(reason, int):
         return replace(written, profile_members=reason)
@@ -654,32 +658,6 @@ def _changes_mark(engine: Analytics) -> ChangesMark:
         + engine.live_query("SELECT max(id) AS m FROM member_changes")
     )
     return ChangesMark(state[0] if state else "", int(upto or 0), int(state[1]) if state else 0)
-
-
-def _profile_whole_because(
-    engine: Analytics, previous: Previous, mark: ChangesMark, follow_share: float
-) -> str | None:
-    """Why the profile is written whole whatever the tables say, or None: the member
-    changes cannot be followed (``_members_unfollowable``), or more than ``follow_share``
-    of the snapshot's members changed (``FOLLOW_SHARE``, handed over by the process that
-    started the work)."""
-    overlap = id_overlap(engine.db)
-    lineage = previous.lineage
-    unfollowable = _members_unfollowable(lineage, mark, overlap)
-    if unfollowable:
-        return unfollowable
-    changed = int(
-        engine.scalar(
-            "SELECT CAST(n AS BIGINT) FROM "
-            + engine.live_query(
-                "SELECT count(DISTINCT member_id) AS n FROM member_changes "
-                f"WHERE id > {_read_after(lineage, overlap)} AND id <= {mark.upto}"
-            )
-        )
-    )
-    if changed > follow_share * previous.members:
-        return f"{changed} members changed, of {previous.members}"
-    return None
 
 
 def _read_after(lineage: Lineage, overlap: int) -> int:
@@ -718,12 +696,34 @@ def _reference(name: str) -> str:
     )
 
 
-def _follow_profile(engine: Analytics, low: int, upto: int) -> int | str:
+def _list_changed(engine: Analytics, after: int, upto: int | None = None) -> tuple[str, int]:
+    """The members ``member_changes`` lists with ids above ``after`` (to ``upto``) into
+    the temporary table ``_CHANGED`` (dropped by the caller): the query that lists them in
+    the live database's own SQL, for ``_rows_of``, and how many there are."""
+    ids = f"id > {after}" if upto is None else f"id > {after} AND id <= {upto}"
+    changed = f"SELECT DISTINCT member_id FROM member_changes WHERE {ids}"
+    engine.sql(
+        f"CREATE OR REPLACE TEMP TABLE {_CHANGED} AS SELECT CAST(member_id AS BIGINT) "
+        f"AS member_id FROM {engine.live_query(changed)}"
+    )
+    return changed, int(engine.scalar(f"SELECT count(*) FROM {_CHANGED}"))
+
+
+def _too_many(engine: Analytics, members: int, follow_share: float) -> str | None:
+    """Why ``members`` rows are too many to rewrite in place in the snapshot's profile (more
+    than ``follow_share`` of its rows: ``FOLLOW_SHARE``, handed over by the process that
+    started the work), or None."""
+    rows = int(engine.scalar(f"SELECT count(*) FROM {SNAPSHOT}.profile"))
+    return f"{members} members changed, of {rows}" if members > follow_share * rows else None
+
+
+def _follow_profile(engine: Analytics, low: int, upto: int, follow_share: float) -> int | str:
     """In a copy of the previous snapshot: the profile rows of the members listed in
     ``member_changes`` with ids in (``low``, ``upto``] deleted and computed again, by the
     same expression as a whole write (``profile_tables``) over those members' rows only,
     read through the live database's indexes. Returns the members rewritten, or why the
-    profile must be written whole instead."""
+    profile must be written whole instead (a small table it names changed, or too many
+    members: ``_too_many``)."""
     for name in REFERENCE_TABLES:
         differ = engine.scalar(
             f"SELECT count(*) FROM ((SELECT * FROM {SNAPSHOT}.profile_{name} EXCEPT "
@@ -732,13 +732,11 @@ def _follow_profile(engine: Analytics, low: int, upto: int) -> int | str:
         )
         if differ:
             return f"{name} changed"
-    changed = f"SELECT DISTINCT member_id FROM member_changes WHERE id > {low} AND id <= {upto}"
-    engine.sql(
-        f"CREATE OR REPLACE TEMP TABLE {_CHANGED} AS SELECT CAST(member_id AS BIGINT) "
-        f"AS member_id FROM {engine.live_query(changed)}"
-    )
     try:
-        members = int(engine.scalar(f"SELECT count(*) FROM {_CHANGED}"))
+        changed, members = _list_changed(engine, low, upto)
+        too_many = _too_many(engine, members, follow_share)
+        if too_many:
+            return too_many
         table = _rows_of(engine, MEMBER_COLUMNS, changed)
         profile = ibis.to_sql(profile_tables(table).profile, dialect="duckdb")
         engine.sql(
@@ -915,14 +913,8 @@ def _retag(engine: Analytics, after: int | None, follow_share: float) -> int | N
     the members read again, None for every member."""
     try:
         if after is not None:
-            changed = f"SELECT DISTINCT member_id FROM member_changes WHERE id > {after}"
-            engine.sql(
-                f"CREATE OR REPLACE TEMP TABLE {_CHANGED} AS SELECT CAST(member_id AS BIGINT) "
-                f"AS member_id FROM {engine.live_query(changed)}"
-            )
-            members = int(engine.scalar(f"SELECT count(*) FROM {_CHANGED}"))
-            rows = int(engine.scalar(f"SELECT count(*) FROM {SNAPSHOT}.profile"))
-            if members <= follow_share * rows:
+            changed, members = _list_changed(engine, after)
+            if not _too_many(engine, members, follow_share):
                 table = _rows_of(engine, ("member_tags", "member_rule_tags"), changed)
                 tags = ibis.to_sql(tags_expr(table), dialect="duckdb")
                 engine.sql(
