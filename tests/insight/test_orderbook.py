@@ -67,7 +67,7 @@ def _book_follow(engine: Analytics, place: orderbook.Place) -> dict[str, object]
             "firsts": [(r["member_id"], r["first_at"], r["second_at"]) for r in firsts],
             "points": {key: n for key, n in points.items() if n},
             "tiers": [
-                (r["id"], r["member_id"], r["at"], r["from_code"], r["to_code"])
+                (r["id"], r["member_id"], r["at"], r["from_code"], r["to_code"], r["next_at"])
                 for r in held.tiers.order_by("id").to_pyarrow().to_pylist()
             ],
             "changes": [(r["seq"], r["order_id"]) for r in changes],
@@ -103,12 +103,23 @@ def _live_points(db: Database) -> dict[tuple[datetime, str], int]:
     return {key: n for key, n in points.items() if n}
 
 
-def _live_tiers(db: Database) -> list[tuple[int, int, datetime, str | None, str]]:
+TierRow = tuple[int, int, datetime, str | None, str, datetime | None]
+
+
+def _live_tiers(db: Database) -> list[TierRow]:
+    """The live tier history, each change with when its member's next one came (by time,
+    then id; None for the member's latest)."""
     with db.unit_of_work() as session:
-        return [
+        rows = [
             (h.id, h.member_id, clock.as_utc(h.at).replace(tzinfo=None), h.from_code, h.to_code)
             for h in session.scalars(select(TierHistory).order_by(TierHistory.id))
         ]
+    following: dict[int, datetime | None] = {}
+    for member in {r[1] for r in rows}:
+        own = sorted((r for r in rows if r[1] == member), key=lambda r: (r[2], r[0]))
+        for change, after in zip(own, [*own[1:], None], strict=True):
+            following[change[0]] = after[2] if after else None
+    return [(*r, following[r[0]]) for r in rows]
 
 
 def _live_lines(db: Database) -> list[Line]:
@@ -395,8 +406,10 @@ def test_the_books_firsts_and_changes_follow_every_change_to_the_orders(
     # and the points the live ledger's (the new orders' earnings, the refunds' reversals)
     assert day["firsts"] == _live_firsts(clean_db)
     assert day["points"] == _live_points(clean_db) != built["points"]
-    # and the tier history the live one: A's rows are D's now
+    # and the tier history the live one: A's rows are D's now, and D's history is ordered
+    # again with them (each change's next, across the two members' rows)
     assert day["tiers"] == _live_tiers(clean_db) != built["tiers"]
+    assert any(r[5] is not None for r in day["tiers"] if r[1] == brand["D"])
     assert [m for m, *_ in day["firsts"]] == sorted([brand["B"], brand["D"]])
     # and the orders read again are listed under the sync's number, in the same generation
     assert day["generation"] == built["generation"] and day["seq"] == 1

@@ -276,7 +276,7 @@ class _Sources:
     buyers: str  # each buyer's counted purchases in each period: (member_id, n0, n1, …)
     firsts: str  # each buyer's first two purchase instants: (member_id, first_at, second_at)
     entries: str  # points per part and kind before the last period's end: ("at", kind, points)
-    history: str  # tier changes up to the last period's end
+    history: str  # tier changes up to the last period's end, with their next (``next_at``)
 
 
 def _stamp(at: datetime) -> str:
@@ -380,7 +380,7 @@ def _sources(
         history=_keep(
             engine,
             "kpi_tier_history",
-            'SELECT id, member_id, "at", from_code, to_code FROM '
+            'SELECT id, member_id, "at", from_code, to_code, next_at FROM '
             f'{_relation(engine, book.tiers)} AS h WHERE "at" {before}',
         ),
     )
@@ -609,13 +609,11 @@ def _tiers(
     ladder. ``members``: each period's members at the end; those without a tier (no
     change before the end) are the rest, so only members with a tier history are read."""
     # A change is a member's tier at a period's end when it came before the end and the
-    # member's next change (by time, then id) did not; counted for members at the end.
-    # Empty codes are left out with the members who have none.
+    # member's next change (by time, then id: the book's ``next_at``) did not; counted for
+    # members at the end. Empty codes are left out with the members who have none.
     placed = _per_period_by(
         engine,
-        f"""(SELECT member_id, "at", to_code,
-                lead("at") OVER (PARTITION BY member_id ORDER BY "at", id) AS next_at
-            FROM {sources.history}) AS h
+        f"""{sources.history} AS h
         JOIN {sources.members} AS m ON m.id = h.member_id
         WHERE to_code <> ''""",
         bounds,

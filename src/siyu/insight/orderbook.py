@@ -40,7 +40,12 @@ What the book keeps for the figures beside the orders and lines:
   must not count an entry twice.
 - ``tiers``: the tier history (the KPIs' tier distribution and moves): rows above its
   watermark, and every row of both members of a merge or unmerge since the last sync, are
-  read again, as for orders (a merge moves the merged member's history).
+  read again, as for orders (a merge moves the merged member's history). Each row keeps
+  when its member's next change came (``next_at``, by time then id; null for the member's
+  latest), so a member's tier at any instant is the row before it whose next change is
+  not: the KPIs' distribution reads it without ordering the whole history each night (a
+  window over 1.7 million rows cost 0.24 s of 0.32 s). A sync orders again only the
+  histories of the members whose rows it read again.
 - ``changes``: the ids of the orders each sync read again and found changed (new, or
   another member, amount, status or lines), numbered by sync (``seq``), for
   ``CHANGES_KEPT``. A copy made from the book (the segment profile's purchases) is
@@ -75,8 +80,9 @@ from siyu.insight.engine import LIVE, Analytics, id_overlap, sql_text
 BOOK = "order_book"  # the attached file's catalog name
 # a ``Book``'s tables, in its order
 TABLES = ("orders", "lines", "firsts", "points", "tiers", "changes")
-# bump when the book's tables change: an older book is rebuilt (3: firsts, points, changes)
-VERSION = 3
+# bump when the book's tables change: an older book is rebuilt (3: firsts, points, changes;
+# 4: the tier history's next change)
+VERSION = 4
 UNMERGE_ROOM = timedelta(hours=2)  # unmerges are found by time, with this much room
 CHANGES_KEPT = timedelta(days=35)  # how long the orders a sync read again are listed
 
@@ -128,7 +134,8 @@ class Book:
     """The book's tables for one use: ``orders`` as ``orders()`` describes them, ``lines``
     as ``(order_id, line_no, category, counted)``, ``firsts`` as ``(member_id, first_at,
     second_at)``, ``points`` as ``(at, kind, points)`` (the ledger by minute), ``tiers`` as
-    ``(id, member_id, at, from_code, to_code)`` (the tier history) and ``changes`` as
+    ``(id, member_id, at, from_code, to_code, next_at)`` (the tier history, each change with
+    when its member's next one came) and ``changes`` as
     ``(seq, order_id)`` (see the module's docstring);
     ``generation`` is empty when the live tables were read (no book: nothing to follow)."""
 
@@ -163,6 +170,15 @@ def _live_lines(engine: Analytics) -> ibis.Table:
     return engine.backend.sql(f"SELECT {_cast(LINE_COLUMNS)} FROM {LIVE}.order_lines")
 
 
+NEXT_AT = 'lead("at") OVER (PARTITION BY member_id ORDER BY "at", id) AS next_at'
+
+
+def _with_next(history: str) -> str:
+    """The tier history rows of ``history`` (SQL) with when each member's next change came
+    (by time, then id: two changes at one instant come in the order they were written)."""
+    return f"SELECT *, {NEXT_AT} FROM {history}"
+
+
 def _firsts(orders: str, members: str | None = None) -> str:
     """Each buyer's first and second counted purchase instants over ``orders`` (SQL), of
     ``members`` (a query of member ids) or all: the two earliest times (the same instant
@@ -189,7 +205,9 @@ def _unbooked(engine: Analytics) -> Book:
     orders = _live(engine)
     firsts = engine.backend.sql(_firsts(f"({engine.backend.compile(orders)}) AS o"))
     points = engine.backend.sql(_points(f"{LIVE}.points_entries"))
-    tiers = engine.backend.sql(f"SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history")
+    tiers = engine.backend.sql(
+        _with_next(f"(SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history) AS h")
+    )
     changes = engine.backend.sql("SELECT 0::BIGINT AS seq, 0::BIGINT AS order_id WHERE false")
     return Book(orders, _live_lines(engine), firsts, points, tiers, changes, Synced("live", 0))
 
@@ -253,7 +271,7 @@ def _build(engine: Analytics, now: datetime, marks: Marks) -> Synced:
         "FROM order_book_entries"
     )
     compiled = f"SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history WHERE id <= {marks[4]}"
-    engine.sql(f"CREATE TABLE {BOOK}.tiers AS {compiled}")
+    engine.sql(f"CREATE TABLE {BOOK}.tiers AS {_with_next(f'({compiled}) AS h')}")
     engine.sql(f"CREATE TABLE {BOOK}.changes (seq BIGINT, order_id BIGINT)")
     engine.sql(f"CREATE TABLE {BOOK}.syncs (seq BIGINT, synced_at TIMESTAMP)")
     engine.sql(
@@ -349,8 +367,7 @@ def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Sync
             engine.sql(f"DELETE FROM {BOOK}.firsts WHERE member_id IN ({members})")
             engine.sql(f"INSERT INTO {BOOK}.firsts {_firsts(f'{BOOK}.orders', members)}")
             engine.sql(f"INSERT INTO {BOOK}.changes SELECT {seq}, id FROM order_book_changed")
-        engine.sql(f"DELETE FROM {BOOK}.tiers WHERE id IN (SELECT id FROM order_book_tiers)")
-        engine.sql(f"INSERT INTO {BOOK}.tiers SELECT * FROM order_book_tiers")
+        _replace_tiers(engine)
         # a minute and kind may so have a row per sync that saw entries of it: sum them
         engine.sql(f"INSERT INTO {BOOK}.points {_points('order_book_entries')}")
         if overlap:
@@ -380,6 +397,21 @@ def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Sync
         raise
     engine.sql("COMMIT")
     return Synced("updated", read, lines)
+
+
+def _replace_tiers(engine: Analytics) -> None:
+    """Replace the tier history rows read again (``order_book_tiers``) and order again the
+    histories of their members. A row changes member only in a merge or an unmerge, and
+    then every row of both members is read again: the members of the rows read are every
+    history that changed."""
+    read = "order_book_tiers"
+    engine.sql(f"DELETE FROM {BOOK}.tiers WHERE id IN (SELECT id FROM {read})")
+    engine.sql(f"INSERT INTO {BOOK}.tiers SELECT *, NULL AS next_at FROM {read}")
+    engine.sql(
+        f"UPDATE {BOOK}.tiers AS t SET next_at = n.next_at FROM (SELECT id, {NEXT_AT} "
+        f"FROM {BOOK}.tiers WHERE member_id IN (SELECT member_id FROM {read})) AS n "
+        "WHERE t.id = n.id AND t.next_at IS DISTINCT FROM n.next_at"
+    )
 
 
 def _drop_unchanged(engine: Analytics) -> None:
