@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from siyu.core import clock
 from siyu.core.auth import SYSTEM
@@ -20,6 +20,7 @@ from siyu.insight import kpis, orderbook
 from siyu.insight.engine import Analytics, analytics_file
 from siyu.insight.isolation import run_isolated
 from siyu.members import service as members
+from siyu.members.models import Member, MemberChange
 from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
 from siyu.orders.models import Order, OrderLine
@@ -448,7 +449,7 @@ def test_the_books_changes_are_kept_for_a_while_and_a_rebuild_starts_a_generatio
     # another generation, or whose changes are gone, cannot
     def follows(state: dict[str, object], generation: object, seq: int) -> bool:
         return orderbook.Book(
-            *([None] * 6),  # type: ignore[arg-type]
+            *([None] * 7),  # type: ignore[arg-type]
             orderbook.Synced("updated", 0),
             str(state["generation"]),
             int(state["seq"]),  # type: ignore[call-overload]
@@ -479,3 +480,109 @@ def test_without_an_analytics_directory_the_firsts_are_the_live_ones(
     assert state["points"] == _live_points(clean_db)
     assert state["tiers"] == _live_tiers(clean_db)
     assert state["changes"] == []
+
+
+MemberRow = tuple[int, datetime, str, str | None, int | None]
+
+
+def _book_members(engine: Analytics, place: orderbook.Place) -> tuple[list[MemberRow], str, int]:
+    """The book's members, how a sync read them and how many rows it read."""
+    with orderbook.book(engine, place) as held:
+        rows = held.members.order_by("id").to_pyarrow().to_pylist()
+        synced = held.synced
+    members_read = [
+        (r["id"], r["joined_at"], r["status"], r["tier_code"], r["referrer_id"]) for r in rows
+    ]
+    return members_read, synced.members_how, synced.members_read
+
+
+def _sync_members(
+    db: Database, path: str | None, share: float = 1e9
+) -> tuple[list[MemberRow], str, int]:
+    """A sync of the book's members (``share``: past what share of them listed it reads
+    them whole; the brand here is five members, so the default follows any night)."""
+    return run_isolated(db, _book_members, orderbook.Place(path, clock.now(), share))
+
+
+def _live_members(db: Database) -> list[MemberRow]:
+    with db.unit_of_work() as session:
+        return [
+            (
+                m.id,
+                clock.as_utc(m.joined_at).replace(tzinfo=None),
+                m.status,
+                m.tier_code,
+                m.referrer_id,
+            )
+            for m in session.scalars(select(Member).order_by(Member.id))
+        ]
+
+
+def test_the_books_members_follow_the_member_changes(
+    clean_db: Database, brand: dict[str, int], tmp_path: Path
+) -> None:
+    # given the member changes' state, and a book just built: every member copied
+    with clean_db.unit_of_work() as session:
+        members.ensure_changes_state(session)
+    path = analytics_file(clean_db, "orders", tmp_path)
+    built, how, read = _sync_members(clean_db, path)
+    assert built == _live_members(clean_db) and how == "whole: the book was built"
+    assert read == len(built) == 4
+
+    # when a day changes members: a new one (referred by B), B closed, A merged into D
+    with clean_db.unit_of_work() as session:
+        members.enrol(
+            session,
+            EnrolDraft(phone="13900000099", joined_at=clock.now(), referrer_id=brand["B"]),
+        )
+        members.set_status(session, brand["B"], "closed", reason="asked", principal=SYSTEM)
+    merge = _a_day_of_changes(clean_db, brand)
+    # then a sync reads again only the members listed since, and the book is the live table
+    day, how, read = _sync_members(clean_db, path)
+    assert day == _live_members(clean_db) != built and how == orderbook.FOLLOWED
+    if clean_db.dialect == "sqlite":  # (PostgreSQL reads the last ids again)
+        assert read == 5  # the new member, B, A, D, and C (its refund took its points back)
+    # and when the merge is undone
+    with clean_db.unit_of_work() as session:
+        members.unmerge(session, merge, principal=SYSTEM)
+    undone, how, _ = _sync_members(clean_db, path)
+    assert undone == _live_members(clean_db) and how == orderbook.FOLLOWED
+
+    # when nothing happened, nothing is read (SQLite)
+    quiet, how, read = _sync_members(clean_db, path)
+    assert quiet == undone and how == orderbook.FOLLOWED
+    if clean_db.dialect == "sqlite":
+        assert read == 0
+
+    # when a night lists more than the share of the members, they are read whole
+    with clean_db.unit_of_work() as session:
+        members.set_status(session, brand["C"], "frozen", reason="audit", principal=SYSTEM)
+    many, how, read = _sync_members(clean_db, path, share=0.1)
+    assert many == _live_members(clean_db) and how.startswith("whole: ")
+    assert "members changed, of 5" in how and read == 5
+
+    # when changes since the book's last sync were pruned, it reads the members whole
+    # (pruned below the last change, as after a profile build that read them all)
+    for status in ("active", "frozen"):
+        with clean_db.unit_of_work() as session:
+            members.set_status(session, brand["C"], status, reason="audit", principal=SYSTEM)
+    with clean_db.unit_of_work() as session:
+        members.prune_changes(session, session.scalar(select(func.max(MemberChange.id))))
+    pruned, how, _ = _sync_members(clean_db, path)
+    assert pruned == _live_members(clean_db) and "pruned" in how
+    if clean_db.dialect == "sqlite":  # and follows them again (PostgreSQL reads from
+        # ID_OVERLAP ids below its mark, which this brand's few changes never reach)
+        assert _sync_members(clean_db, path)[1] == orderbook.FOLLOWED
+
+
+def test_without_the_member_changes_state_the_books_members_are_read_whole(
+    clean_db: Database, brand: dict[str, int], tmp_path: Path
+) -> None:
+    path = analytics_file(clean_db, "orders", tmp_path)
+    _sync_members(clean_db, path)
+    with clean_db.unit_of_work() as session:
+        members.set_status(session, brand["C"], "frozen", reason="audit", principal=SYSTEM)
+    rows, how, read = _sync_members(clean_db, path)
+    assert rows == _live_members(clean_db) and "another list" in how and read == 4
+    # and with no analytics directory, the live members are read
+    assert _sync_members(clean_db, None)[0] == _live_members(clean_db)

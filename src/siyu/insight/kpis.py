@@ -43,6 +43,7 @@ from siyu.insight.facts import EXCLUDED_STATUSES
 from siyu.insight.isolation import run_isolated
 from siyu.insight.kpi_models import KpiReportRow
 from siyu.jobs.service import job
+from siyu.members import service as member_service
 from siyu.paid import kpis as paid_kpis
 from siyu.programme import service as programme_service
 from siyu.programme.rules import Programme
@@ -263,13 +264,13 @@ class _Sources:
     periods (four, each with its previous period and last year), and each figure is one
     pass over one of these that sums every period at once (``_per_period``).
 
-    Everything but the members is read from the order book (``orderbook``), and only while
-    it is held, so what the figures need of it is reduced there, one grouping each: the
+    Everything is read from the order book (``orderbook``), and only while it is held, so
+    what the figures need of it is reduced there, one grouping each: the
     periods' orders and the points ledger summed by part (``_part``: what lies between two
     consecutive period bounds is summed once, whatever the periods it is in) and each
     buyer's purchases counted per period. Each buyer's first two purchases and the tier
     history are kept by the book itself, up to date; the figures copy the rows before the
-    last period's end."""
+    last period's end, and the counted members."""
 
     members: str  # counted members: (id, joined_at)
     sales: str  # the periods' orders per part: ("at", revenue, member_revenue, orders, spend)
@@ -351,12 +352,7 @@ def _sources(
         "kpi_buyers",
         f"SELECT member_id, {counts} FROM {in_periods} AND counted GROUP BY member_id",
     )
-    live = engine.table("members")
-    members = _keep(
-        engine,
-        "kpi_members",
-        live.filter(~live.status.isin(EXCLUDED_STATUSES)).select("id", "joined_at"),
-    )
+    members = _keep(engine, "kpi_members", _counted_members(book.members))
     before = f"< {_stamp(last)}"
     at_part = _part('"at"', cuts)
     return _Sources(
@@ -384,6 +380,11 @@ def _sources(
             f'{_relation(engine, book.tiers)} AS h WHERE "at" {before}',
         ),
     )
+
+
+def _counted_members(members: ibis.Table) -> ibis.Table:
+    """The members the figures count (``(id, joined_at)``), of the book's members."""
+    return members.filter(~members.status.isin(EXCLUDED_STATUSES)).select("id", "joined_at")
 
 
 def _cover(bounds: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
@@ -754,9 +755,7 @@ def _figures_of(engine: Analytics, work: _FiguresJob) -> _Computed:
     with orderbook.book(engine, work.book) as held:
         sources = _sources(engine, work.periods, work.tz, held)
         counts = (
-            _cohort_counts(engine, work.cohorts, held.orders, sources.members)
-            if work.cohorts
-            else None
+            _cohort_counts(engine, work.cohorts, held, sources.members) if work.cohorts else None
         )
         members_orders = _members_orders(engine, held.orders, work.paid_months, work.tz)
     figures = _all_figures(
@@ -866,10 +865,10 @@ def _cohort_job(tz: str, months: int, book: orderbook.Place) -> _CohortJob:
 
 
 def _cohort_counts(
-    engine: Analytics, work: _CohortJob, every: ibis.Table, members: str | None = None
+    engine: Analytics, work: _CohortJob, held: orderbook.Book, members: str | None = None
 ) -> _CohortCounts:
     """Members per join month, and buyers per (join month, months since joining); months
-    are counted from year 0 (``year * 12 + month - 1``). ``every``: the order book;
+    are counted from year 0 (``year * 12 + month - 1``). ``held``: the order book, held;
     ``members``: the counted members ``(id, joined_at)`` when the caller has read them.
 
     One grouping of the window's purchases by member gives the months each bought in, as
@@ -880,17 +879,14 @@ def _cohort_counts(
         return f"(year({local}) * 12 + month({local}) - 1)"
 
     if members is None:
-        live = engine.table("members")
-        members = _relation(
-            engine, live.filter(~live.status.isin(EXCLUDED_STATUSES)).select("id", "joined_at")
-        )
+        members = _relation(engine, _counted_members(held.members))
     since, now = _stamp(work.since_at), _stamp(work.now)
     first = work.first_index
     bought_in = ", ".join(
         f"count(*) FILTER (WHERE (b.months & {1 << k}) <> 0) AS m{k}"
         for k in range(work.this_index - first + 1)
     )
-    orders = _relation(engine, every)
+    orders = _relation(engine, held.orders)
     rows = engine.sql(
         f"""
         WITH joined AS (
@@ -924,8 +920,8 @@ def _cohort_counts(
 
 
 def _cohorts_of(engine: Analytics, work: _CohortJob) -> _CohortCounts:
-    with orderbook.orders(engine, work.book) as (every, _):
-        return _cohort_counts(engine, work, every)
+    with orderbook.book(engine, work.book) as held:
+        return _cohort_counts(engine, work, held)
 
 
 def _cohort_rows(work: _CohortJob, counts: _CohortCounts) -> list[Cohort]:
@@ -1182,6 +1178,10 @@ def kpis_job(db: Database, day: date) -> dict[str, Any]:
         # Nothing to measure against yet (the tier distribution needs a ladder): a brand
         # that has not applied its programme is not a failing job.
         return {"skipped": "no programme in force; apply one with `siyu programme apply`"}
+    with db.unit_of_work() as session:
+        # the order book's members follow the member changes (a job may write: a request
+        # computing a report may not, and the book then reads the members whole)
+        member_service.ensure_changes_state(session)
     reports, table = _compute(db, standard_periods(day), tz=tz, cohort_months=COHORT_MONTHS)
     assert table is not None
     store_reports(db, reports)

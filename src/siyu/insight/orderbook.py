@@ -46,6 +46,13 @@ What the book keeps for the figures beside the orders and lines:
   not: the KPIs' distribution reads it without ordering the whole history each night (a
   window over 1.7 million rows cost 0.24 s of 0.32 s). A sync orders again only the
   histories of the members whose rows it read again.
+- ``members``: every member's ``(id, joined_at, status, tier_code, referrer_id)`` (the
+  KPIs' members and join cohorts), kept by following the member changes
+  (``insight.member_changes``): a sync reads again the members listed since the last one,
+  through the live database's indexes, a night's changed members instead of a million
+  rows; it copies them whole when the list cannot be followed or lists more than
+  ``member_changes.FOLLOW_SHARE`` of them. Members are never deleted, but a member listed
+  and no longer found goes.
 - ``changes``: the ids of the orders each sync read again and found changed (new, or
   another member, amount, status or lines), numbered by sync (``seq``), for
   ``CHANGES_KEPT``. A copy made from the book (the segment profile's purchases) is
@@ -75,14 +82,16 @@ from datetime import datetime, timedelta
 import duckdb
 import ibis
 
+from siyu.insight import member_changes
 from siyu.insight.engine import LIVE, Analytics, id_overlap, sql_text
+from siyu.members.service import ChangesMark
 
 BOOK = "order_book"  # the attached file's catalog name
 # a ``Book``'s tables, in its order
-TABLES = ("orders", "lines", "firsts", "points", "tiers", "changes")
+TABLES = ("orders", "lines", "firsts", "points", "tiers", "members", "changes")
 # bump when the book's tables change: an older book is rebuilt (3: firsts, points, changes;
-# 4: the tier history's next change)
-VERSION = 4
+# 4: the tier history's next change; 5: the members)
+VERSION = 5
 UNMERGE_ROOM = timedelta(hours=2)  # unmerges are found by time, with this much room
 CHANGES_KEPT = timedelta(days=35)  # how long the orders a sync read again are listed
 
@@ -103,6 +112,14 @@ TIER_COLUMNS = (
     ("from_code", "VARCHAR", "from_code"),
     ("to_code", "VARCHAR", "to_code"),
 )
+# the same for a live ``members`` row (the KPIs' members and cohorts)
+MEMBER_COLUMNS = (
+    ("id", "BIGINT", "id"),
+    ("joined_at", "TIMESTAMP", "joined_at"),
+    ("status", "VARCHAR", "status"),
+    ("tier_code", "VARCHAR", "tier_code"),
+    ("referrer_id", "BIGINT", "referrer_id"),
+)
 # the same for a live ``order_lines`` row: what the segment profile's purchases read (a
 # line counts while not all of it was refunded)
 LINE_COLUMNS = (
@@ -116,10 +133,12 @@ LINE_COLUMNS = (
 @dataclass(frozen=True)
 class Place:
     """Where the book lives and the instant it is brought up to date at (the caller's
-    clock: on SQLite the work runs in a child process, which has its own)."""
+    clock: on SQLite the work runs in a child process, which has its own), and past what
+    share of its members listed in the member changes it reads them whole."""
 
     path: str | None
     now: datetime
+    follow_share: float = member_changes.FOLLOW_SHARE
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,9 @@ class Synced:
     how: str  # built | updated | live (the book was not used)
     orders_read: int
     lines_read: int = 0
+    members_read: int = 0  # member rows read from the live database
+    # how they were: "followed" (the member changes since the last sync), or why whole
+    members_how: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,7 +157,7 @@ class Book:
     as ``(order_id, line_no, category, counted)``, ``firsts`` as ``(member_id, first_at,
     second_at)``, ``points`` as ``(at, kind, points)`` (the ledger by minute), ``tiers`` as
     ``(id, member_id, at, from_code, to_code, next_at)`` (the tier history, each change with
-    when its member's next one came) and ``changes`` as
+    when its member's next one came), ``members`` as ``MEMBER_COLUMNS`` and ``changes`` as
     ``(seq, order_id)`` (see the module's docstring);
     ``generation`` is empty when the live tables were read (no book: nothing to follow)."""
 
@@ -144,6 +166,7 @@ class Book:
     firsts: ibis.Table
     points: ibis.Table
     tiers: ibis.Table
+    members: ibis.Table
     changes: ibis.Table
     synced: Synced
     generation: str = ""
@@ -163,6 +186,11 @@ def _cast(columns: tuple[tuple[str, str, str], ...], prefix: str = "") -> str:
 def _live(engine: Analytics) -> ibis.Table:
     """The live orders in the book's shape (read whole: the build, and the fallback)."""
     return engine.backend.sql(f"SELECT {_cast(COLUMNS)} FROM {LIVE}.orders")
+
+
+def _live_members(engine: Analytics) -> str:
+    """The live members in the book's shape (SQL: read whole)."""
+    return f"SELECT {_cast(MEMBER_COLUMNS)} FROM {LIVE}.members"
 
 
 def _live_lines(engine: Analytics) -> ibis.Table:
@@ -208,8 +236,11 @@ def _unbooked(engine: Analytics) -> Book:
     tiers = engine.backend.sql(
         _with_next(f"(SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history) AS h")
     )
+    members = engine.backend.sql(_live_members(engine))
     changes = engine.backend.sql("SELECT 0::BIGINT AS seq, 0::BIGINT AS order_id WHERE false")
-    return Book(orders, _live_lines(engine), firsts, points, tiers, changes, Synced("live", 0))
+    return Book(
+        orders, _live_lines(engine), firsts, points, tiers, members, changes, Synced("live", 0)
+    )
 
 
 @contextmanager
@@ -242,9 +273,9 @@ def _marks(engine: Analytics) -> Marks:
     return int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4])
 
 
-def _build(engine: Analytics, now: datetime, marks: Marks) -> Synced:
-    """``marks``: the live ids read before anything else (what commits after them is read
-    next time)."""
+def _build(engine: Analytics, now: datetime, marks: Marks, listed: ChangesMark) -> Synced:
+    """``marks`` and ``listed``: the live ids and where the member changes stand, read
+    before anything else (what commits after them is read next time)."""
     for table in (*TABLES, "points_seen", "syncs", "meta"):
         engine.sql(f"DROP TABLE IF EXISTS {BOOK}.{table}")
     compiled = engine.backend.compile(_live(engine))
@@ -272,6 +303,7 @@ def _build(engine: Analytics, now: datetime, marks: Marks) -> Synced:
     )
     compiled = f"SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history WHERE id <= {marks[4]}"
     engine.sql(f"CREATE TABLE {BOOK}.tiers AS {_with_next(f'({compiled}) AS h')}")
+    engine.sql(f"CREATE TABLE {BOOK}.members AS {_live_members(engine)}")
     engine.sql(f"CREATE TABLE {BOOK}.changes (seq BIGINT, order_id BIGINT)")
     engine.sql(f"CREATE TABLE {BOOK}.syncs (seq BIGINT, synced_at TIMESTAMP)")
     engine.sql(
@@ -279,18 +311,29 @@ def _build(engine: Analytics, now: datetime, marks: Marks) -> Synced:
         f"order_id, {marks[1]}::BIGINT AS refund_id, {marks[2]}::BIGINT AS merge_id, "
         f"{marks[3]}::BIGINT AS entry_id, {marks[4]}::BIGINT AS tier_id, "
         f"'{now.replace(tzinfo=None).isoformat()}'::TIMESTAMP AS synced_at, "
-        f"'{uuid.uuid4().hex}' AS generation, 0::BIGINT AS seq, 1::BIGINT AS first_seq"
+        f"'{uuid.uuid4().hex}' AS generation, 0::BIGINT AS seq, 1::BIGINT AS first_seq, "
+        f"{sql_text(listed.token)} AS member_token, {listed.upto}::BIGINT AS member_seq"
     )
     return Synced(
         "built",
         int(engine.scalar(f"SELECT count(*) FROM {BOOK}.orders")),
         int(engine.scalar(f"SELECT count(*) FROM {BOOK}.lines")),
+        int(engine.scalar(f"SELECT count(*) FROM {BOOK}.members")),
+        "whole: the book was built",
     )
 
 
-def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Synced:
+def _update(
+    engine: Analytics,
+    meta: _Meta,
+    now: datetime,
+    marks: Marks,
+    listed: ChangesMark,
+    follow_share: float,
+) -> Synced:
     order_id, refund_id, merge_id = meta.order_id, meta.refund_id, meta.merge_id
     overlap = id_overlap(engine.db)
+    members_read, members_how = _read_members(engine, meta, listed, follow_share)
     entry_id = max(marks[3], meta.entry_id)
     # the points entries above the watermark (and on PostgreSQL the last ids below it,
     # less those already counted)
@@ -368,6 +411,7 @@ def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Sync
             engine.sql(f"INSERT INTO {BOOK}.firsts {_firsts(f'{BOOK}.orders', members)}")
             engine.sql(f"INSERT INTO {BOOK}.changes SELECT {seq}, id FROM order_book_changed")
         _replace_tiers(engine)
+        _replace_members(engine, whole=members_how != FOLLOWED)
         # a minute and kind may so have a row per sync that saw entries of it: sum them
         engine.sql(f"INSERT INTO {BOOK}.points {_points('order_book_entries')}")
         if overlap:
@@ -390,13 +434,62 @@ def _update(engine: Analytics, meta: _Meta, now: datetime, marks: Marks) -> Sync
             f"UPDATE {BOOK}.meta SET order_id = {max(marks[0], order_id)}, "
             f"refund_id = {max(marks[1], refund_id)}, merge_id = {max(marks[2], merge_id)}, "
             f"entry_id = {entry_id}, tier_id = {max(marks[4], meta.tier_id)}, "
-            f"synced_at = {at}, seq = {seq}, first_seq = {first_seq}"
+            f"synced_at = {at}, seq = {seq}, first_seq = {first_seq}, "
+            f"member_token = {sql_text(listed.token)}, "
+            f"member_seq = {listed.upto}"
         )
     except BaseException:
         engine.sql("ROLLBACK")
         raise
     engine.sql("COMMIT")
-    return Synced("updated", read, lines)
+    return Synced("updated", read, lines, members_read, members_how)
+
+
+FOLLOWED = "followed"  # ``Synced.members_how`` when the member changes were followed
+_LISTED = "order_book_listed"  # the members listed since the last sync
+
+
+def _read_members(
+    engine: Analytics, meta: _Meta, listed: ChangesMark, follow_share: float
+) -> tuple[int, str]:
+    """Read from the live database (before the sync's transaction) the members whose rows
+    the book must replace, into ``order_book_member_rows``: those listed in the member
+    changes since the last sync (``_LISTED``), or every member when the list cannot be
+    followed or lists more than ``follow_share`` of them. Returns how many rows were read
+    and ``FOLLOWED`` or why they were read whole."""
+    overlap = id_overlap(engine.db)
+    why = member_changes.unfollowable(meta.member_token, meta.member_seq, listed, overlap)
+    if why is None:
+        after = member_changes.read_after(meta.member_seq, overlap)
+        changed, n = member_changes.list_changed(engine, _LISTED, after, listed.upto)
+        kept = int(engine.scalar(f"SELECT count(*) FROM {BOOK}.members"))
+        if n > follow_share * kept:
+            why = f"{n} members changed, of {kept}"
+    if why is None:
+        query = engine.live_query(
+            f"SELECT {', '.join(e for _, _, e in MEMBER_COLUMNS)} FROM members "
+            f"WHERE id IN ({changed})"
+        )
+        source, how = f"{query} AS m", FOLLOWED
+    else:
+        source, how = f"{LIVE}.members", f"whole: {why}"
+    engine.sql(
+        "CREATE OR REPLACE TEMP TABLE order_book_member_rows AS "
+        f"SELECT {_cast(MEMBER_COLUMNS)} FROM {source}"
+    )
+    return int(engine.scalar("SELECT count(*) FROM order_book_member_rows")), how
+
+
+def _replace_members(engine: Analytics, *, whole: bool) -> None:
+    """Put the members read (``_read_members``) into the book: in place of the rows of the
+    members listed (a listed member no longer found goes), or of every member."""
+    if whole:
+        engine.sql(f"DELETE FROM {BOOK}.members")
+    else:
+        engine.sql(f"DELETE FROM {BOOK}.members WHERE id IN (SELECT member_id FROM {_LISTED})")
+    engine.sql(f"INSERT INTO {BOOK}.members SELECT * FROM order_book_member_rows")
+    engine.sql("DROP TABLE IF EXISTS order_book_member_rows")
+    engine.sql(f"DROP TABLE IF EXISTS {_LISTED}")
 
 
 def _replace_tiers(engine: Analytics) -> None:
@@ -474,6 +567,8 @@ class _Meta:
     generation: str
     seq: int
     first_seq: int
+    member_token: str
+    member_seq: int
 
 
 def _meta(engine: Analytics, marks: Marks) -> _Meta | None:
@@ -483,14 +578,14 @@ def _meta(engine: Analytics, marks: Marks) -> _Meta | None:
             return None
         row = engine.sql(
             "SELECT order_id, refund_id, merge_id, entry_id, tier_id, synced_at, generation, "
-            f"seq, first_seq FROM {BOOK}.meta"
+            f"seq, first_seq, member_token, member_seq FROM {BOOK}.meta"
         ).fetchone()
     except duckdb.Error:  # no meta, or one another version wrote: rebuilt
         return None
     if row is None or not _same_database(engine, int(row[0]), int(row[3]), marks):
         return None
     ids = [int(v) for v in row[:5]]
-    return _Meta(*ids, row[5], str(row[6]), int(row[7]), int(row[8]))
+    return _Meta(*ids, row[5], str(row[6]), int(row[7]), int(row[8]), str(row[9]), int(row[10]))
 
 
 def _attach(engine: Analytics, path: str) -> None:
@@ -518,12 +613,13 @@ def book(engine: Analytics, place: Place) -> Iterator[Book]:
         try:
             _attach(engine, place.path)
             # the live ids first: what commits after them is read at the next sync
+            listed = member_changes.changes_mark(engine)
             marks = _marks(engine)
             meta = _meta(engine, marks)
             synced = (
-                _build(engine, place.now, marks)
+                _build(engine, place.now, marks, listed)
                 if meta is None
-                else _update(engine, meta, place.now, marks)
+                else _update(engine, meta, place.now, marks, listed, place.follow_share)
             )
         except (duckdb.Error, OSError):
             engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")

@@ -84,7 +84,7 @@ from ibis.backends import BaseBackend
 from siyu.core import clock
 from siyu.core.db import Database
 from siyu.core.errors import NotFound
-from siyu.insight import orderbook
+from siyu.insight import member_changes, orderbook
 from siyu.insight.engine import (
     LIVE,
     Analytics,
@@ -610,7 +610,7 @@ def _write_tables(
     profile: the previous one with the rows of the members changed since rewritten, when
     it can be followed up to where the member changes stand now (``_members_unfollowable``,
     ``_follow_profile``), else whole from the live tables. Runs as isolated work."""
-    mark = _changes_mark(engine)  # before anything is read
+    mark = member_changes.changes_mark(engine)  # before anything is read
     with orderbook.book(engine, book) as held:
         if previous is not None and whole is None:
             whole = _unfollowable(previous, held)
@@ -645,37 +645,14 @@ def _write_tables(
     return replace(written, profile_reason=reason)
 
 
-def _changes_mark(engine: Analytics) -> ChangesMark:
-    """Where the member changes stand, read through the live database (work in the
-    analytics child: this process may not take a SQLite transaction while a request holds
-    the write lock)."""
-    state = engine.sql(
-        "SELECT CAST(token AS VARCHAR), CAST(pruned_upto AS BIGINT) FROM "
-        + engine.live_query("SELECT token, pruned_upto FROM member_changes_state WHERE id = 1")
-    ).fetchone()
-    upto = engine.scalar(
-        "SELECT coalesce(max(CAST(m AS BIGINT)), 0) FROM "
-        + engine.live_query("SELECT max(id) AS m FROM member_changes")
-    )
-    return ChangesMark(state[0] if state else "", int(upto or 0), int(state[1]) if state else 0)
-
-
 def _read_after(lineage: Lineage, overlap: int) -> int:
     """The member changes the next build reads are those with ids above this."""
-    return max(lineage.member_seq - overlap, 0)
+    return member_changes.read_after(lineage.member_seq, overlap)
 
 
 def _members_unfollowable(lineage: Lineage, mark: ChangesMark, overlap: int) -> str | None:
-    """Why the member changes cannot bring a snapshot's profile up to ``mark``, or None.
-    The list is followed from ``overlap`` ids below the snapshot's last (PostgreSQL hands
-    ids out before their transactions commit)."""
-    if not lineage.member_token or lineage.member_token != mark.token:
-        return "the member changes are another list (a database emptied or restored)"
-    if mark.upto < lineage.member_seq:
-        return "the member changes went back (a database restored)"
-    if mark.pruned_upto > _read_after(lineage, overlap):
-        return "the member changes since the last snapshot are pruned"
-    return None
+    """Why the member changes cannot bring a snapshot's profile up to ``mark``, or None."""
+    return member_changes.unfollowable(lineage.member_token, lineage.member_seq, mark, overlap)
 
 
 # the small tables whose names the profile spells (a store's code, a rule's name), with
@@ -683,7 +660,7 @@ def _members_unfollowable(lineage: Lineage, mark: ChangesMark, overlap: int) -> 
 REFERENCE_TABLES = {"stores": ("id", "code"), "staff": ("id", "code"), "tag_rules": ("id", "name")}
 # a night that changed more than this share of the profile's members writes it whole:
 # rewriting a row in place costs more than writing it
-FOLLOW_SHARE = 0.2
+FOLLOW_SHARE = member_changes.FOLLOW_SHARE
 _CHANGED = "profile_changed_members"
 
 
@@ -694,19 +671,6 @@ def _reference(name: str) -> str:
         f"SELECT CAST({key} AS BIGINT) AS {key}, CAST({named} AS VARCHAR) AS {named} "
         f"FROM {LIVE}.{name}"
     )
-
-
-def _list_changed(engine: Analytics, after: int, upto: int | None = None) -> tuple[str, int]:
-    """The members ``member_changes`` lists with ids above ``after`` (to ``upto``) into
-    the temporary table ``_CHANGED`` (dropped by the caller): the query that lists them in
-    the live database's own SQL, for ``_rows_of``, and how many there are."""
-    ids = f"id > {after}" if upto is None else f"id > {after} AND id <= {upto}"
-    changed = f"SELECT DISTINCT member_id FROM member_changes WHERE {ids}"
-    engine.sql(
-        f"CREATE OR REPLACE TEMP TABLE {_CHANGED} AS SELECT CAST(member_id AS BIGINT) "
-        f"AS member_id FROM {engine.live_query(changed)}"
-    )
-    return changed, int(engine.scalar(f"SELECT count(*) FROM {_CHANGED}"))
 
 
 def _too_many(engine: Analytics, members: int, follow_share: float) -> str | None:
@@ -733,7 +697,7 @@ def _follow_profile(engine: Analytics, low: int, upto: int, follow_share: float)
         if differ:
             return f"{name} changed"
     try:
-        changed, members = _list_changed(engine, low, upto)
+        changed, members = member_changes.list_changed(engine, _CHANGED, low, upto)
         too_many = _too_many(engine, members, follow_share)
         if too_many:
             return too_many
@@ -913,7 +877,7 @@ def _retag(engine: Analytics, after: int | None, follow_share: float) -> int | N
     the members read again, None for every member."""
     try:
         if after is not None:
-            changed, members = _list_changed(engine, after)
+            changed, members = member_changes.list_changed(engine, _CHANGED, after)
             if not _too_many(engine, members, follow_share):
                 table = _rows_of(engine, ("member_tags", "member_rule_tags"), changed)
                 tags = ibis.to_sql(tags_expr(table), dialect="duckdb")
