@@ -17,8 +17,10 @@ quintiles, super users, the summaries. A full
 recompute from every order runs on ``full=True`` (``siyu insight refresh --full``), on
 the first run, and whenever the settings digest differs; both give the same rows.
 
-The per-member facts (``facts.member_facts``) are kept in DuckDB memory; everything after
-them reads that. Results are staged, then published into the live database by
+The members (join time, status, tier, referrer) are read from the order book
+(``insight.orderbook``), which follows the member changes: a night's changed members read
+through the live indexes instead of a million rows. The per-member facts
+(``facts.member_facts``) are kept in DuckDB memory; everything after them reads that. Results are staged, then published into the live database by
 ``INSERT … SELECT`` inside the database (``engine.Analytics.stage`` and ``publish``), so
 no member row passes through Python:
 
@@ -62,7 +64,7 @@ from siyu.core import clock
 from siyu.core.db import Database, UTCDateTime
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.settings import get_settings
-from siyu.insight import facts, lifecycle, rfm, superusers
+from siyu.insight import facts, lifecycle, orderbook, rfm, superusers
 from siyu.insight.engine import (
     LIVE,
     Analytics,
@@ -310,6 +312,7 @@ class _Job:
     state_path: str | None  # the analytics copy of member_insight (see ``_read_previous``)
     state_token: str | None  # the token the copy must carry to be the live table's
     new_token: str  # the token of the copy this run saves
+    book: orderbook.Place  # the order book, for the members
 
 
 @dataclass
@@ -374,6 +377,7 @@ def refresh(
         _state_path(analytics_dir, db),
         claim.state_token,
         new_token,
+        orderbook.Place(analytics_file(db, "orders", analytics_dir), clock.now()),
     )
     began = timer.perf_counter()
     try:
@@ -451,10 +455,13 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     rfm_rules = (programme.rfm if programme else None) or Rfm()
     definition = programme.super_users if programme else None
     watermark = _read_watermark(engine)
-    members = engine.materialize(
-        "members_now",
-        engine.table("members").select("id", "joined_at", "status", "tier_code", "referrer_id"),
-    )
+    # the members from the order book, which follows the member changes (a night's
+    # changed members read through the live indexes, not a million rows)
+    with orderbook.book(engine, job.book) as held:
+        members = engine.materialize(
+            "members_now",
+            held.members.select("id", "joined_at", "status", "tier_code", "referrer_id"),
+        )
     plan_source, copy_month = _read_previous(engine, job)
     lap("read")
     # Orders above the new watermark (committed while this run reads) are left to the next
