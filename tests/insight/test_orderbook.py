@@ -553,6 +553,13 @@ def test_the_books_members_follow_the_member_changes(
     assert quiet == undone and how == orderbook.FOLLOWED
     if clean_db.dialect == "sqlite":
         assert read == 0
+    # nor when only other member tables were written (a tag, the refresh's insight rows)
+    with clean_db.unit_of_work() as session:
+        members.add_tags(session, brand["C"], ["孕妈"], principal=SYSTEM)
+    tagged, how, read = _sync_members(clean_db, path)
+    assert tagged == quiet and how == orderbook.FOLLOWED
+    if clean_db.dialect == "sqlite":
+        assert read == 0
 
     # when a night lists more than the share of the members, they are read whole
     with clean_db.unit_of_work() as session:

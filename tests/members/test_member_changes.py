@@ -3,17 +3,21 @@ written, whatever writes them, and the list is pruned only below what its reader
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from pathlib import Path
 
-from sqlalchemy import select
+from alembic import command
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.core import clock
 from siyu.core.auth import SYSTEM
 from siyu.core.db import Database
+from siyu.core.migrate import alembic_config, upgrade
 from siyu.insight.models import MemberInsight
 from siyu.members import service
-from siyu.members.models import MemberChange, MemberChangesState
+from siyu.members.models import CHANGE_SOURCES, MemberChange, MemberChangesState
 from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
 from siyu.orders.rules import LineDraft, OrderDraft
@@ -111,3 +115,108 @@ def test_pruning_removes_only_what_was_read_and_keeps_the_last_change(session: S
     # the next change's id follows the last one's (SQLite reuses ids only of an empty table)
     service.enrol(session, EnrolDraft(phone="13800000009"))
     assert min(session.scalars(select(MemberChange.id).where(MemberChange.id > last))) > last
+
+
+def _written(db: Database, after: int) -> set[tuple[int, str]]:
+    """The (member, table written) pairs listed with ids above ``after``."""
+    tables = {code: name for name, code in CHANGE_SOURCES.items()}
+    with db.unit_of_work() as s:
+        rows = s.execute(
+            select(MemberChange.member_id, MemberChange.source).where(MemberChange.id > after)
+        ).all()
+    return {(member, tables[source]) for member, source in rows}
+
+
+def _last(db: Database) -> int:
+    with db.unit_of_work() as s:
+        return int(s.scalar(select(func.max(MemberChange.id))) or 0)
+
+
+def test_each_change_notes_the_table_written(clean_db: Database, programme_in_force: None) -> None:
+    with clean_db.unit_of_work() as s:
+        an = service.enrol(s, EnrolDraft(phone="13800000001", name="安")).member_id
+    # enrolling writes the member and their phone identity
+    assert {"members", "member_identities"} <= {t for m, t in _written(clean_db, 0) if m == an}
+
+    steps = [
+        (lambda s: service.update(s, an, {"gender": "F"}, principal=SYSTEM), {"members"}),
+        (lambda s: service.add_tags(s, an, ["孕妈"], principal=SYSTEM), {"member_tags"}),
+        (
+            lambda s: s.add(MemberInsight(member_id=an, stage="prospect", computed_at=clock.now())),
+            {"member_insight"},
+        ),
+    ]
+    for write, tables in steps:
+        last = _last(clean_db)
+        with clean_db.unit_of_work() as s:
+            write(s)
+        assert _written(clean_db, last) == {(an, t) for t in tables}
+
+    # an order: the buyer's metrics and their points balance on the member row
+    last = _last(clean_db)
+    with clean_db.unit_of_work() as s:
+        orders.ingest_orders(
+            s,
+            [
+                OrderDraft(
+                    channel="store",
+                    external_id="O1",
+                    paid_at=datetime(2026, 11, 20, 4, tzinfo=clock.UTC),
+                    member_id=an,
+                    lines=[LineDraft("SKU-1", "奶粉", 1, 25_600)],
+                )
+            ],
+        )
+    assert {"member_metrics", "members"} <= {t for _, t in _written(clean_db, last)}
+
+
+def test_the_migration_notes_the_sources_and_gives_the_list_a_new_token(
+    db: Database, tmp_path: Path
+) -> None:
+    # a database of its own, at the revision before (the shared one stays at head)
+    if db.dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'before.db'}"
+    else:
+        name = f"siyu_migration_{uuid.uuid4().hex[:8]}"
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.exec_driver_sql(f"CREATE DATABASE {name}")
+        url = db.url.rsplit("/", 1)[0] + f"/{name}"
+    before = Database(url)
+    try:
+        upgrade(before, "0021_member_changes")
+        with before.unit_of_work() as s:
+            first = service.enrol(s, EnrolDraft(phone="13800000001")).member_id
+            service.ensure_changes_state(s)
+        with before.engine.connect() as c:
+            token = c.exec_driver_sql("SELECT token FROM member_changes_state").scalar()
+        upgrade(before)
+        with before.unit_of_work() as s:
+            second = service.enrol(s, EnrolDraft(phone="13800000002")).member_id
+            state = s.get(MemberChangesState, 1)
+            assert state is not None and state.token != token  # copies made before: whole
+        # the changes listed before carry no source; those after, their table's
+        assert (first, 0) in _pairs(before) and (second, CHANGE_SOURCES["members"]) in _pairs(
+            before
+        )
+        assert all(source for member, source in _pairs(before) if member == second)
+
+        # and back: the triggers list members without a source again
+        command.downgrade(alembic_config(before), "0021_member_changes")
+        with before.unit_of_work() as s:
+            third = service.enrol(s, EnrolDraft(phone="13800000003")).member_id
+        with before.engine.connect() as c:
+            listed = {m for (m,) in c.exec_driver_sql("SELECT member_id FROM member_changes")}
+        assert {first, second, third} <= listed
+    finally:
+        before.dispose()
+        if db.dialect != "sqlite":
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.exec_driver_sql(f"DROP DATABASE {name}")
+
+
+def _pairs(db: Database) -> set[tuple[int, int]]:
+    with db.engine.connect() as c:
+        return {
+            (int(m), int(s))
+            for m, s in c.exec_driver_sql("SELECT member_id, source FROM member_changes")
+        }

@@ -2,8 +2,11 @@
 analytics engine: where the list stands, whether a copy can be brought up to it, and which
 members it lists since.
 
-Two copies follow the list: the segment profile (``segments.profile``) and the order
-book's members (``insight.orderbook``). Each notes the list's token and the last change id
+Two copies follow the list: the segment profile (``segments.profile``), which reads
+every member table, and the order book's members (``insight.orderbook``), which reads
+``members`` alone and so follows only the changes written there (each change notes its
+table: a night's refresh rewrites tens of thousands of ``member_insight`` rows, none of
+which the book needs to read again). Each notes the list's token and the last change id
 it reflects; the next time it reads the changes above that id (on PostgreSQL from
 ``engine.ID_OVERLAP`` ids below it: a sequence hands ids out before their transactions
 commit, so a change may commit below the last id read) and reads those members' rows
@@ -20,7 +23,10 @@ members whole, which is slower and as right.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from siyu.insight.engine import Analytics
+from siyu.members.models import CHANGE_SOURCES
 from siyu.members.service import ChangesMark
 
 # a copy that would read the rows of more than this share of its members again reads
@@ -61,13 +67,21 @@ def unfollowable(token: str, seq: int, mark: ChangesMark, overlap: int) -> str |
 
 
 def list_changed(
-    engine: Analytics, into: str, after: int, upto: int | None = None
+    engine: Analytics,
+    into: str,
+    after: int,
+    upto: int | None = None,
+    *,
+    sources: Iterable[str] | None = None,
 ) -> tuple[str, int]:
     """The members listed with change ids above ``after`` (to ``upto``) into the temporary
-    table ``into`` (``member_id``; the caller drops it). Returns the query that lists them
-    in the live database's own SQL (to read their rows through its indexes) and how many
-    there are."""
+    table ``into`` (``member_id``; the caller drops it), for writes to the tables
+    ``sources`` only (``members.models.CHANGE_SOURCES``) or to any. Returns the query that
+    lists them in the live database's own SQL (to read their rows through its indexes)
+    and how many there are."""
     ids = f"id > {after}" if upto is None else f"id > {after} AND id <= {upto}"
+    if sources is not None:
+        ids += f" AND source IN ({', '.join(str(CHANGE_SOURCES[s]) for s in sources)})"
     changed = f"SELECT DISTINCT member_id FROM member_changes WHERE {ids}"
     engine.sql(
         f"CREATE OR REPLACE TEMP TABLE {into} AS SELECT CAST(member_id AS BIGINT) "

@@ -47,12 +47,12 @@ What the book keeps for the figures beside the orders and lines:
   window over 1.7 million rows cost 0.24 s of 0.32 s). A sync orders again only the
   histories of the members whose rows it read again.
 - ``members``: every member's ``(id, joined_at, status, tier_code, referrer_id)`` (the
-  KPIs' members and join cohorts), kept by following the member changes
-  (``insight.member_changes``): a sync reads again the members listed since the last one,
-  through the live database's indexes, a night's changed members instead of a million
-  rows; it copies them whole when the list cannot be followed or lists more than
-  ``member_changes.FOLLOW_SHARE`` of them. Members are never deleted, but a member listed
-  and no longer found goes.
+  KPIs' members and join cohorts, the refresh's members), kept by following the member
+  changes (``insight.member_changes``): a sync reads again the members whose ``members``
+  row was written since the last one, through the live database's indexes, a night's
+  changed members instead of a million rows; it copies them whole when the list cannot be
+  followed or lists more than ``member_changes.FOLLOW_SHARE`` of them. Members are never
+  deleted, but a member listed and no longer found goes.
 - ``changes``: the ids of the orders each sync read again and found changed (new, or
   another member, amount, status or lines), numbered by sync (``seq``), for
   ``CHANGES_KEPT``. A copy made from the book (the segment profile's purchases) is
@@ -453,15 +453,17 @@ def _read_members(
     engine: Analytics, meta: _Meta, listed: ChangesMark, follow_share: float
 ) -> tuple[int, str]:
     """Read from the live database (before the sync's transaction) the members whose rows
-    the book must replace, into ``order_book_member_rows``: those listed in the member
-    changes since the last sync (``_LISTED``), or every member when the list cannot be
+    the book must replace, into ``order_book_member_rows``: those the member changes list
+    for ``members`` since the last sync (``_LISTED``), or every member when it cannot be
     followed or lists more than ``follow_share`` of them. Returns how many rows were read
     and ``FOLLOWED`` or why they were read whole."""
     overlap = id_overlap(engine.db)
     why = member_changes.unfollowable(meta.member_token, meta.member_seq, listed, overlap)
     if why is None:
         after = member_changes.read_after(meta.member_seq, overlap)
-        changed, n = member_changes.list_changed(engine, _LISTED, after, listed.upto)
+        changed, n = member_changes.list_changed(
+            engine, _LISTED, after, listed.upto, sources=("members",)
+        )
         kept = int(engine.scalar(f"SELECT count(*) FROM {BOOK}.members"))
         if n > follow_share * kept:
             why = f"{n} members changed, of {kept}"

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     UniqueConstraint,
     text,
@@ -126,6 +127,20 @@ class MemberMerge(Base):
     unmerged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+# The member tables ``member_changes`` watches, by the code its ``source`` holds for a
+# write to each (migration ``0022_member_change_sources`` spells the same codes): a copy of
+# some of them follows only their changes. 0: listed before the sources were kept.
+CHANGE_SOURCES = {
+    "members": 1,
+    "member_metrics": 2,
+    "member_insight": 3,
+    "paid_subscriptions": 4,
+    "member_identities": 5,
+    "member_tags": 6,
+    "member_rule_tags": 7,
+}
+
+
 class MemberChange(Base):
     """One write to a member's own rows (会员变更): the member, in the order written.
 
@@ -133,14 +148,16 @@ class MemberChange(Base):
     member that the segment profile reads: metrics, insight, paid subscriptions,
     identities, manual and rule tags; migration ``0021_member_changes``), so no write path
     can forget it: a nightly copy of those tables reads the members listed since its last
-    read instead of every member (``segments.profile``). A member is listed once per
-    write; readers take the distinct ids. Append-only: rows are only ever removed below
-    every reader's mark (``MemberChangesState``)."""
+    read instead of every member (``segments.profile``, ``insight.orderbook``). A member
+    is listed once per write, with the table written (``source``: ``CHANGE_SOURCES``);
+    readers take the distinct ids. Append-only: rows are only ever removed below every
+    reader's mark (``MemberChangesState``)."""
 
     __tablename__ = "member_changes"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     member_id: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[int] = mapped_column(SmallInteger, server_default="0")
 
 
 class MemberChangesState(Base):
