@@ -18,11 +18,12 @@ recompute from every order runs on ``full=True`` (``siyu insight refresh --full`
 the first run, and whenever the settings digest differs; both give the same rows.
 
 The members (join time, status, tier, referrer) are read from the order book
-(``insight.orderbook``), which follows the member changes: a night's changed members read
-through the live indexes instead of a million rows. The per-member facts
-(``facts.member_facts``) are kept in DuckDB memory; everything after them reads that. Results are staged, then published into the live database by
-``INSERT … SELECT`` inside the database (``engine.Analytics.stage`` and ``publish``), so
-no member row passes through Python:
+(``insight.orderbook``), which follows the member changes: a night's changed members
+read through the live indexes instead of a million rows. The per-member facts
+(``facts.member_facts``) are kept in DuckDB memory; everything after them reads that.
+Results are staged, then published into the live database by ``INSERT … SELECT`` inside
+the database (``engine.Analytics.stage`` and ``publish``), so no member row passes
+through Python:
 
 - ``member_insight``: only the rows that changed (compared in DuckDB with the rows read
   at the start), in member-id ranges, one transaction each, so the live database is never
