@@ -34,6 +34,21 @@ def _listed(db: Database, after: int) -> tuple[set[int], int]:
     return {member for _, member in rows}, max((i for i, _ in rows), default=after)
 
 
+def _an_order(s: Session, member_id: int) -> None:
+    orders.ingest_orders(
+        s,
+        [
+            OrderDraft(
+                channel="store",
+                external_id="O1",
+                paid_at=datetime(2026, 11, 20, 4, tzinfo=clock.UTC),
+                member_id=member_id,
+                lines=[LineDraft("SKU-1", "奶粉", 1, 25_600)],
+            )
+        ],
+    )
+
+
 def test_every_write_to_a_members_own_rows_lists_the_member(
     clean_db: Database, programme_in_force: None
 ) -> None:
@@ -59,18 +74,7 @@ def test_every_write_to_a_members_own_rows_lists_the_member(
 
     # an order: the buyer's metrics and balances
     with clean_db.unit_of_work() as s:
-        orders.ingest_orders(
-            s,
-            [
-                OrderDraft(
-                    channel="store",
-                    external_id="O1",
-                    paid_at=datetime(2026, 11, 20, 4, tzinfo=clock.UTC),
-                    member_id=an,
-                    lines=[LineDraft("SKU-1", "奶粉", 1, 25_600)],
-                )
-            ],
-        )
+        _an_order(s, an)
     listed, last = _listed(clean_db, last)
     assert listed == {an}
 
@@ -155,18 +159,7 @@ def test_each_change_notes_the_table_written(clean_db: Database, programme_in_fo
     # an order: the buyer's metrics and their points balance on the member row
     last = _last(clean_db)
     with clean_db.unit_of_work() as s:
-        orders.ingest_orders(
-            s,
-            [
-                OrderDraft(
-                    channel="store",
-                    external_id="O1",
-                    paid_at=datetime(2026, 11, 20, 4, tzinfo=clock.UTC),
-                    member_id=an,
-                    lines=[LineDraft("SKU-1", "奶粉", 1, 25_600)],
-                )
-            ],
-        )
+        _an_order(s, an)
     assert {"member_metrics", "members"} <= {t for _, t in _written(clean_db, last)}
 
 
