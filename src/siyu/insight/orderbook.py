@@ -112,7 +112,7 @@ TIER_COLUMNS = (
     ("from_code", "VARCHAR", "from_code"),
     ("to_code", "VARCHAR", "to_code"),
 )
-# the same for a live ``members`` row (the KPIs' members and cohorts)
+# the same for a live ``members`` row (the KPIs' members and cohorts, the refresh's members)
 MEMBER_COLUMNS = (
     ("id", "BIGINT", "id"),
     ("joined_at", "TIMESTAMP", "joined_at"),
@@ -188,7 +188,7 @@ def _live(engine: Analytics) -> ibis.Table:
     return engine.backend.sql(f"SELECT {_cast(COLUMNS)} FROM {LIVE}.orders")
 
 
-def _live_members(engine: Analytics) -> str:
+def _live_members() -> str:
     """The live members in the book's shape (SQL: read whole)."""
     return f"SELECT {_cast(MEMBER_COLUMNS)} FROM {LIVE}.members"
 
@@ -236,7 +236,7 @@ def _unbooked(engine: Analytics) -> Book:
     tiers = engine.backend.sql(
         _with_next(f"(SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history) AS h")
     )
-    members = engine.backend.sql(_live_members(engine))
+    members = engine.backend.sql(_live_members())
     changes = engine.backend.sql("SELECT 0::BIGINT AS seq, 0::BIGINT AS order_id WHERE false")
     return Book(
         orders, _live_lines(engine), firsts, points, tiers, members, changes, Synced("live", 0)
@@ -303,7 +303,7 @@ def _build(engine: Analytics, now: datetime, marks: Marks, listed: ChangesMark) 
     )
     compiled = f"SELECT {_cast(TIER_COLUMNS)} FROM {LIVE}.tier_history WHERE id <= {marks[4]}"
     engine.sql(f"CREATE TABLE {BOOK}.tiers AS {_with_next(f'({compiled}) AS h')}")
-    engine.sql(f"CREATE TABLE {BOOK}.members AS {_live_members(engine)}")
+    engine.sql(f"CREATE TABLE {BOOK}.members AS {_live_members()}")
     engine.sql(f"CREATE TABLE {BOOK}.changes (seq BIGINT, order_id BIGINT)")
     engine.sql(f"CREATE TABLE {BOOK}.syncs (seq BIGINT, synced_at TIMESTAMP)")
     engine.sql(
