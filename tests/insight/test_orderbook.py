@@ -34,8 +34,9 @@ Line = tuple[int, int, str, bool]
 
 
 def _book(engine: Analytics, place: orderbook.Place) -> tuple[str, int, list[Row]]:
-    with orderbook.orders(engine, place) as (every, synced):
-        rows = every.order_by("id").to_pyarrow().to_pylist()
+    with orderbook.book(engine, place) as held:
+        rows = held.orders.order_by("id").to_pyarrow().to_pylist()
+        synced = held.synced
     return (
         synced.how,
         synced.orders_read,

@@ -153,7 +153,7 @@ class Synced:
 
 @dataclass(frozen=True)
 class Book:
-    """The book's tables for one use: ``orders`` as ``orders()`` describes them, ``lines``
+    """The book's tables for one use: ``orders`` as ``book()`` describes them, ``lines``
     as ``(order_id, line_no, category, counted)``, ``firsts`` as ``(member_id, first_at,
     second_at)``, ``points`` as ``(at, kind, points)`` (the ledger by minute), ``tiers`` as
     ``(id, member_id, at, from_code, to_code, next_at)`` (the tier history, each change with
@@ -640,10 +640,3 @@ def book(engine: Analytics, place: Place) -> Iterator[Book]:
             )
         finally:
             engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")
-
-
-@contextmanager
-def orders(engine: Analytics, place: Place) -> Iterator[tuple[ibis.Table, Synced]]:
-    """Every live order (``book``'s orders) and how the book was brought up to date."""
-    with book(engine, place) as held:
-        yield held.orders, held.synced
