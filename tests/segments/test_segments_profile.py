@@ -280,21 +280,6 @@ def test_followed_profile_equals_a_whole_rebuilds(
     assert _profile_rows(clean_db, analytics_dir) == rows
 
 
-def test_the_member_changes_a_snapshot_can_follow() -> None:
-    lineage = profile.Lineage("g", 1, 10, 0, 0, member_token="t", member_seq=500)
-    follow = profile._members_unfollowable
-    # it reads the ids above its mark: those at or below may be gone
-    assert follow(lineage, members.ChangesMark("t", 800, 0), overlap=0) is None
-    assert follow(lineage, members.ChangesMark("t", 800, 500), overlap=0) is None
-    assert "pruned" in (follow(lineage, members.ChangesMark("t", 800, 501), overlap=0) or "")
-    # PostgreSQL reads the last ids before the mark again: they must still be there
-    assert "pruned" in (follow(lineage, members.ChangesMark("t", 800, 401), overlap=100) or "")
-    assert follow(lineage, members.ChangesMark("t", 800, 400), overlap=100) is None
-    assert "another" in (follow(lineage, members.ChangesMark("u", 800, 0), overlap=0) or "")
-    assert "back" in (follow(lineage, members.ChangesMark("t", 400, 0), overlap=0) or "")
-    assert follow(profile.Lineage("g", 1, 10, 0, 0), members.ChangesMark("t", 1, 0), 0)
-
-
 def test_a_night_that_changed_too_many_members_writes_the_profile_whole(
     brand: Brand, clean_db: Database, tmp_path: Path, follow_always: None
 ) -> None:

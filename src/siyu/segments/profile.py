@@ -58,7 +58,7 @@ indexes (``_follow_profile``): a night's changed members instead of reading, joi
 writing a million. The profile is written whole with the purchases, when a small table
 it names changed (a store's or guide's code, a rule's name: ``REFERENCE_TABLES``), when
 more than ``FOLLOW_SHARE`` of its members changed, or when the list cannot be followed
-(``_members_unfollowable``). After the rule tags are written, only the tags of the
+(``member_changes.unfollowable``). After the rule tags are written, only the tags of the
 members listed since are read again (``_retag``). Once published, a build prunes the
 changes it has read.
 """
@@ -96,7 +96,6 @@ from siyu.insight.engine import (
 )
 from siyu.insight.isolation import run_isolated
 from siyu.members import service as member_service
-from siyu.members.service import ChangesMark
 from siyu.segments.rules import IDENTITY_CHANNELS
 
 POINTER = "CURRENT"  # names the snapshot file in force
@@ -608,7 +607,7 @@ def _write_tables(
     as of ``book.now``), following the ``previous`` snapshot's when they can (the file
     starts as its copy) unless ``whole`` says why not (``_whole_because``), then the
     profile: the previous one with the rows of the members changed since rewritten, when
-    it can be followed up to where the member changes stand now (``_members_unfollowable``,
+    it can be followed up to where the member changes stand now (``member_changes.unfollowable``,
     ``_follow_profile``), else whole from the live tables. Runs as isolated work."""
     mark = member_changes.changes_mark(engine)  # before anything is read
     with orderbook.book(engine, book) as held:
@@ -631,11 +630,14 @@ def _write_tables(
         reason: str | int = "the purchases were written whole"
     else:
         overlap = id_overlap(engine.db)
-        reason = _members_unfollowable(previous.lineage, mark, overlap) or _in_snapshot(
+        lineage = previous.lineage
+        reason = member_changes.unfollowable(
+            lineage.member_token, lineage.member_seq, mark, overlap
+        ) or _in_snapshot(
             engine,
             path,
             _follow_profile,
-            _read_after(previous.lineage, overlap),
+            _read_after(lineage, overlap),
             mark.upto,
             follow_share,
         )
@@ -648,11 +650,6 @@ def _write_tables(
 def _read_after(lineage: Lineage, overlap: int) -> int:
     """The member changes the next build reads are those with ids above this."""
     return member_changes.read_after(lineage.member_seq, overlap)
-
-
-def _members_unfollowable(lineage: Lineage, mark: ChangesMark, overlap: int) -> str | None:
-    """Why the member changes cannot bring a snapshot's profile up to ``mark``, or None."""
-    return member_changes.unfollowable(lineage.member_token, lineage.member_seq, mark, overlap)
 
 
 # the small tables whose names the profile spells (a store's code, a rule's name), with
