@@ -245,6 +245,10 @@ def test_followed_profile_equals_a_whole_rebuilds(
         assert insight is not None
         insight.stage = "active"
         new = members.enrol(s, EnrolDraft(name="庚", phone="13800000007")).member_id
+        # and two members nothing else happened to get insight rows, as the refresh or
+        # the CLV step writes them: 鄂 (frozen: in the profile) and 冯 (closed: not in it)
+        for name in ("鄂", "冯"):
+            s.add(MemberInsight(member_id=brand[name], stage="prospect", p_alive=0.5))
     refreshed = tags.refresh(clean_db, analytics_dir, tz=TZ)
     day = refreshed.profile.written
     assert day is not None
@@ -254,7 +258,8 @@ def test_followed_profile_equals_a_whole_rebuilds(
     assert day.profile_members is not None and day.lineage.member_seq > first.lineage.member_seq
     assert [(r.added, r.removed) for r in refreshed.rules] == [(1, 0)]
     if clean_db.dialect == "sqlite":  # (PostgreSQL also reads the last ids again)
-        assert day.profile_members == 5  # 安 (a refund), 白, 陈, 丁 and 庚
+        assert day.profile_members == 7  # 安 (a refund), 白, 陈, 丁, 庚, 鄂 and 冯
+        assert day.profile_insight_alone == 2  # 鄂 and 冯: their insight columns alone
         assert refreshed.retagged == 1
     rows = _profile_rows(clean_db, analytics_dir)
     assert next(r[-1] for r in rows if r[0] == brand["白"]) == ["玩具客"]
@@ -271,6 +276,22 @@ def test_followed_profile_equals_a_whole_rebuilds(
         if clean_db.dialect == "sqlite":
             assert quiet.profile_members == again
         assert _profile_rows(clean_db, analytics_dir) == rows
+
+    # when a member's insight row goes (the refresh removes the rows of members who no
+    # longer count), their insight columns are a whole rebuild's again: empty
+    with clean_db.unit_of_work() as s:
+        gone = s.get(MemberInsight, brand["鄂"])
+        assert gone is not None
+        s.delete(gone)
+    dropped = _refresh(clean_db, analytics_dir)
+    if clean_db.dialect == "sqlite":
+        assert (dropped.profile_members, dropped.profile_insight_alone) == (1, 1)
+    rows = _profile_rows(clean_db, analytics_dir)
+    assert next(r for r in rows if r[0] == brand["鄂"])[-12:-2] == (None,) * 5 + (False,) + (
+        None,
+    ) * 4
+    _whole(clean_db, tmp_path / "whole-dropped")
+    assert rows == _profile_rows(clean_db, tmp_path / "whole-dropped")
 
     # when a store opens (the profile names stores by code), the profile is written whole
     with clean_db.unit_of_work() as s:

@@ -73,15 +73,19 @@ def list_changed(
     upto: int | None = None,
     *,
     sources: Iterable[str] | None = None,
+    but: Iterable[str] = (),
 ) -> tuple[str, int]:
     """The members listed with change ids above ``after`` (to ``upto``) into the temporary
     table ``into`` (``member_id``; the caller drops it), for writes to the tables
-    ``sources`` only (``members.models.CHANGE_SOURCES``) or to any. Returns the query that
-    lists them in the live database's own SQL (to read their rows through its indexes)
-    and how many there are."""
+    ``sources`` only (``members.models.CHANGE_SOURCES``) or to any, ``but`` those. Returns
+    the query that lists them in the live database's own SQL (to read their rows through
+    its indexes) and how many there are. (A change listed before the list noted tables has
+    source 0: it is in every list but one of ``sources``.)"""
     ids = f"id > {after}" if upto is None else f"id > {after} AND id <= {upto}"
     if sources is not None:
         ids += f" AND source IN ({', '.join(str(CHANGE_SOURCES[s]) for s in sources)})"
+    if but:
+        ids += f" AND source NOT IN ({', '.join(str(CHANGE_SOURCES[s]) for s in but)})"
     changed = f"SELECT DISTINCT member_id FROM member_changes WHERE {ids}"
     engine.sql(
         f"CREATE OR REPLACE TEMP TABLE {into} AS SELECT CAST(member_id AS BIGINT) "

@@ -70,7 +70,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -244,6 +244,24 @@ MEMBER_COLUMNS = {
 }
 
 
+def insight_columns(insight: ibis.Table) -> dict[str, ibis.Value]:
+    """The profile's columns out of a member's ``member_insight`` row (null when there is
+    none): the whole profile and a night's insight-only members (``_follow_profile``)
+    both take them from here."""
+    return {
+        "stage": insight.stage,
+        "rfm_group": insight.rfm_group,
+        "r_score": insight.r_score.cast("int64"),
+        "f_score": insight.f_score.cast("int64"),
+        "m_score": insight.m_score.cast("int64"),
+        "super_user": insight.super_user.cast("boolean").fill_null(False),
+        "p_alive": insight.p_alive.cast("float64"),
+        "expected_purchases_90": insight.expected_purchases_90.cast("float64"),
+        "expected_purchases_365": insight.expected_purchases_365.cast("float64"),
+        "clv_fen": insight.expected_value_fen.cast("int64"),
+    }
+
+
 def profile_tables(t: TableOf) -> Sources:
     """The profile and purchases as expressions over the live tables ``t(name)``."""
 
@@ -312,16 +330,7 @@ def profile_tables(t: TableOf) -> Sources:
         avg_order_fen=ibis.ifelse(order_count > 0, spend // order_count, ibis.null()).cast("int64"),
         first_order_at=_ts(metrics.first_order_at),
         last_order_at=_ts(metrics.last_order_at),
-        stage=insight.stage,
-        rfm_group=insight.rfm_group,
-        r_score=insight.r_score.cast("int64"),
-        f_score=insight.f_score.cast("int64"),
-        m_score=insight.m_score.cast("int64"),
-        super_user=insight.super_user.cast("boolean").fill_null(False),
-        p_alive=insight.p_alive.cast("float64"),
-        expected_purchases_90=insight.expected_purchases_90.cast("float64"),
-        expected_purchases_365=insight.expected_purchases_365.cast("float64"),
-        clv_fen=insight.expected_value_fen.cast("int64"),
+        **insight_columns(insight),
         channel_mask=channels.channel_mask.fill_null(0),
         tags=tags.tags,
     )
@@ -484,6 +493,7 @@ class Written:
     lineage: Lineage
     profile_members: int | None = None
     profile_reason: str = ""
+    profile_insight_alone: int = 0  # of ``profile_members``: changed in member_insight alone
 
     def summary(self) -> str:
         """How the purchases were written."""
@@ -494,7 +504,10 @@ class Written:
     def profile_summary(self) -> str:
         """How the profile was written."""
         if self.profile_members is not None:
-            return f"followed the member changes: {self.profile_members} members"
+            return (
+                f"followed the member changes: {self.profile_members} members "
+                f"({self.profile_insight_alone} in their insight alone)"
+            )
         return f"whole: {self.profile_reason}"
 
 
@@ -641,8 +654,8 @@ def _write_tables(
             mark.upto,
             follow_share,
         )
-    if isinstance(reason, int):
-        return replace(written, profile_members=reason)
+    if not isinstance(reason, str):
+        return replace(written, profile_members=reason[0], profile_insight_alone=reason[1])
     _in_snapshot(engine, path, _write_profile)
     return replace(written, profile_reason=reason)
 
@@ -659,6 +672,9 @@ REFERENCE_TABLES = {"stores": ("id", "code"), "staff": ("id", "code"), "tag_rule
 # rewriting a row in place costs more than writing it
 FOLLOW_SHARE = member_changes.FOLLOW_SHARE
 _CHANGED = "profile_changed_members"
+_REWRITTEN = "profile_rewritten_members"  # changed in a table but ``INSIGHT_ALONE``
+# the tables whose changes alone leave a profile row standing but for their columns
+INSIGHT_ALONE = ("member_insight",)
 
 
 def _reference(name: str) -> str:
@@ -678,13 +694,22 @@ def _too_many(engine: Analytics, members: int, follow_share: float) -> str | Non
     return f"{members} members changed, of {rows}" if members > follow_share * rows else None
 
 
-def _follow_profile(engine: Analytics, low: int, upto: int, follow_share: float) -> int | str:
+def _follow_profile(
+    engine: Analytics, low: int, upto: int, follow_share: float
+) -> tuple[int, int] | str:
     """In a copy of the previous snapshot: the profile rows of the members listed in
-    ``member_changes`` with ids in (``low``, ``upto``] deleted and computed again, by the
-    same expression as a whole write (``profile_tables``) over those members' rows only,
-    read through the live database's indexes. Returns the members rewritten, or why the
-    profile must be written whole instead (a small table it names changed, or too many
-    members: ``_too_many``)."""
+    ``member_changes`` with ids in (``low``, ``upto``] brought up to date, by the same
+    expressions as a whole write (``profile_tables``) over those members' rows only, read
+    through the live database's indexes. Returns the members listed and how many of them
+    changed in ``member_insight`` alone, or why the profile must be written whole instead
+    (a small table it names changed, or too many members: ``_too_many``).
+
+    A night's list is mostly the refresh's: it rewrites the ``member_insight`` rows of
+    some 84,000 members at a million, three in four of whom nothing else happened to.
+    Their rows keep every other column and take the insight columns again
+    (``insight_columns``): one table read for them instead of seven, and an update of ten
+    columns instead of a row deleted and inserted. The members changed anywhere else are
+    deleted and computed again whole."""
     for name in REFERENCE_TABLES:
         differ = engine.scalar(
             f"SELECT count(*) FROM ((SELECT * FROM {SNAPSHOT}.profile_{name} EXCEPT "
@@ -698,25 +723,48 @@ def _follow_profile(engine: Analytics, low: int, upto: int, follow_share: float)
         too_many = _too_many(engine, members, follow_share)
         if too_many:
             return too_many
-        table = _rows_of(engine, MEMBER_COLUMNS, changed)
+        rewritten, whole = member_changes.list_changed(
+            engine, _REWRITTEN, low, upto, but=INSIGHT_ALONE
+        )
+        reads = {name: rewritten for name in MEMBER_COLUMNS}
+        reads.update({name: changed for name in INSIGHT_ALONE})
+        table = _rows_of(engine, reads)
         profile = ibis.to_sql(profile_tables(table).profile, dialect="duckdb")
         engine.sql(
-            f"DELETE FROM {SNAPSHOT}.profile WHERE member_id IN (SELECT member_id FROM {_CHANGED})"
+            f"DELETE FROM {SNAPSHOT}.profile "
+            f"WHERE member_id IN (SELECT member_id FROM {_REWRITTEN})"
         )
         engine.sql(f"INSERT INTO {SNAPSHOT}.profile BY NAME {profile}")
-        return members
+        if members > whole:
+            listed, again = (
+                ibis.table({"member_id": "int64"}, name=name, database="temp")
+                for name in (_CHANGED, _REWRITTEN)
+            )
+            alone = listed.anti_join(again, "member_id")
+            insight = table("member_insight")
+            columns = insight_columns(insight)
+            rows = alone.left_join(insight, alone.member_id == insight.member_id).select(
+                alone.member_id, **columns
+            )
+            assign = ", ".join(f'"{c}" = n."{c}"' for c in columns)
+            engine.sql(
+                f"UPDATE {SNAPSHOT}.profile AS p SET {assign} "
+                f"FROM ({ibis.to_sql(rows, dialect='duckdb')}) AS n "
+                "WHERE p.member_id = n.member_id"
+            )
+        return members, members - whole
     finally:
-        engine.sql(f"DROP TABLE IF EXISTS temp.{_CHANGED}")
+        for name in (_CHANGED, _REWRITTEN):
+            engine.sql(f"DROP TABLE IF EXISTS temp.{name}")
         _drop_rows_of(engine)
 
 
-def _rows_of(engine: Analytics, names: Iterable[str], changed: str) -> TableOf:
-    """The live tables ``names`` (keyed by a member) cut down to the members ``changed``
-    lists (a query of the live database's own SQL) and to ``MEMBER_COLUMNS``, as temporary
+def _rows_of(engine: Analytics, reads: dict[str, str]) -> TableOf:
+    """The live tables named in ``reads`` (keyed by a member) cut down to the members its
+    query lists (in the live database's own SQL) and to ``MEMBER_COLUMNS``, as temporary
     tables; every other table live. Dropped by ``_drop_rows_of``."""
     live = live_tables(engine.db, engine.backend)
-    cut = set(names)
-    for name in cut:
+    for name, changed in reads.items():
         read = MEMBER_COLUMNS[name]
         columns, key = ", ".join(read), "id" if name == "members" else "member_id"
         # typed as the attached table reads them; filled from the live database's own
@@ -729,7 +777,7 @@ def _rows_of(engine: Analytics, names: Iterable[str], changed: str) -> TableOf:
         engine.sql(f"INSERT INTO temp.profile_of_{name} BY NAME SELECT * FROM {theirs}")
 
     def table(name: str) -> ibis.Table:
-        if name in cut:
+        if name in reads:
             schema = live(name).select(*MEMBER_COLUMNS[name]).schema()
             return ibis.table(schema, name=f"profile_of_{name}", database="temp")
         return live(name)
@@ -876,7 +924,7 @@ def _retag(engine: Analytics, after: int | None, follow_share: float) -> int | N
         if after is not None:
             changed, members = member_changes.list_changed(engine, _CHANGED, after)
             if not _too_many(engine, members, follow_share):
-                table = _rows_of(engine, ("member_tags", "member_rule_tags"), changed)
+                table = _rows_of(engine, {"member_tags": changed, "member_rule_tags": changed})
                 tags = ibis.to_sql(tags_expr(table), dialect="duckdb")
                 engine.sql(
                     f"UPDATE {SNAPSHOT}.profile AS p SET tags = n.tags FROM "
