@@ -55,7 +55,8 @@ list's token and the last change it reflects; the next build keeps the copied pr
 deletes the rows of the members listed since and computes them again by
 ``profile_tables`` over those members' rows alone, read through the live database's
 indexes (``_follow_profile``): a night's changed members instead of reading, joining and
-writing a million. The profile is written whole with the purchases, when a small table
+writing a million. The members listed for ``member_insight`` writes alone (most of a
+night's list: the refresh's) keep their rows and take the insight columns again. The profile is written whole with the purchases, when a small table
 it names changed (a store's or guide's code, a rule's name: ``REFERENCE_TABLES``), when
 more than ``FOLLOW_SHARE`` of its members changed, or when the list cannot be followed
 (``member_changes.unfollowable``). After the rule tags are written, only the tags of the
