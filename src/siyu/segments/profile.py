@@ -56,9 +56,10 @@ deletes the rows of the members listed since and computes them again by
 ``profile_tables`` over those members' rows alone, read through the live database's
 indexes (``_follow_profile``): a night's changed members instead of reading, joining and
 writing a million. The members listed for ``member_insight`` writes alone (most of a
-night's list: the refresh's) keep their rows and take the insight columns again. The profile is written whole with the purchases, when a small table
-it names changed (a store's or guide's code, a rule's name: ``REFERENCE_TABLES``), when
-more than ``FOLLOW_SHARE`` of its members changed, or when the list cannot be followed
+night's list: the refresh's) keep their rows and take the insight columns again. The
+profile is written whole with the purchases, when a small table it names changed (a
+store's or guide's code, a rule's name: ``REFERENCE_TABLES``), when more than
+``FOLLOW_SHARE`` of its members changed, or when the list cannot be followed
 (``member_changes.unfollowable``). After the rule tags are written, only the tags of the
 members listed since are read again (``_retag``). Once published, a build prunes the
 changes it has read.
@@ -673,9 +674,8 @@ REFERENCE_TABLES = {"stores": ("id", "code"), "staff": ("id", "code"), "tag_rule
 # rewriting a row in place costs more than writing it
 FOLLOW_SHARE = member_changes.FOLLOW_SHARE
 _CHANGED = "profile_changed_members"
-_REWRITTEN = "profile_rewritten_members"  # changed in a table but ``INSIGHT_ALONE``
-# the tables whose changes alone leave a profile row standing but for their columns
-INSIGHT_ALONE = ("member_insight",)
+_REWRITTEN = "profile_rewritten_members"  # listed for a table other than member_insight
+_ALONE = "profile_insight_alone"  # the others' insight columns
 
 
 def _reference(name: str) -> str:
@@ -724,11 +724,11 @@ def _follow_profile(
         too_many = _too_many(engine, members, follow_share)
         if too_many:
             return too_many
-        rewritten, whole = member_changes.list_changed(
-            engine, _REWRITTEN, low, upto, but=INSIGHT_ALONE
+        rewritten, _ = member_changes.list_changed(
+            engine, _REWRITTEN, low, upto, but=("member_insight",)
         )
         reads = {name: rewritten for name in MEMBER_COLUMNS}
-        reads.update({name: changed for name in INSIGHT_ALONE})
+        reads["member_insight"] = changed  # every listed member's: see below
         table = _rows_of(engine, reads)
         profile = ibis.to_sql(profile_tables(table).profile, dialect="duckdb")
         engine.sql(
@@ -736,26 +736,30 @@ def _follow_profile(
             f"WHERE member_id IN (SELECT member_id FROM {_REWRITTEN})"
         )
         engine.sql(f"INSERT INTO {SNAPSHOT}.profile BY NAME {profile}")
-        if members > whole:
-            listed, again = (
-                ibis.table({"member_id": "int64"}, name=name, database="temp")
-                for name in (_CHANGED, _REWRITTEN)
-            )
-            alone = listed.anti_join(again, "member_id")
-            insight = table("member_insight")
-            columns = insight_columns(insight)
-            rows = alone.left_join(insight, alone.member_id == insight.member_id).select(
-                alone.member_id, **columns
-            )
+        # the members listed for member_insight alone: their insight columns again
+        listed, again = (
+            ibis.table({"member_id": "int64"}, name=name, database="temp")
+            for name in (_CHANGED, _REWRITTEN)
+        )
+        alone = listed.anti_join(again, "member_id")
+        insight = table("member_insight")
+        columns = insight_columns(insight)
+        rows = alone.left_join(insight, alone.member_id == insight.member_id).select(
+            alone.member_id, **columns
+        )
+        engine.sql(
+            f"CREATE OR REPLACE TEMP TABLE {_ALONE} AS {ibis.to_sql(rows, dialect='duckdb')}"
+        )
+        insight_alone = int(engine.scalar(f"SELECT count(*) FROM {_ALONE}"))
+        if insight_alone:
             assign = ", ".join(f'"{c}" = n."{c}"' for c in columns)
             engine.sql(
-                f"UPDATE {SNAPSHOT}.profile AS p SET {assign} "
-                f"FROM ({ibis.to_sql(rows, dialect='duckdb')}) AS n "
+                f"UPDATE {SNAPSHOT}.profile AS p SET {assign} FROM {_ALONE} AS n "
                 "WHERE p.member_id = n.member_id"
             )
-        return members, members - whole
+        return members, insight_alone
     finally:
-        for name in (_CHANGED, _REWRITTEN):
+        for name in (_CHANGED, _REWRITTEN, _ALONE):
             engine.sql(f"DROP TABLE IF EXISTS temp.{name}")
         _drop_rows_of(engine)
 
