@@ -284,12 +284,20 @@ def test_the_books_lines_follow_every_change_to_the_orders(
         *((order_id, no) for order_id, no, *_ in lines if order_id == _guest_0(clean_db)),
     }
 
-    # when the merge is undone, and a sync with nothing new
+    # when the merge is undone (D's orders are read again, D-0 as it was) after D-0's
+    # second line was put in another category (a catalogue correction: the order's own
+    # row is the same, its line is not), and a sync with nothing new
     with clean_db.unit_of_work() as session:
         members.unmerge(session, merge, principal=SYSTEM)
+        d_0 = session.scalars(select(Order.id).where(Order.external_id == "D-0")).one()
+        line = session.scalars(
+            select(OrderLine).where(OrderLine.order_id == d_0, OrderLine.line_no == 2)
+        ).one()
+        line.category = "湿巾"
     for _ in range(2):
         how, _, _, lines = _sync_lines(clean_db, path)
         assert how == "updated" and lines == _live_lines(clean_db)
+    assert (d_0, 2, "湿巾", True) in lines
     # and the KPIs' view of the same book is unchanged by the lines
     assert _sync(clean_db, path)[2] == _live(clean_db)
 

@@ -513,25 +513,34 @@ def _drop_unchanged(engine: Analytics) -> None:
     """Leave out of the orders read again those the book already holds as they are, with
     the same lines: rewriting them changes nothing, and listing them in ``changes`` makes
     every copy follow them. On PostgreSQL every sync reads the last ``engine.ID_OVERLAP`` ids again
-    and nearly all of them are unchanged; a merge reads every order of its survivor."""
-    book_lines = (
-        f"SELECT order_id, line_no, category, counted FROM {BOOK}.lines "
-        "WHERE order_id IN (SELECT id FROM order_book_changed)"
-    )
-    read_lines = (
-        "SELECT line_order_id, line_line_no, line_category, line_counted "
-        "FROM order_book_read WHERE line_order_id IS NOT NULL"
-    )
-    # a line in one and not the other (EXCEPT compares whole rows, nulls equal)
+    and nearly all of them are unchanged; a merge reads every order of its survivor.
+
+    The orders first, then the lines of those alone: the lines are the larger table (18
+    million at a million members), and on a night with no order read again unchanged (on
+    SQLite, most nights: a new order is not in the book, a refunded one has changed)
+    comparing the lines of every order read cost two thirds of the check."""
     engine.sql(
         "CREATE OR REPLACE TEMP TABLE order_book_same AS "
         f"SELECT c.id FROM order_book_changed c JOIN {BOOK}.orders b ON b.id = c.id "
         "AND b.member_id IS NOT DISTINCT FROM c.member_id AND b.paid_at = c.paid_at "
-        "AND b.net_fen = c.net_fen AND b.counted = c.counted "
-        f"EXCEPT SELECT order_id FROM ({book_lines} EXCEPT {read_lines}) AS gone "
-        f"EXCEPT SELECT line_order_id FROM ({read_lines} EXCEPT {book_lines}) AS new"
+        "AND b.net_fen = c.net_fen AND b.counted = c.counted"
     )
+    if not engine.scalar("SELECT count(*) FROM order_book_same"):
+        return
     same = "(SELECT id FROM order_book_same)"
+    book_lines = (
+        f"SELECT order_id, line_no, category, counted FROM {BOOK}.lines WHERE order_id IN {same}"
+    )
+    read_lines = (
+        "SELECT line_order_id, line_line_no, line_category, line_counted "
+        f"FROM order_book_read WHERE line_order_id IN {same}"
+    )
+    # a line in one and not the other (EXCEPT compares whole rows, nulls equal)
+    engine.sql(
+        "DELETE FROM order_book_same WHERE id IN ("
+        f"SELECT order_id FROM ({book_lines} EXCEPT {read_lines}) AS gone "
+        f"UNION SELECT line_order_id FROM ({read_lines} EXCEPT {book_lines}) AS new)"
+    )
     engine.sql(f"DELETE FROM order_book_changed WHERE id IN {same}")
     engine.sql(f"DELETE FROM order_book_read WHERE id IN {same}")
 
