@@ -287,9 +287,9 @@ def test_followed_profile_equals_a_whole_rebuilds(
     if clean_db.dialect == "sqlite":
         assert (dropped.profile_members, dropped.profile_insight_alone) == (1, 1)
     rows = _profile_rows(clean_db, analytics_dir)
-    assert next(r for r in rows if r[0] == brand["鄂"])[-12:-2] == (None,) * 5 + (False,) + (
-        None,
-    ) * 4
+    assert (
+        next(r for r in rows if r[0] == brand["鄂"])[-12:-2] == (None,) * 5 + (False,) + (None,) * 4
+    )
     _whole(clean_db, tmp_path / "whole-dropped")
     assert rows == _profile_rows(clean_db, tmp_path / "whole-dropped")
 
