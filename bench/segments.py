@@ -176,7 +176,7 @@ def build(path: Path, members: int) -> None:
             FROM b.orders GROUP BY member_id""",
             f"""INSERT INTO b.member_insight (member_id, stage, first_order_at, last_order_at,
                 order_count, frequency,
-                monetary_fen, r_score, f_score, m_score, rfm_group, super_user, computed_at,
+                monetary_fen, super_user, computed_at,
                 p_alive, expected_purchases_90, expected_purchases_365, expected_value_fen)
             SELECT m.id,
                 CASE WHEN x.member_id IS NULL THEN 'prospect'
@@ -185,14 +185,20 @@ def build(path: Path, members: int) -> None:
                      WHEN date_diff('day', x.last_order_at, {NOW}) <= 365 THEN 'sleeping'
                      ELSE 'churned' END,
                 x.first_order_at, x.last_order_at, x.order_count, x.order_count, x.spend_fen,
-                1 + hh(m.id) % 5, 1 + hh(m.id + 1) % 5, 1 + hh(m.id + 2) % 5,
-                ['important_value', 'important_develop', 'important_keep', 'important_retain',
-                 'general_value', 'general_develop', 'general_keep', 'general_retain'][
-                    1 + hh(m.id + 4) % 8],
                 hh(m.id + 6) % 50 = 0, {NOW},
                 (hh(m.id) % 1000) / 1000.0, (hh(m.id) % 300) / 100.0,
                 (hh(m.id) % 900) / 100.0, (hh(m.id + 8) % 300000)::BIGINT
             FROM b.members m LEFT JOIN b.member_metrics x ON x.member_id = m.id""",
+            # a refresh's RFM scale, which the profile derives the scores and groups on
+            f"""INSERT INTO b.insight_runs (id, step, as_of, started_at, finished_at, rows,
+                detail, status)
+            VALUES (1, 'refresh', {NOW}, {NOW}, {NOW}, {n}, '', 'done')""",
+            f"""INSERT INTO b.rfm_scales (run_id, as_of, high_from, r2_from, r3_from, r4_from,
+                r5_from, f2_from, f3_from, f4_from, f5_from, m2_from, m3_from, m4_from,
+                m5_from, computed_at)
+            VALUES (1, {NOW}, 4, {NOW} - INTERVAL 730 DAY, {NOW} - INTERVAL 365 DAY,
+                {NOW} - INTERVAL 180 DAY, {NOW} - INTERVAL 60 DAY, 2, 3, 4, 6,
+                20000, 50000, 100000, 200000, {NOW})""",
         ],
     }
     for name, statements in steps.items():
@@ -230,7 +236,8 @@ def main() -> None:
 
     load_handlers()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    path = (args.workdir / f"brand-{args.members}.db").resolve()
+    # (v2: the RFM scores derived from a refresh's scale, not stored)
+    path = (args.workdir / f"brand-v2-{args.members}.db").resolve()
     if ready(path, args.members):
         console.print(f"reusing {path}")
     else:

@@ -16,7 +16,7 @@ from siyu.core.auth import SYSTEM
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.outbox import OutboxMessage
 from siyu.insight import refresh as refresh_module
-from siyu.insight import views
+from siyu.insight import schemas, views
 from siyu.insight.models import (
     InsightRun,
     LifecycleMatrix,
@@ -33,6 +33,14 @@ def insight_rows(brand: SmallBrand) -> dict[str, MemberInsight]:
     with brand.db.unit_of_work() as s:
         rows = {r.member_id: r for r in s.scalars(select(MemberInsight))}
     return {name: rows[mid] for name, mid in brand.members.items() if mid in rows}
+
+
+def insight_reads(brand: SmallBrand) -> dict[str, schemas.MemberInsightRead]:
+    """Each member's insight as the API reads it: scores and group on the last scale."""
+    rows = insight_rows(brand)
+    with brand.db.unit_of_work() as s:
+        scale = views.last_scale(s)
+    return {name: views.member_read(row, scale) for name, row in rows.items()}
 
 
 def stages(brand: SmallBrand) -> dict[str, str | None]:
@@ -77,12 +85,14 @@ def test_rfm_scores_and_groups_for_buyers_only(small_brand: SmallBrand) -> None:
     assert (recency, heavy.frequency, heavy.monetary_fen) == (30, 12, 12 * 150_000)
     assert (heavy.order_count, heavy.orders_12m, heavy.orders_by_join_7d) == (14, 12, 1)
     assert heavy.spend_12m_fen == 12 * 150_000 and heavy.orders_by_join_30d == 2
-    assert heavy.f_score == 5 and heavy.m_score == 5
-    assert heavy.rfm_group == "important_value"
-    assert rows["churned"].rfm_group == "general_retain"
+    # the scores and group are read off the run's scale, not stored
+    read = insight_reads(small_brand)
+    assert read["super"].f_score == 5 and read["super"].m_score == 5
+    assert read["super"].rfm_group == "important_value"
+    assert read["churned"].rfm_group == "general_retain"
     assert rows["churned"].frequency == 0  # bought only before the 365-day window
     for name in ("prospect", "refunded", "referred-0"):
-        assert rows[name].rfm_group is None and rows[name].r_score is None
+        assert read[name].rfm_group is None and read[name].r_score is None
     with small_brand.db.unit_of_work() as s:
         groups = views.rfm(s)
     assert sum(g.members for g in groups.groups) == 7

@@ -83,12 +83,12 @@ def test_staged_results_are_published_in_one_transaction(clean_db: Database) -> 
         assert [r.month for r in session.scalars(select(LifecycleMatrix))] == ["2026-11"]
 
 
-def _stage_insight(engine: Analytics, r_score: int) -> int:
-    """Work that stages every member's insight row (an r score, a stage since an instant)
+def _stage_insight(engine: Analytics, frequency: int) -> int:
+    """Work that stages every member's insight row (a frequency, a stage since an instant)
     to upsert, and the member with the highest id as gone."""
     engine.stage(
         "rows",
-        f"SELECT CAST(id AS BIGINT) AS member_id, 'active' AS stage, {r_score} AS r_score, "
+        f"SELECT CAST(id AS BIGINT) AS member_id, 'active' AS stage, {frequency} AS frequency, "
         "false AS super_user, TIMESTAMP '2026-11-20 01:02:03.456789' AS stage_since "
         f"FROM {LIVE}.members",
     )
@@ -96,7 +96,7 @@ def _stage_insight(engine: Analytics, r_score: int) -> int:
     return int(engine.scalar(f"SELECT count(*) FROM {LIVE}.members"))
 
 
-INSIGHT = ["member_id", "stage", "r_score", "super_user", "stage_since"]
+INSIGHT = ["member_id", "stage", "frequency", "super_user", "stage_since"]
 
 
 @pytest.mark.usefixtures("three_members")
@@ -110,7 +110,7 @@ def test_upserts_and_keyed_deletes_are_published_in_one_transaction(
     def scores() -> dict[int, tuple[int | None, object]]:
         with clean_db.unit_of_work() as session:
             return {
-                i.member_id: (i.r_score, i.stage_since)
+                i.member_id: (i.frequency, i.stage_since)
                 for i in session.scalars(select(MemberInsight))
             }
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from siyu.core import clock
 from siyu.core.auth import SYSTEM
-from siyu.insight import clv_jobs
+from siyu.insight import clv_jobs, views
 from siyu.insight import refresh as refresh_module
 from siyu.insight.models import (
     EarlySignal,
@@ -35,14 +35,23 @@ from siyu.orders.rules import RefundDraft, RefundLineDraft
 
 # what the refresh computes; stage_since and computed_at say when, not what
 COMPARED = [c for c in COMPUTED if c not in ("stage_since", "computed_at")]
+# derived when read, on the last run's scale
+DERIVED = ("r_score", "f_score", "m_score", "rfm_group")
 
 
 def snapshot(brand: SmallBrand) -> dict[int, dict[str, Any]]:
+    """Every ``member_insight`` row's computed columns, with the RFM scores and group a
+    reader derives on the last run's scale."""
     with brand.db.unit_of_work() as s:
-        return {
-            row.member_id: {c: getattr(row, c) for c in COMPARED}
-            for row in s.scalars(select(MemberInsight))
-        }
+        scale = views.last_scale(s)
+        rows = {}
+        for row in s.scalars(select(MemberInsight)):
+            read = views.member_read(row, scale)
+            rows[row.member_id] = {
+                **{c: getattr(row, c) for c in COMPARED},
+                **{c: getattr(read, c) for c in DERIVED},
+            }
+        return rows
 
 
 def transitions(brand: SmallBrand) -> list[tuple[int, str | None, str]]:

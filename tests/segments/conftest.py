@@ -1,5 +1,5 @@
 """A small brand for segment tests, built through the services users call (member insight
-rows, which the nightly refresh computes, are written directly).
+rows and the RFM scale, which the nightly refresh computes, are written directly).
 
 The clock stands at 2026-11-23 04:00 UTC (12:00 in Shanghai); the example programme is
 in force (tiers V1…V6, categories 奶粉, 纸尿裤, 玩具 …, the paid plan ``super``).
@@ -21,7 +21,8 @@ from siyu.core import clock
 from siyu.core.auth import SYSTEM
 from siyu.core.db import Database
 from siyu.core.settings import Settings
-from siyu.insight.models import MemberInsight
+from siyu.insight.models import InsightRun, MemberInsight, RfmScale
+from siyu.insight.refresh import STEP
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
 from siyu.orders import service as orders
@@ -124,22 +125,50 @@ def brand(clean_db: Database, programme_in_force: None) -> Brand:
         paid.start_trial(s, ids["安"], "super")
         members.set_status(s, ids["鄂"], "frozen", reason="test", principal=SYSTEM)
         members.set_status(s, ids["冯"], "closed", reason="test", principal=SYSTEM)
-        for name, stage, group, super_user, p_alive, clv in (
-            ("安", "active", "important_value", True, 0.9, 80_000),
-            ("白", "new", "general_develop", False, 0.6, 20_000),
-            ("丁", "churned", "general_retain", False, 0.1, 500),
+        # the RFM figures on a scale that puts 安 in important_value (R4 F4 M4), 白 in
+        # general_develop (R5 F2 M2) and 丁 in general_retain (R1 F1 M1)
+        for name, stage, figures, super_user, p_alive, clv in (
+            ("安", "active", (days_ago(20), 3, 64_100), True, 0.9, 80_000),
+            ("白", "new", (days_ago(13), 1, 25_600), False, 0.6, 20_000),
+            ("丁", "churned", (datetime(2025, 1, 5, 6, tzinfo=clock.UTC), 0, 0), False, 0.1, 500),
         ):
+            last_order_at, frequency, monetary_fen = figures
             s.add(
                 MemberInsight(
                     member_id=ids[name],
                     stage=stage,
-                    rfm_group=group,
+                    last_order_at=last_order_at,
+                    frequency=frequency,
+                    monetary_fen=monetary_fen,
                     super_user=super_user,
                     p_alive=p_alive,
                     expected_value_fen=clv,
                     computed_at=NOW,
                 )
             )
+        run = InsightRun(step=STEP, as_of=NOW, started_at=NOW, finished_at=NOW, status="done")
+        s.add(run)
+        s.flush()
+        s.add(
+            RfmScale(
+                run_id=run.id,
+                as_of=NOW,
+                high_from=4,
+                r2_from=days_ago(400),
+                r3_from=days_ago(200),
+                r4_from=days_ago(30),
+                r5_from=days_ago(15),
+                f2_from=1,
+                f3_from=2,
+                f4_from=3,
+                f5_from=5,
+                m2_from=10_000,
+                m3_from=30_000,
+                m4_from=50_000,
+                m5_from=100_000,
+                computed_at=NOW,
+            )
+        )
     return Brand(ids)
 
 

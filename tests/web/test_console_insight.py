@@ -23,7 +23,7 @@ from siyu.api.app import create_app
 from siyu.core import clock
 from siyu.core.db import Database
 from siyu.core.settings import get_settings
-from siyu.insight import kpis
+from siyu.insight import kpis, views
 from siyu.insight.clv_jobs import clv_job
 from siyu.insight.diagnosis_rules import Finding, Outcome, Severity, Text
 from siyu.insight.jobs import refresh_insight
@@ -231,20 +231,14 @@ def test_a_groups_members_are_paged_with_phones_masked_for_analysts(
     client: TestClient, computed: Any
 ) -> None:
     with computed.db.unit_of_work() as s:
-        group = s.scalar(
-            select(MemberInsight.rfm_group)
-            .where(MemberInsight.rfm_group.is_not(None))
-            .group_by(MemberInsight.rfm_group)
-            .order_by(func.count().desc())
-            .limit(1)
-        )
-        ids = list(
-            s.scalars(
-                select(MemberInsight.member_id)
-                .where(MemberInsight.rfm_group == group)
-                .order_by(MemberInsight.member_id)
-            )
-        )
+        scale = views.last_scale(s)
+        assert scale is not None
+        by_group: dict[str, list[int]] = {}
+        for row in s.scalars(select(MemberInsight).order_by(MemberInsight.member_id)):
+            read = views.member_read(row, scale)
+            if read.rfm_group is not None:
+                by_group.setdefault(read.rfm_group, []).append(row.member_id)
+        group, ids = max(by_group.items(), key=lambda item: len(item[1]))
         phones = dict(s.execute(select(Member.id, Member.phone).where(Member.id.in_(ids))).all())
     analyst = as_user(client, "analyst").get(f"/console/insight/rfm/{group}").text
     shown = [int(i) for i in re.findall(r'<tr data-member="(\d+)"', analyst)]

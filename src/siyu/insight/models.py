@@ -1,7 +1,7 @@
 """Insight results, materialized for the API with the time they were computed.
 
 ``member_insight`` is the one row per member that segments, the console and campaigns
-read: lifecycle stage, RFM scores and group, super-user flag, CLV. Each part of the
+read: lifecycle stage, RFM figures, super-user flag, CLV. Each part of the
 nightly refresh fills its own columns and stamps its own ``*_at``; the table is derived
 (rebuilt from orders by the refresh), so a member merge leaves it to the next refresh.
 
@@ -10,7 +10,10 @@ order, order counts and net spend over the RFM window and 12 months, early order
 joining), so the nightly run reads only the orders and refunds since its watermark (kept
 on ``insight_runs``) instead of every order. Dates are stored, not values that change
 every day: recency is days since ``last_order_at``, computed when read, so the row of a
-member nothing happened to is not rewritten.
+member nothing happened to is not rewritten. For the same reason the RFM scores and
+group are not stored either: each run records its scale (``rfm_scales``: where each
+score begins), and a reader derives a member's scores from their row's figures
+(``rules.scored_on``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, S
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, BigId, UTCDateTime
+from siyu.insight.rules import RfmScale as RuleScale
 
 
 class MemberInsight(Base):
@@ -38,14 +42,10 @@ class MemberInsight(Base):
     spend_12m_fen: Mapped[int | None] = mapped_column(BigInteger)
     orders_by_join_7d: Mapped[int | None] = mapped_column(Integer)
     orders_by_join_30d: Mapped[int | None] = mapped_column(Integer)
-    # RFM: orders and net spend over the RFM window (recency: days since last_order_at)
+    # RFM: orders and net spend over the RFM window (recency: days since last_order_at); the
+    # scores and group are derived when read, on the last run's scale (``RfmScale``)
     frequency: Mapped[int | None] = mapped_column(Integer)
     monetary_fen: Mapped[int | None] = mapped_column(BigInteger)
-    r_score: Mapped[int | None] = mapped_column(Integer)
-    f_score: Mapped[int | None] = mapped_column(Integer)
-    m_score: Mapped[int | None] = mapped_column(Integer)
-    # the eight classic groups: important_value … general_retain (重要价值 … 一般挽留)
-    rfm_group: Mapped[str | None] = mapped_column(String(20))
     super_user: Mapped[bool] = mapped_column(Boolean, default=False)
     computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # CLV (BG/NBD + Gamma-Gamma), filled by its own step
@@ -57,8 +57,6 @@ class MemberInsight(Base):
 
     __table_args__ = (
         Index("ix_member_insight_stage", "stage"),
-        # the members of one RFM group, paged by member id
-        Index("ix_member_insight_rfm_group_member", "rfm_group", "member_id"),
         {"info": {"merge": "derived"}},
     )
 
@@ -139,6 +137,42 @@ class InsightGroup(Base):
     # net spend and orders over the last 12 months (RFM: over the RFM window)
     spend_fen: Mapped[int] = mapped_column(BigInteger)
     orders: Mapped[int] = mapped_column(BigInteger)
+
+
+class RfmScale(Base):
+    """Where one refresh put the RFM scores' edges (``rules.RfmScale``): for each score 2-5
+    of each measure, the least value that reached it among the members it placed (null:
+    nobody did). The last run's scale and a member's row give their scores and group."""
+
+    __tablename__ = "rfm_scales"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("insight_runs.id"), primary_key=True)
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime())
+    high_from: Mapped[int] = mapped_column(Integer)
+    # the earliest last purchase that scores R 2 … 5
+    r2_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    r3_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    r4_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    r5_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the fewest orders in the RFM window that score F 2 … 5
+    f2_from: Mapped[int | None] = mapped_column(BigInteger)
+    f3_from: Mapped[int | None] = mapped_column(BigInteger)
+    f4_from: Mapped[int | None] = mapped_column(BigInteger)
+    f5_from: Mapped[int | None] = mapped_column(BigInteger)
+    # the least net spend (fen) in the RFM window that scores M 2 … 5
+    m2_from: Mapped[int | None] = mapped_column(BigInteger)
+    m3_from: Mapped[int | None] = mapped_column(BigInteger)
+    m4_from: Mapped[int | None] = mapped_column(BigInteger)
+    m5_from: Mapped[int | None] = mapped_column(BigInteger)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    def rule(self) -> RuleScale:
+        return RuleScale(
+            recent_from=(self.r2_from, self.r3_from, self.r4_from, self.r5_from),
+            frequency_from=(self.f2_from, self.f3_from, self.f4_from, self.f5_from),
+            monetary_from=(self.m2_from, self.m3_from, self.m4_from, self.m5_from),
+            high_from=self.high_from,
+        )
 
 
 class EarlySignal(Base):

@@ -30,11 +30,15 @@ through Python:
   locked for long; columns other steps own (CLV) are carried over. The rows of members who
   no longer count (merged, closed) are removed, whichever step wrote them. Recency is not
   stored (it changes every day for everyone): it is days since ``last_order_at``, computed
-  when read; ``computed_at`` is when the row last changed;
+  when read; nor are the RFM scores and group, which move with every day's buyers while
+  a member's own figures stand still: the run records its scale (``rfm_scales``: the
+  least value that reached each score) and readers derive them (``rules.scored_on``;
+  ``rfm.on_scale`` in DuckDB). ``computed_at`` is when the row last changed;
 - ``lifecycle_transitions``: one row per member whose stage changed (or was first placed),
   and an ``insight.stage_changed`` outbox event for each change after the first refresh
   (the first only places everyone: nothing happened to them);
-- ``insight_groups``, ``lifecycle_matrix``, ``insight_early_signals``: small summaries.
+- ``insight_groups``, ``rfm_scales``, ``lifecycle_matrix``, ``insight_early_signals``:
+  small summaries.
 
 A refresh is evaluated ``as_of`` an instant (default now): orders after it are ignored, so
 past month ends can be replayed in order to build the matrix. It never goes back before
@@ -106,10 +110,6 @@ COMPUTED = (
     "orders_by_join_30d",
     "frequency",
     "monetary_fen",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_group",
     "super_user",
     "computed_at",
 )
@@ -556,7 +556,13 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
         lifecycle.build_matrix(
             engine, months, as_of=as_of, tz=job.tz, new_moves="new_moves", current="insight_new"
         )
-    _stage_summaries(engine, run_id=job.run_id, computed_at=job.computed_at)
+    _stage_summaries(
+        engine,
+        run_id=job.run_id,
+        as_of=as_of,
+        computed_at=job.computed_at,
+        high_from=rfm_rules.high_from,
+    )
     lap("summaries")
     _save_state(engine, job, month=local, in_place=plan_source == "copy" and months == [local])
     lap("save_copy")
@@ -634,7 +640,7 @@ def _state_path(analytics_dir: str | Path | None, db: Database) -> str | None:
     return analytics_file(db, "insight", analytics_dir)
 
 
-COPY_VERSION = 1  # bump when the copy's columns change: an older copy is not read
+COPY_VERSION = 2  # bump when the copy's columns change: an older copy is not read
 
 
 def _read_previous(engine: Analytics, job: _Job) -> tuple[str, str | None]:
@@ -1031,6 +1037,13 @@ def _ts(at: datetime) -> str:
 
 MOVES = ["member_id", "from_stage", "to_stage", "at", "run_id"]
 EVENTS = ["topic", "key", "payload", "created_at"]
+SCALE = [
+    "run_id",
+    "as_of",
+    "high_from",
+    *(f"{measure}{k}_from" for measure in "rfm" for k in range(2, 6)),
+    "computed_at",
+]
 SIGNALS = [
     "cohort",
     "members",
@@ -1065,8 +1078,7 @@ def _stage_members(engine: Analytics, job: _Job) -> tuple[list[int], list[str], 
                     THEN previous_since ELSE {at} END AS stage_since,
                first_order_at, last_order_at, order_count, orders_12m,
                spend_12m_fen, orders_by_join_7d, orders_by_join_30d,
-               frequency, monetary_fen, r_score, f_score, m_score,
-               rfm_group, super_user, {_ts(job.computed_at)} AS computed_at,
+               frequency, monetary_fen, super_user, {_ts(job.computed_at)} AS computed_at,
                previous_stage
         FROM insight_new WHERE changed
         ORDER BY member_id
@@ -1144,6 +1156,7 @@ def _publish(
             ["run_id", "dimension", "key", "members", "spend_fen", "orders"],
             "groups",
         )
+        live.insert("rfm_scales", SCALE, "scale")
         live.delete("insight_early_signals", "1 = 1")
         live.insert("insight_early_signals", SIGNALS, "signals")
         live.delete("lifecycle_matrix", f"month IN ({months_in})")
@@ -1155,10 +1168,28 @@ def _publish(
     return transitions, events
 
 
-def _stage_summaries(engine: Analytics, *, run_id: int, computed_at: datetime) -> None:
+def _stage_summaries(
+    engine: Analytics, *, run_id: int, as_of: datetime, computed_at: datetime, high_from: int
+) -> None:
     """Members, orders and spend per stage, per RFM group (buyers: the members with a
-    group), and super against ordinary; the early signals; the matrix of the months this
-    refresh covers. All from ``insight_new``, which carries the 12 months' figures."""
+    group), and super against ordinary; the RFM scale (``models.RfmScale``: for each
+    score, the least value that reached it); the early signals; the matrix of the months
+    this refresh covers. All from ``insight_new``, which carries the 12 months' figures
+    and every member's scores as this run computed them."""
+    edges = ", ".join(
+        f"min({value}) FILTER (WHERE {score} >= {k}) AS {measure}{k}_from"
+        for measure, value, score in (
+            ("r", "last_order_at", "r_score"),
+            ("f", "frequency", "f_score"),
+            ("m", "monetary_fen", "m_score"),
+        )
+        for k in range(2, 6)
+    )
+    engine.stage(
+        "scale",
+        f"SELECT {run_id} AS run_id, {_ts(as_of)} AS as_of, {int(high_from)} AS high_from, "
+        f"{edges}, {_ts(computed_at)} AS computed_at FROM insight_new",
+    )
     engine.stage(
         "groups",
         f"""

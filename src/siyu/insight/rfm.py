@@ -128,3 +128,64 @@ def summary(scored: ibis.Table) -> ibis.Table:
         member_share=groups.members / total_members,
         spend_share=ibis.ifelse(total_spend > 0, groups.spend_fen / total_spend, 0.0),
     ).order_by("rfm_group")
+
+
+# --- scores on a run's scale (``models.RfmScale``) ----------------------------------------------
+
+SCALE_EDGES = tuple(f"{measure}{k}_from" for measure in "rfm" for k in range(2, 6))
+SCALE_SCHEMA = ibis.schema(
+    {
+        "high_from": "int64",
+        **{name: "timestamp" if name[0] == "r" else "int64" for name in SCALE_EDGES},
+    }
+)
+
+
+def latest_scale(scales: ibis.Table) -> ibis.Table:
+    """The last run's scale out of ``rfm_scales``, as exactly one row (all null before any
+    run recorded one: every score then reads as null)."""
+    last = scales.filter(scales.run_id == scales.run_id.max())
+    return last.aggregate(
+        high_from=last.high_from.max().cast("int64"),
+        **{
+            name: last[name].max().cast("timestamp" if name[0] == "r" else "int64")
+            for name in SCALE_EDGES
+        },
+    )
+
+
+def on_scale(
+    scale: ibis.Table, *, last_order_at: ibis.Value, frequency: ibis.Value, monetary: ibis.Value
+) -> dict[str, ibis.Value]:
+    """``rules.scored_on`` as expressions: the three scores and the group of each row from
+    its figures and the one row of ``scale`` (cross-joined with the rows)."""
+    bought = (
+        last_order_at.notnull()
+        & frequency.notnull()
+        & monetary.notnull()
+        & scale.high_from.notnull()
+    )
+
+    def score(value: ibis.Value, measure: str) -> ibis.Value:
+        reached = [
+            (value >= scale[f"{measure}{k}_from"]).fill_null(False).ifelse(1, 0)
+            for k in range(2, 6)
+        ]
+        return (1 + sum(reached)).cast("int64")  # type: ignore[attr-defined]
+
+    r, f, m = score(last_order_at, "r"), score(frequency, "f"), score(monetary, "m")
+    high = scale.high_from
+    group = ibis.cases(
+        *[
+            (((r >= high) == rh) & ((f >= high) == fh) & ((m >= high) == mh), code.value)
+            for (rh, fh, mh), code in GROUP_BY_HIGHS.items()
+        ],
+        else_=ibis.null("string"),
+    )
+    none = ibis.null("int64")
+    return {
+        "rfm_group": bought.ifelse(group, ibis.null("string")).name("rfm_group"),
+        "r_score": bought.ifelse(r, none).name("r_score"),
+        "f_score": bought.ifelse(f, none).name("f_score"),
+        "m_score": bought.ifelse(m, none).name("m_score"),
+    }

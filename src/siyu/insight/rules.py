@@ -11,8 +11,10 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any, NamedTuple
 
 from siyu.programme.rules import Lifecycle, Rfm
 
@@ -138,6 +140,61 @@ GROUP_BY_HIGHS: dict[tuple[bool, bool, bool], RfmGroup] = {
 
 def rfm_group(r: int, f: int, m: int, *, high_from: int) -> RfmGroup:
     return GROUP_BY_HIGHS[(r >= high_from, f >= high_from, m >= high_from)]
+
+
+@dataclass(frozen=True)
+class RfmScale:
+    """Where one refresh put the RFM scores' edges, so a reader derives any member's
+    scores and group from the purchase figures stored on their row (``member_insight``:
+    ``last_order_at``, ``frequency``, ``monetary_fen``) instead of the refresh storing
+    them.
+
+    Stored scores changed for about 57,000 of a million members a night (each day's
+    buyers move to the front of the recency order and push their neighbours across a
+    quintile's edge) while their purchase figures stood still; the row was written again
+    for a derived number. The edges are the run's own: for each score 2-5, the least
+    value among the members who reached it (``recent_from``: the earliest last purchase),
+    None when nobody did. Scores rise with their value under either scoring (quintiles or
+    the document's thresholds), so a member reaches score k exactly when their value is
+    at or past the k-th edge: the scores a reader derives are the ones the run computed,
+    for every member the run placed."""
+
+    recent_from: tuple[datetime | None, ...]  # last purchase at or after: R 2, 3, 4, 5
+    frequency_from: tuple[int | None, ...]  # orders in the RFM window: F 2 … 5
+    monetary_from: tuple[int | None, ...]  # net spend in fen in the window: M 2 … 5
+    high_from: int
+
+
+class Scored(NamedTuple):
+    r: int
+    f: int
+    m: int
+    group: RfmGroup
+
+
+def score_on(value: Any, edges: Sequence[Any]) -> int | None:
+    """Score 1-5 of a value against a scale's four edges (None: nobody reached that
+    score, nor any above it)."""
+    if value is None:
+        return None
+    return 1 + sum(1 for edge in edges if edge is not None and value >= edge)
+
+
+def scored_on(
+    scale: RfmScale,
+    *,
+    last_order_at: datetime | None,
+    frequency: int | None,
+    monetary_fen: int | None,
+) -> Scored | None:
+    """A member's three scores and group on a refresh's scale; None: never bought."""
+    if last_order_at is None or frequency is None or monetary_fen is None:
+        return None
+    r = score_on(last_order_at, scale.recent_from)
+    f = score_on(frequency, scale.frequency_from)
+    m = score_on(monetary_fen, scale.monetary_from)
+    assert r is not None and f is not None and m is not None
+    return Scored(r, f, m, rfm_group(r, f, m, high_from=scale.high_from))
 
 
 def quintile_score(percent_rank: float) -> int:

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, case, false, func, null, select, true
 from sqlalchemy.orm import Session
 
 from siyu.core import clock
@@ -20,9 +20,19 @@ from siyu.insight.models import (
     InsightRun,
     LifecycleMatrix,
     MemberInsight,
+    RfmScale,
 )
 from siyu.insight.refresh import STEP
-from siyu.insight.rules import RFM_GROUP_NAMES, STAGE_NAMES, Stage, lift_points, value_multiple
+from siyu.insight.rules import (
+    GROUP_BY_HIGHS,
+    RFM_GROUP_NAMES,
+    STAGE_NAMES,
+    Stage,
+    lift_points,
+    scored_on,
+    value_multiple,
+)
+from siyu.insight.rules import RfmScale as Scale
 from siyu.members import service as members
 from siyu.programme import service as programme_service
 
@@ -178,10 +188,30 @@ def recency_days(last_order_at: datetime | None, now: datetime) -> int | None:
     return max(int((now - clock.as_utc(last_order_at)).total_seconds() // 86400), 0)
 
 
-def member_read(row: MemberInsight, now: datetime | None = None) -> schemas.MemberInsightRead:
+def last_scale(session: Session) -> Scale | None:
+    """The RFM scale of the last refresh that recorded one (None: no refresh yet)."""
+    row = session.scalar(select(RfmScale).order_by(RfmScale.run_id.desc()).limit(1))
+    return row.rule() if row is not None else None
+
+
+def member_read(
+    row: MemberInsight, scale: Scale | None, now: datetime | None = None
+) -> schemas.MemberInsightRead:
+    """A member's insight row, with their RFM scores and group on ``scale``."""
+
     def at(value: Any) -> Any:
         return clock.as_utc(value) if value is not None else None
 
+    scored = (
+        scored_on(
+            scale,
+            last_order_at=at(row.last_order_at),
+            frequency=row.frequency,
+            monetary_fen=row.monetary_fen,
+        )
+        if scale is not None
+        else None
+    )
     return schemas.MemberInsightRead(
         member_id=row.member_id,
         stage=row.stage,
@@ -191,11 +221,11 @@ def member_read(row: MemberInsight, now: datetime | None = None) -> schemas.Memb
         recency_days=recency_days(row.last_order_at, now or clock.now()),
         frequency=row.frequency,
         monetary_fen=row.monetary_fen,
-        r_score=row.r_score,
-        f_score=row.f_score,
-        m_score=row.m_score,
-        rfm_group=row.rfm_group,
-        rfm_group_name=RFM_GROUP_NAMES.get(row.rfm_group or ""),
+        r_score=scored.r if scored else None,
+        f_score=scored.f if scored else None,
+        m_score=scored.m if scored else None,
+        rfm_group=scored.group.value if scored else None,
+        rfm_group_name=RFM_GROUP_NAMES.get(scored.group.value) if scored else None,
         super_user=bool(row.super_user),
         computed_at=at(row.computed_at),
         p_alive=row.p_alive,
@@ -206,20 +236,53 @@ def member_read(row: MemberInsight, now: datetime | None = None) -> schemas.Memb
     )
 
 
+def rfm_group_sql(scale: Scale) -> ColumnElement[Any]:
+    """A member's RFM group on ``scale`` as SQL over ``member_insight`` (null: never
+    bought): high on a measure is at or past the edge of the ``high_from`` score."""
+    at = scale.high_from - 2  # the edges begin at score 2
+    measures = (
+        (MemberInsight.last_order_at, scale.recent_from[at]),
+        (MemberInsight.frequency, scale.frequency_from[at]),
+        (MemberInsight.monetary_fen, scale.monetary_from[at]),
+    )
+
+    def high(column: Any, edge: Any, is_high: bool) -> ColumnElement[bool]:
+        if edge is None:  # nobody reached the score
+            return false() if is_high else true()
+        return column >= edge if is_high else column < edge
+
+    bought = and_(*(column.is_not(None) for column, _ in measures))
+    return case(
+        *(
+            (
+                and_(bought, *(high(c, e, h) for (c, e), h in zip(measures, highs, strict=True))),
+                group.value,
+            )
+            for highs, group in GROUP_BY_HIGHS.items()
+        ),
+        else_=null(),
+    )
+
+
 def rfm_members(
     session: Session, group: str, *, after: int = 0, limit: int = 100
 ) -> schemas.MemberPage:
-    """One page of a group's members by member id (keyset: pass ``next_after``)."""
+    """One page of a group's members by member id (keyset: pass ``next_after``). The group
+    is derived, not stored (``models.RfmScale``): the page walks the members in id order
+    and keeps the group's, so a small group's page reads more rows for each one kept."""
     if group not in RFM_GROUP_NAMES:
         raise InvalidInput(
             f"unknown RFM group '{group}'; one of: {', '.join(RFM_GROUP_NAMES)}", field="group"
         )
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit is 1 to 1000", field="limit")
+    scale = last_scale(session)
+    if scale is None:
+        return schemas.MemberPage(items=[], next_after=None)
     rows = list(
         session.scalars(
             select(MemberInsight)
-            .where(MemberInsight.rfm_group == group, MemberInsight.member_id > after)
+            .where(rfm_group_sql(scale) == group, MemberInsight.member_id > after)
             .order_by(MemberInsight.member_id)
             .limit(limit + 1)
         )
@@ -227,7 +290,8 @@ def rfm_members(
     more = len(rows) > limit
     rows = rows[:limit]
     return schemas.MemberPage(
-        items=[member_read(r) for r in rows], next_after=rows[-1].member_id if more else None
+        items=[member_read(r, scale) for r in rows],
+        next_after=rows[-1].member_id if more else None,
     )
 
 
@@ -241,7 +305,7 @@ def member(
             f"member {member_id} has no insight yet; it appears after the next refresh",
             code="no_insight",
         )
-    return member_read(row)
+    return member_read(row, last_scale(session))
 
 
 def super_users(session: Session) -> schemas.SuperUsersRead:

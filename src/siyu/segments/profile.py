@@ -97,10 +97,15 @@ from siyu.insight.engine import (
     sql_text,
 )
 from siyu.insight.isolation import run_isolated
+from siyu.insight.rfm import SCALE_SCHEMA, latest_scale, on_scale
 from siyu.members import service as member_service
 from siyu.segments.rules import IDENTITY_CHANNELS
 
-POINTER = "CURRENT"  # names the snapshot file in force
+# the snapshots' format: the pointer is named for it, so a build of another format is
+# neither read nor followed, and after an upgrade the first read builds one afresh.
+# 2: the RFM scores and group derived from the figures and the refresh's scale
+FORMAT = 2
+POINTER = f"CURRENT-{FORMAT}"  # names the snapshot file in force
 # the purchases are written whole again (sorted, and the file rewritten without what was
 # deleted) once the rows inserted since the last whole write pass this share of the rows
 # written then, or the file has grown to this many times its size after that write; see
@@ -152,6 +157,19 @@ PROFILE_SCHEMA = ibis.schema(
         "tags": "array<string>",
     }
 )
+# The RFM scores and group are not stored in the snapshot: it keeps the figures they come
+# from (``rfm_*``, the member's ``member_insight`` row) and the refresh's scale
+# (``rfm_scale``, one row), and the profile derives them when read (``with_rfm``), as the
+# API does: a night's new scale moves many members' scores while their rows stand still.
+RFM_DERIVED = ("rfm_group", "r_score", "f_score", "m_score")
+ROWS_SCHEMA = ibis.schema(
+    {
+        **{n: t for n, t in PROFILE_SCHEMA.items() if n not in RFM_DERIVED},
+        "rfm_last_order_at": "timestamp",
+        "rfm_frequency": "int64",
+        "rfm_monetary_fen": "int64",
+    }
+)
 PURCHASES_SCHEMA = ibis.schema(
     {"member_id": "int64", "order_id": "int64", "paid_at": "timestamp", "category": "string"}
 )
@@ -165,10 +183,27 @@ class Sources:
     purchases: ibis.Table
 
 
+def with_rfm(rows: ibis.Table, scale: ibis.Table) -> ibis.Table:
+    """The profile (``PROFILE_SCHEMA``) out of its stored rows (``ROWS_SCHEMA``) and the
+    one row of an RFM scale: each member's scores and group derived from their figures."""
+    joined = rows.cross_join(scale)
+    derived = on_scale(
+        scale,
+        last_order_at=joined.rfm_last_order_at,
+        frequency=joined.rfm_frequency,
+        monetary=joined.rfm_monetary_fen,
+    )
+    return joined.select(
+        *[derived[name] if name in derived else joined[name] for name in PROFILE_SCHEMA.names]
+    )
+
+
 def unbound() -> Sources:
     """The snapshot's tables by name and schema, for compiling SQL without a connection."""
     return Sources(
-        profile=ibis.table(PROFILE_SCHEMA, name="profile"),
+        profile=with_rfm(
+            ibis.table(ROWS_SCHEMA, name="profile"), ibis.table(SCALE_SCHEMA, name="rfm_scale")
+        ),
         purchases=ibis.table(PURCHASES_SCHEMA, name="purchases"),
     )
 
@@ -229,10 +264,9 @@ MEMBER_COLUMNS = {
     "member_insight": (
         "member_id",
         "stage",
-        "rfm_group",
-        "r_score",
-        "f_score",
-        "m_score",
+        "last_order_at",
+        "frequency",
+        "monetary_fen",
         "super_user",
         "p_alive",
         "expected_purchases_90",
@@ -252,10 +286,9 @@ def insight_columns(insight: ibis.Table) -> dict[str, ibis.Value]:
     both take them from here."""
     return {
         "stage": insight.stage,
-        "rfm_group": insight.rfm_group,
-        "r_score": insight.r_score.cast("int64"),
-        "f_score": insight.f_score.cast("int64"),
-        "m_score": insight.m_score.cast("int64"),
+        "rfm_last_order_at": _ts(insight.last_order_at),
+        "rfm_frequency": insight.frequency.cast("int64"),
+        "rfm_monetary_fen": insight.monetary_fen.cast("int64"),
         "super_user": insight.super_user.cast("boolean").fill_null(False),
         "p_alive": insight.p_alive.cast("float64"),
         "expected_purchases_90": insight.expected_purchases_90.cast("float64"),
@@ -265,7 +298,8 @@ def insight_columns(insight: ibis.Table) -> dict[str, ibis.Value]:
 
 
 def profile_tables(t: TableOf) -> Sources:
-    """The profile and purchases as expressions over the live tables ``t(name)``."""
+    """The profile's stored rows (``ROWS_SCHEMA``: ``with_rfm`` derives the rest) and the
+    purchases as expressions over the live tables ``t(name)``."""
 
     def own(name: str) -> ibis.Table:
         return t(name).select(*MEMBER_COLUMNS[name])
@@ -389,6 +423,7 @@ LIVE_TABLES = (
     "tag_rules",
     "orders",
     "order_lines",
+    "rfm_scales",
 )
 _live_schemas: dict[str, dict[str, ibis.Schema]] = {}
 _live_lock = threading.Lock()
@@ -442,7 +477,10 @@ def live_backend(db: Database) -> Iterator[tuple[duckdb.DuckDBPyConnection, Sour
     if held is None:
         con = connect()
         attach_live(con, key)
-        held = (con, profile_tables(live_tables(db, ibis.duckdb.from_connection(con))))
+        tables = live_tables(db, ibis.duckdb.from_connection(con))
+        rows = profile_tables(tables)
+        sources = replace(rows, profile=with_rfm(rows.profile, latest_scale(tables("rfm_scales"))))
+        held = (con, sources)
         with _live_lock:
             held = _live.setdefault(key, held)
     cursor = held[0].cursor()
@@ -656,6 +694,7 @@ def _write_tables(
             mark.upto,
             follow_share,
         )
+    _in_snapshot(engine, path, _write_scale)
     if not isinstance(reason, str):
         return replace(written, profile_members=reason[0], profile_insight_alone=reason[1])
     _in_snapshot(engine, path, _write_profile)
@@ -708,7 +747,7 @@ def _follow_profile(
     A night's list is mostly the refresh's: it rewrites the ``member_insight`` rows of
     some 84,000 members at a million, three in four of whom nothing else happened to.
     Their rows keep every other column and take the insight columns again
-    (``insight_columns``): one table read for them instead of seven, and an update of ten
+    (``insight_columns``): one table read for them instead of seven, and an update of nine
     columns instead of a row deleted and inserted. The members changed anywhere else are
     deleted and computed again whole."""
     for name in REFERENCE_TABLES:
@@ -913,11 +952,21 @@ def _write_profile(engine: Analytics) -> None:
         engine.sql(f"CREATE OR REPLACE TABLE {SNAPSHOT}.profile_{name} AS {_reference(name)}")
 
 
+def _write_scale(engine: Analytics) -> None:
+    """The last refresh's RFM scale (one row), which the profile's scores are read on
+    (``with_rfm``): written again by every build, followed or whole."""
+    scale = latest_scale(live_tables(engine.db, engine.backend)("rfm_scales"))
+    engine.sql(
+        f"CREATE OR REPLACE TABLE {SNAPSHOT}.rfm_scale AS {ibis.to_sql(scale, dialect='duckdb')}"
+    )
+
+
 def _write_live(engine: Analytics) -> None:
     """The profile and purchases as ``profile_tables`` reads them from the live tables."""
     sources = profile_tables(live_tables(engine.db, engine.backend))
     for name, expr in (("profile", sources.profile), ("purchases", sources.purchases)):
         engine.sql(f"CREATE TABLE {SNAPSHOT}.{name} AS {ibis.to_sql(expr, dialect='duckdb')}")
+    _write_scale(engine)
 
 
 def _retag(engine: Analytics, after: int | None, follow_share: float) -> int | None:
@@ -1060,6 +1109,9 @@ class Build:
         pointer = self.directory / f".{POINTER}.{uuid.uuid4().hex[:8]}"
         pointer.write_text(self.path.name, "utf-8")
         os.replace(pointer, self.directory / POINTER)
+        for stale in self.directory.glob("CURRENT*"):  # another format's pointer
+            if stale.name != POINTER:
+                stale.unlink(missing_ok=True)
         # keep the previous file for readers still on it; older ones go
         for old in self.directory.glob("profile-*.duckdb*"):
             if not old.name.startswith((self.path.name, previous.name if previous else "-")):

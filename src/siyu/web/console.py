@@ -22,6 +22,7 @@ from siyu.benefits import coupons, mall, packs
 from siyu.core import audit, clock
 from siyu.core.auth import Role
 from siyu.core.errors import InvalidInput, NotFound, SiyuError, Unauthorized
+from siyu.insight import views as insight_views
 from siyu.insight.models import MemberInsight
 from siyu.members import service as members
 from siyu.members.models import Member, MemberMerge
@@ -248,6 +249,12 @@ def members_page(
     )
 
 
+def _insight_of(session: Session, member_id: int) -> Any:
+    """A member's insight with their RFM scores read off the last refresh's scale."""
+    row = session.get(MemberInsight, member_id)
+    return insight_views.member_read(row, insight_views.last_scale(session)) if row else None
+
+
 def _member_context(
     request: Request, session: Session, console: Console, member_id: int
 ) -> dict[str, Any]:
@@ -306,7 +313,7 @@ def _member_context(
         "refunds": refunds,
         "guide": guide,
         "store": store,
-        "insight": session.get(MemberInsight, member_id),
+        "insight": _insight_of(session, member_id),
         "templates": templates,
         **_points_context(session, member_id, tz),
         **_actions_context(session, console, member),

@@ -292,16 +292,23 @@ def _book_insight(
             ).all()
         )
         stages = [(s, int(by_stage.get(s, 0))) for s in STAGES]
-        by_group = dict(
-            session.execute(
-                scoped(
-                    select(MemberInsight.rfm_group, func.count())
-                    .join(Member, Member.id == MemberInsight.member_id)
-                    .where(MemberInsight.rfm_group.is_not(None))
-                    .group_by(MemberInsight.rfm_group),
-                    principal,
-                )
-            ).all()
+        scale = views.last_scale(session)
+        group = views.rfm_group_sql(scale) if scale is not None else None
+        by_group = (
+            dict(
+                session.execute(
+                    scoped(
+                        select(group, func.count())
+                        .select_from(MemberInsight)
+                        .join(Member, Member.id == MemberInsight.member_id)
+                        .where(group.is_not(None))
+                        .group_by(group),
+                        principal,
+                    )
+                ).all()
+            )
+            if group is not None
+            else {}
         )
         rfm = [(g, int(by_group.get(g, 0))) for g in RFM_GROUPS] if by_group else None
         super_users = int(
