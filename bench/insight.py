@@ -741,6 +741,7 @@ def main(argv: list[str] | None = None) -> None:
         "lifecycle_matrix",
         "insight_early_signals",
         "member_insight",
+        "rfm_scales",
         "insight_runs",
     )
     with db.engine.begin() as conn:  # a rerun starts from an empty refresh again
