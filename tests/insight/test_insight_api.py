@@ -40,6 +40,14 @@ def test_refresh_and_read_everything_through_the_api(
         f"/insight/rfm/important_value/members?after={page['next_after']}", headers=analyst
     ).json()
     assert rest["items"] and rest["items"][0]["member_id"] > page["items"][0]["member_id"]
+    # each group's pages hold exactly the members the run counted in it: the group is
+    # derived when read, on the run's scale; the counts are the run's own
+    for group in rfm["groups"]:
+        listed = app_client.get(
+            f"/insight/rfm/{group['key']}/members?limit=1000", headers=analyst
+        ).json()["items"]
+        assert len(listed) == group["members"], group["key"]
+        assert {item["rfm_group"] for item in listed} <= {group["key"]}
     unknown = app_client.get("/insight/rfm/vip/members", headers=analyst)
     assert unknown.status_code == 422 and "important_value" in unknown.json()["error"]["message"]
 

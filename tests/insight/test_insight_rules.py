@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,11 +16,14 @@ from siyu.insight import lifecycle, rfm
 from siyu.insight.rules import (
     Marks,
     RfmGroup,
+    RfmScale,
     Stage,
     lift_points,
     percentile_marks,
     quintile_score,
     rfm_group,
+    score_on,
+    scored_on,
     stage_of,
     threshold_score,
     value_multiple,
@@ -217,6 +221,108 @@ def test_rfm_expressions_are_the_scoring_rules(rows: list[tuple[int, int, int]])
             quintile_score(percent_rank(list(columns[1]), f, descending=False)),
             quintile_score(percent_rank(list(columns[2]), m, descending=False)),
         )
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=900),  # whole days since the last purchase
+            st.integers(min_value=0, max_value=86_399),  # seconds into that day
+            st.integers(min_value=0, max_value=12),
+            st.integers(min_value=0, max_value=10**6),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    thresholds=st.booleans(),
+    high_from=st.integers(min_value=2, max_value=5),
+)
+def test_scores_read_off_a_runs_scale_are_the_scores_it_computed(
+    rows: list[tuple[int, int, int, int]], thresholds: bool, high_from: int
+) -> None:
+    """The refresh stores its scale, not the scores (``rules.RfmScale``): every member's
+    scores and group derived from their figures on it, in Python and as the profile's
+    expression, are the ones the run computed, under either scoring."""
+    as_of = datetime(2026, 11, 24, 4, tzinfo=UTC).replace(tzinfo=None)  # naive UTC, as read
+    table = ibis.memtable(
+        [
+            {
+                "member_id": i,
+                "last_order_at": as_of - timedelta(days=days, seconds=seconds),
+                "days_since_last": days,
+                "orders_window": f,
+                "spend_window_fen": m,
+            }
+            for i, (days, seconds, f, m) in enumerate(rows)
+        ],
+        schema={
+            "member_id": "int64",
+            "last_order_at": "timestamp",
+            "days_since_last": "int64",
+            "orders_window": "int64",
+            "spend_window_fen": "int64",
+        },
+    )
+    rules = (
+        Rfm(
+            scoring="thresholds",
+            recency_days=[30, 90, 180, 365],
+            frequency=[2, 3, 5, 8],
+            monetary=[Decimal(100), Decimal(500), Decimal(1000), Decimal(5000)],
+            high_from=high_from,
+        )
+        if thresholds
+        else Rfm(high_from=high_from)
+    )
+    con = ibis.duckdb.connect()
+    scored = rfm.with_scores(table, rules)
+    edges = con.execute(rfm.scale_edges(scored)).iloc[0]
+
+    def edge(name: str) -> Any:
+        value = edges[name]
+        if value is None or value != value:  # None or NaN/NaT: nobody reached the score
+            return None
+        return value.to_pydatetime() if name[0] == "r" else int(value)
+
+    scale = RfmScale(
+        recent_from=tuple(edge(f"r{k}_from") for k in range(2, 6)),
+        frequency_from=tuple(edge(f"f{k}_from") for k in range(2, 6)),
+        monetary_from=tuple(edge(f"m{k}_from") for k in range(2, 6)),
+        high_from=high_from,
+    )
+    computed = con.execute(scored.order_by("member_id"))
+    for row in computed.itertuples():
+        got = scored_on(
+            scale,
+            last_order_at=row.last_order_at.to_pydatetime(),
+            frequency=int(row.frequency),
+            monetary_fen=int(row.monetary_fen),
+        )
+        assert got is not None
+        assert (got.r, got.f, got.m, got.group.value) == (
+            row.r_score,
+            row.f_score,
+            row.m_score,
+            row.rfm_group,
+        )
+    # the same on the profile's expression, over the scale as a one-row table
+    one = scored.cross_join(rfm.scale_edges(scored).mutate(high_from=ibis.literal(high_from)))
+    derived = rfm.on_scale(
+        one, last_order_at=one.last_order_at, frequency=one.frequency, monetary=one.monetary_fen
+    )
+    again = con.execute(one.select("member_id", *derived.values()).order_by("member_id"))
+    assert (
+        again[["r_score", "f_score", "m_score", "rfm_group"]].values.tolist()
+        == computed[["r_score", "f_score", "m_score", "rfm_group"]].values.tolist()
+    )
+
+
+def test_a_score_is_the_edges_its_value_reaches() -> None:
+    assert score_on(None, [1, 2, 3, 4]) is None
+    assert [score_on(v, [1, 2, 3, 4]) for v in (0, 1, 2, 3, 4, 9)] == [1, 2, 3, 4, 5, 5]
+    # nobody reached 4 or 5: those edges are empty, and no value reaches them
+    assert [score_on(v, [1, 3, None, None]) for v in (0, 2, 3, 99)] == [1, 2, 3, 3]
 
 
 # --- the document's sections ------------------------------------------------------------------

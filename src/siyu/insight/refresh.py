@@ -1176,19 +1176,11 @@ def _stage_summaries(
     score, the least value that reached it); the early signals; the matrix of the months
     this refresh covers. All from ``insight_new``, which carries the 12 months' figures
     and every member's scores as this run computed them."""
-    edges = ", ".join(
-        f"min({value}) FILTER (WHERE {score} >= {k}) AS {measure}{k}_from"
-        for measure, value, score in (
-            ("r", "last_order_at", "r_score"),
-            ("f", "frequency", "f_score"),
-            ("m", "monetary_fen", "m_score"),
-        )
-        for k in range(2, 6)
-    )
+    edges = engine.backend.compile(rfm.scale_edges(engine.backend.table("insight_new")))
     engine.stage(
         "scale",
         f"SELECT {run_id} AS run_id, {_ts(as_of)} AS as_of, {int(high_from)} AS high_from, "
-        f"{edges}, {_ts(computed_at)} AS computed_at FROM insight_new",
+        f"e.*, {_ts(computed_at)} AS computed_at FROM ({edges}) AS e",
     )
     engine.stage(
         "groups",

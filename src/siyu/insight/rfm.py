@@ -141,6 +141,21 @@ SCALE_SCHEMA = ibis.schema(
 )
 
 
+def scale_edges(scored: ibis.Table) -> ibis.Table:
+    """A run's scale (one row, the ``SCALE_EDGES``) out of its scored members (``scores``
+    columns with ``last_order_at``): for each score 2-5 of each measure, the least value
+    that reached it, null when nobody did. Scores rise with their value, so reaching
+    the k-th edge is scoring k or more."""
+    measures = (("r", "last_order_at"), ("f", "frequency"), ("m", "monetary_fen"))
+    return scored.aggregate(
+        **{
+            f"{measure}{k}_from": scored[value].min(where=scored[f"{measure}_score"] >= k)
+            for measure, value in measures
+            for k in range(2, 6)
+        }
+    )
+
+
 def latest_scale(scales: ibis.Table) -> ibis.Table:
     """The last run's scale out of ``rfm_scales``, as exactly one row (all null before any
     run recorded one: every score then reads as null)."""
