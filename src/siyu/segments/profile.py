@@ -694,7 +694,6 @@ def _write_tables(
             mark.upto,
             follow_share,
         )
-    _in_snapshot(engine, path, _write_scale)
     if not isinstance(reason, str):
         return replace(written, profile_members=reason[0], profile_insight_alone=reason[1])
     _in_snapshot(engine, path, _write_profile)
@@ -796,6 +795,7 @@ def _follow_profile(
                 f"UPDATE {SNAPSHOT}.profile AS p SET {assign} FROM {_ALONE} AS n "
                 "WHERE p.member_id = n.member_id"
             )
+        _write_scale(engine)  # here, not on its own: each attachment ends in a checkpoint
         return members, insight_alone
     finally:
         for name in (_CHANGED, _REWRITTEN, _ALONE):
@@ -950,6 +950,7 @@ def _write_profile(engine: Analytics) -> None:
     engine.sql(f"CREATE TABLE {SNAPSHOT}.profile AS {ibis.to_sql(profile, dialect='duckdb')}")
     for name in REFERENCE_TABLES:
         engine.sql(f"CREATE OR REPLACE TABLE {SNAPSHOT}.profile_{name} AS {_reference(name)}")
+    _write_scale(engine)
 
 
 def _write_scale(engine: Analytics) -> None:
