@@ -93,6 +93,8 @@ class MemberInsightRead(BaseModel):
     recency_days: int | None  # days since last_order_at, as of the read
     frequency: int | None
     monetary_fen: int | None
+    # on the last refresh's scale (``rfm_scales``), from the figures above: the same scores
+    # and group that refresh computed
     r_score: int | None
     f_score: int | None
     m_score: int | None
