@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from siyu.api.app import create_app
 from siyu.core import clock
+from siyu.core.auth import Principal, Role
 from siyu.core.db import Database
 from siyu.core.settings import get_settings
 from siyu.insight import kpis, views
@@ -33,7 +34,7 @@ from siyu.insight.refresh import STEP
 from siyu.members.models import Member
 from siyu.members.rules import mask_phone
 from siyu.web import console_insight as page
-from siyu.web import users
+from siyu.web import dashboard, users
 
 PASSWORD = "console-pass-1"
 PAGES = {
@@ -225,6 +226,48 @@ def test_the_rfm_grid_shows_each_groups_count_from_the_table(
     assert {k: int(v) for k, v in shown.items()} == {k: expected.get(k, 0) for k in shown}
     assert 'href="/console/insight/rfm/important_value"' in html
     assert re.search(r'data-computed-at="\d{4}-\d\d-\d\d \d\d:\d\d"', html)
+
+
+def test_a_books_dashboard_counts_its_members_rfm_groups_on_the_last_scale(
+    computed: Any,
+) -> None:
+    """A store's or a guide's dashboard counts its own members per group (the materialized
+    groups are brand-wide): the group is derived in SQL on the last run's scale, and must
+    be the one the member read derives for each of them. Checked for the largest store's
+    book and, unscoped, for every member."""
+
+    def derived(s: Any, store_id: int | None) -> dict[str, int]:
+        scale = views.last_scale(s)
+        query = select(MemberInsight).join(Member, Member.id == MemberInsight.member_id)
+        if store_id is not None:
+            query = query.where(Member.store_id == store_id)
+        counts: dict[str, int] = {}
+        for row in s.scalars(query):
+            group = views.member_read(row, scale).rfm_group
+            if group is not None:
+                counts[group] = counts.get(group, 0) + 1
+        return counts
+
+    with computed.db.unit_of_work() as s:
+        store_id = s.scalar(
+            select(Member.store_id)
+            .join(MemberInsight, MemberInsight.member_id == Member.id)
+            .where(Member.store_id.is_not(None))
+            .group_by(Member.store_id)
+            .order_by(func.count().desc())
+            .limit(1)
+        )
+        for principal, store in (
+            (
+                Principal(key_id=0, name="店长", role=Role.store_manager, store_id=store_id),
+                store_id,
+            ),
+            (Principal(key_id=0, name="分析师", role=Role.analyst), None),
+        ):
+            _, rfm, _, _ = dashboard._book_insight(s, principal)
+            expected = derived(s, store)
+            assert rfm is not None and sum(expected.values()) > 0
+            assert {g: n for g, n in rfm if n} == expected, principal.role
 
 
 def test_a_groups_members_are_paged_with_phones_masked_for_analysts(
