@@ -743,10 +743,10 @@ def _follow_profile(
     changed in ``member_insight`` alone, or why the profile must be written whole instead
     (a small table it names changed, or too many members: ``_too_many``).
 
-    At a million members a night lists some 42,000: the day's 28,000 buyers, and 14,500
-    whose ``member_insight`` row alone the refresh rewrote (a stage that moved with time,
-    a purchase leaving the RFM window; the RFM scores are not stored, see ``with_rfm``).
-    The latter keep every other column and take the insight columns again
+    At a million members a night lists some 42,000: 28,000 changed elsewhere (the day's
+    buyers and new members), and 14,500 whose ``member_insight`` row alone the refresh
+    rewrote (a stage that moved with time, a purchase leaving the RFM window; the RFM
+    scores are not stored, see ``with_rfm``). The latter keep every other column and take the insight columns again
     (``insight_columns``): one table read for them instead of seven, and an update of nine
     columns instead of a row deleted and inserted. The members changed anywhere else are
     deleted and computed again whole."""
