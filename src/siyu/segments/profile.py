@@ -746,9 +746,9 @@ def _follow_profile(
     At a million members a night lists some 42,000: 28,000 changed elsewhere (the day's
     buyers and new members), and 14,500 whose ``member_insight`` row alone the refresh
     rewrote (a stage that moved with time, a purchase leaving the RFM window; the RFM
-    scores are not stored, see ``with_rfm``). The latter keep every other column and take the insight columns again
-    (``insight_columns``): one table read for them instead of seven, and an update of nine
-    columns instead of a row deleted and inserted. The members changed anywhere else are
+    scores are not stored, see ``with_rfm``). The latter keep every other column and take
+    the insight columns again (``insight_columns``): one table read for them instead of
+    seven, and an update of nine columns instead of a row deleted and inserted. The members changed anywhere else are
     deleted and computed again whole."""
     for name in REFERENCE_TABLES:
         differ = engine.scalar(
