@@ -748,8 +748,8 @@ def _follow_profile(
     rewrote (a stage that moved with time, a purchase leaving the RFM window; the RFM
     scores are not stored, see ``with_rfm``). The latter keep every other column and take
     the insight columns again (``insight_columns``): one table read for them instead of
-    seven, and an update of nine columns instead of a row deleted and inserted. The members changed anywhere else are
-    deleted and computed again whole."""
+    seven, and an update of nine columns instead of a row deleted and inserted. The
+    members changed anywhere else are deleted and computed again whole."""
     for name in REFERENCE_TABLES:
         differ = engine.scalar(
             f"SELECT count(*) FROM ((SELECT * FROM {SNAPSHOT}.profile_{name} EXCEPT "
