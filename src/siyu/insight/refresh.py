@@ -1037,13 +1037,7 @@ def _ts(at: datetime) -> str:
 
 MOVES = ["member_id", "from_stage", "to_stage", "at", "run_id"]
 EVENTS = ["topic", "key", "payload", "created_at"]
-SCALE = [
-    "run_id",
-    "as_of",
-    "high_from",
-    *(f"{measure}{k}_from" for measure in "rfm" for k in range(2, 6)),
-    "computed_at",
-]
+SCALE = ["run_id", "as_of", "high_from", *rfm.SCALE_EDGES, "computed_at"]
 SIGNALS = [
     "cohort",
     "members",

@@ -98,20 +98,19 @@ def with_scores(facts: ibis.Table, rfm: Rfm) -> ibis.Table:
     )
     if rfm.scoring != "thresholds":
         scored = scored.drop("r_pr", "f_pr", "m_pr")
-    high = rfm.high_from
-    group = ibis.cases(
+    group = _group(scored.r_score, scored.f_score, scored.m_score, high=rfm.high_from)
+    return scored.mutate(rfm_group=bought.ifelse(group, ibis.null("string")))
+
+
+def _group(r: ibis.Value, f: ibis.Value, m: ibis.Value, *, high: int | ibis.Value) -> ibis.Value:
+    """``rules.rfm_group`` as an expression: a score of ``high`` or more is high."""
+    return ibis.cases(
         *[
-            (
-                ((scored.r_score >= high) == rh)
-                & ((scored.f_score >= high) == fh)
-                & ((scored.m_score >= high) == mh),
-                code.value,
-            )
+            (((r >= high) == rh) & ((f >= high) == fh) & ((m >= high) == mh), code.value)
             for (rh, fh, mh), code in GROUP_BY_HIGHS.items()
         ],
         else_=ibis.null("string"),
     )
-    return scored.mutate(rfm_group=bought.ifelse(group, ibis.null("string")))
 
 
 def summary(scored: ibis.Table) -> ibis.Table:
@@ -162,10 +161,7 @@ def latest_scale(scales: ibis.Table) -> ibis.Table:
     last = scales.filter(scales.run_id == scales.run_id.max())
     return last.aggregate(
         high_from=last.high_from.max().cast("int64"),
-        **{
-            name: last[name].max().cast("timestamp" if name[0] == "r" else "int64")
-            for name in SCALE_EDGES
-        },
+        **{name: last[name].max().cast(SCALE_SCHEMA[name]) for name in SCALE_EDGES},
     )
 
 
@@ -189,14 +185,7 @@ def on_scale(
         return (1 + sum(reached)).cast("int64")  # type: ignore[attr-defined]
 
     r, f, m = score(last_order_at, "r"), score(frequency, "f"), score(monetary, "m")
-    high = scale.high_from
-    group = ibis.cases(
-        *[
-            (((r >= high) == rh) & ((f >= high) == fh) & ((m >= high) == mh), code.value)
-            for (rh, fh, mh), code in GROUP_BY_HIGHS.items()
-        ],
-        else_=ibis.null("string"),
-    )
+    group = _group(r, f, m, high=scale.high_from)
     none = ibis.null("int64")
     return {
         "rfm_group": bought.ifelse(group, ibis.null("string")).name("rfm_group"),
