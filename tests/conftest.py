@@ -4,8 +4,10 @@ built by running the migrations once per session and emptied between tests."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,6 +61,27 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     upgrade(database)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def own_database(db: Database, tmp_path: Path) -> Iterator[Database]:
+    """An empty database of its own on the same server, not migrated: for a test that
+    migrates from an earlier revision (the shared one stays at head). Dropped after."""
+    if db.dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'own.db'}"
+    else:
+        name = f"siyu_migration_{uuid.uuid4().hex[:8]}"
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.exec_driver_sql(f"CREATE DATABASE {name}")
+        url = db.url.rsplit("/", 1)[0] + f"/{name}"
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        database.dispose()
+        if db.dialect != "sqlite":
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.exec_driver_sql(f"DROP DATABASE {name}")
 
 
 def _empty(database: Database) -> None:

@@ -4,10 +4,6 @@ dropped the triggers with it), and the way back restores the columns and the ind
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from alembic import command
 from sqlalchemy import inspect
@@ -23,24 +19,10 @@ DERIVED = {"r_score", "f_score", "m_score", "rfm_group"}
 
 
 @pytest.fixture
-def before(db: Database, tmp_path: Path) -> Iterator[Database]:
+def before(own_database: Database) -> Database:
     """A database of its own at the revision before (the shared one stays at head)."""
-    if db.dialect == "sqlite":
-        url = f"sqlite:///{tmp_path / 'before.db'}"
-    else:
-        name = f"siyu_migration_{uuid.uuid4().hex[:8]}"
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-            c.exec_driver_sql(f"CREATE DATABASE {name}")
-        url = db.url.rsplit("/", 1)[0] + f"/{name}"
-    database = Database(url)
-    try:
-        upgrade(database, BEFORE)
-        yield database
-    finally:
-        database.dispose()
-        if db.dialect != "sqlite":
-            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-                c.exec_driver_sql(f"DROP DATABASE {name}")
+    upgrade(own_database, BEFORE)
+    return own_database
 
 
 def _insight_columns(db: Database) -> set[str]:

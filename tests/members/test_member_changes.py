@@ -3,9 +3,7 @@ written, whatever writes them, and the list is pruned only below what its reader
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
-from pathlib import Path
 
 from alembic import command
 from sqlalchemy import func, select
@@ -164,47 +162,32 @@ def test_each_change_notes_the_table_written(clean_db: Database, programme_in_fo
 
 
 def test_the_migration_notes_the_sources_and_gives_the_list_a_new_token(
-    db: Database, tmp_path: Path
+    own_database: Database,
 ) -> None:
     # a database of its own, at the revision before (the shared one stays at head)
-    if db.dialect == "sqlite":
-        url = f"sqlite:///{tmp_path / 'before.db'}"
-    else:
-        name = f"siyu_migration_{uuid.uuid4().hex[:8]}"
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-            c.exec_driver_sql(f"CREATE DATABASE {name}")
-        url = db.url.rsplit("/", 1)[0] + f"/{name}"
-    before = Database(url)
-    try:
-        upgrade(before, "0021_member_changes")
-        with before.unit_of_work() as s:
-            first = service.enrol(s, EnrolDraft(phone="13800000001")).member_id
-            service.ensure_changes_state(s)
-        with before.engine.connect() as c:
-            token = c.exec_driver_sql("SELECT token FROM member_changes_state").scalar()
-        upgrade(before)
-        with before.unit_of_work() as s:
-            second = service.enrol(s, EnrolDraft(phone="13800000002")).member_id
-            state = s.get(MemberChangesState, 1)
-            assert state is not None and state.token != token  # copies made before: whole
-        # the changes listed before carry no source; those after, their table's
-        assert (first, 0) in _pairs(before) and (second, CHANGE_SOURCES["members"]) in _pairs(
-            before
-        )
-        assert all(source for member, source in _pairs(before) if member == second)
+    before = own_database
+    upgrade(before, "0021_member_changes")
+    with before.unit_of_work() as s:
+        first = service.enrol(s, EnrolDraft(phone="13800000001")).member_id
+        service.ensure_changes_state(s)
+    with before.engine.connect() as c:
+        token = c.exec_driver_sql("SELECT token FROM member_changes_state").scalar()
+    upgrade(before)
+    with before.unit_of_work() as s:
+        second = service.enrol(s, EnrolDraft(phone="13800000002")).member_id
+        state = s.get(MemberChangesState, 1)
+        assert state is not None and state.token != token  # copies made before: whole
+    # the changes listed before carry no source; those after, their table's
+    assert (first, 0) in _pairs(before) and (second, CHANGE_SOURCES["members"]) in _pairs(before)
+    assert all(source for member, source in _pairs(before) if member == second)
 
-        # and back: the triggers list members without a source again
-        command.downgrade(alembic_config(before), "0021_member_changes")
-        with before.unit_of_work() as s:
-            third = service.enrol(s, EnrolDraft(phone="13800000003")).member_id
-        with before.engine.connect() as c:
-            listed = {m for (m,) in c.exec_driver_sql("SELECT member_id FROM member_changes")}
-        assert {first, second, third} <= listed
-    finally:
-        before.dispose()
-        if db.dialect != "sqlite":
-            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-                c.exec_driver_sql(f"DROP DATABASE {name}")
+    # and back: the triggers list members without a source again
+    command.downgrade(alembic_config(before), "0021_member_changes")
+    with before.unit_of_work() as s:
+        third = service.enrol(s, EnrolDraft(phone="13800000003")).member_id
+    with before.engine.connect() as c:
+        listed = {m for (m,) in c.exec_driver_sql("SELECT member_id FROM member_changes")}
+    assert {first, second, third} <= listed
 
 
 def _pairs(db: Database) -> set[tuple[int, int]]:

@@ -228,6 +228,22 @@ def test_the_rfm_grid_shows_each_groups_count_from_the_table(
     assert re.search(r'data-computed-at="\d{4}-\d\d-\d\d \d\d:\d\d"', html)
 
 
+def derived_groups(s: Any, store_id: int | None = None) -> dict[str, list[int]]:
+    """The members of each RFM group (of one store's, or all), in id order, as the member
+    read derives their group on the last run's scale."""
+    scale = views.last_scale(s)
+    assert scale is not None
+    query = select(MemberInsight).join(Member, Member.id == MemberInsight.member_id)
+    if store_id is not None:
+        query = query.where(Member.store_id == store_id)
+    groups: dict[str, list[int]] = {}
+    for row in s.scalars(query.order_by(MemberInsight.member_id)):
+        group = views.member_read(row, scale).rfm_group
+        if group is not None:
+            groups.setdefault(group, []).append(row.member_id)
+    return groups
+
+
 def test_a_books_dashboard_counts_its_members_rfm_groups_on_the_last_scale(
     computed: Any,
 ) -> None:
@@ -235,19 +251,6 @@ def test_a_books_dashboard_counts_its_members_rfm_groups_on_the_last_scale(
     groups are brand-wide): the group is derived in SQL on the last run's scale, and must
     be the one the member read derives for each of them. Checked for the largest store's
     book and, unscoped, for every member."""
-
-    def derived(s: Any, store_id: int | None) -> dict[str, int]:
-        scale = views.last_scale(s)
-        query = select(MemberInsight).join(Member, Member.id == MemberInsight.member_id)
-        if store_id is not None:
-            query = query.where(Member.store_id == store_id)
-        counts: dict[str, int] = {}
-        for row in s.scalars(query):
-            group = views.member_read(row, scale).rfm_group
-            if group is not None:
-                counts[group] = counts.get(group, 0) + 1
-        return counts
-
     with computed.db.unit_of_work() as s:
         store_id = s.scalar(
             select(Member.store_id)
@@ -265,7 +268,7 @@ def test_a_books_dashboard_counts_its_members_rfm_groups_on_the_last_scale(
             (Principal(key_id=0, name="分析师", role=Role.analyst), None),
         ):
             _, rfm, _, _ = dashboard._book_insight(s, principal)
-            expected = derived(s, store)
+            expected = {g: len(ids) for g, ids in derived_groups(s, store).items()}
             assert rfm is not None and sum(expected.values()) > 0
             assert {g: n for g, n in rfm if n} == expected, principal.role
 
@@ -274,14 +277,7 @@ def test_a_groups_members_are_paged_with_phones_masked_for_analysts(
     client: TestClient, computed: Any
 ) -> None:
     with computed.db.unit_of_work() as s:
-        scale = views.last_scale(s)
-        assert scale is not None
-        by_group: dict[str, list[int]] = {}
-        for row in s.scalars(select(MemberInsight).order_by(MemberInsight.member_id)):
-            read = views.member_read(row, scale)
-            if read.rfm_group is not None:
-                by_group.setdefault(read.rfm_group, []).append(row.member_id)
-        group, ids = max(by_group.items(), key=lambda item: len(item[1]))
+        group, ids = max(derived_groups(s).items(), key=lambda item: len(item[1]))
         phones = dict(s.execute(select(Member.id, Member.phone).where(Member.id.in_(ids))).all())
     analyst = as_user(client, "analyst").get(f"/console/insight/rfm/{group}").text
     shown = [int(i) for i in re.findall(r'<tr data-member="(\d+)"', analyst)]
