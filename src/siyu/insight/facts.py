@@ -64,10 +64,41 @@ def buyer_stats(purchases: ibis.Table, *, as_of: datetime, window_days: int) -> 
     )
 
 
-def member_facts(members: ibis.Table, stats: ibis.Table, *, as_of: datetime) -> ibis.Table:
+# ``buyer_stats``' columns as ``member_insight`` keeps them (``stored_stats``)
+STORED = {
+    "first_at": "first_order_at",
+    "last_at": "last_order_at",
+    "orders_all": "order_count",
+    "orders_window": "frequency",
+    "spend_window_fen": "monetary_fen",
+    "orders_12m": "orders_12m",
+    "spend_12m_fen": "spend_12m_fen",
+    "orders_by_join_7d": "orders_by_join_7d",
+    "orders_by_join_30d": "orders_by_join_30d",
+}
+WAS = "was_"  # the prefix of the last run's columns on ``member_facts``' rows
+
+
+def member_facts(
+    members: ibis.Table,
+    fresh: ibis.Table,
+    *,
+    as_of: datetime,
+    before: ibis.Table | None = None,
+    keep_stored: bool = False,
+) -> ibis.Table:
     """Every member the refresh scores (joined by ``as_of``, not merged or closed), with
     their buyer stats (nulls and zeros for members who never bought) and whole days since
-    their first and last purchase."""
+    their first and last purchase.
+
+    ``fresh``: buyer stats (``buyer_stats``' columns) computed from orders. ``before``:
+    the last run's rows, ``member_insight``'s columns each named with ``WAS`` in front
+    (``was_member_id`` null for a member it did not place), joined in the same pass and
+    carried on every row, so the caller compares the new row with the old one without a
+    second join of a million rows. With ``keep_stored`` (the nightly run), a member
+    without a row in ``fresh`` keeps the aggregates stored on their last row, as
+    ``stored_stats`` reads them: then ``fresh`` holds a row for every member whose
+    aggregates could differ, stats null for one with no purchase left."""
     now_s = epoch(as_of)
     m = members.filter(
         ~members.status.isin(EXCLUDED_STATUSES), members.joined_at <= instant(as_of)
@@ -76,25 +107,45 @@ def member_facts(members: ibis.Table, stats: ibis.Table, *, as_of: datetime) -> 
         tier_code=members.tier_code,
         joined_s=members.joined_at.epoch_seconds(),
     )
-    joined = m.left_join(stats, m.member_id == stats.member_id)
+    f = fresh.rename(fresh_id="member_id")
+    joined = m
+    if before is not None:
+        joined = joined.left_join(before, joined.member_id == before[f"{WAS}member_id"])
+    joined = joined.left_join(f, joined.member_id == f.fresh_id)
+    stats: dict[str, ibis.Value] = {name: joined[name] for name in STATS_COLUMNS[1:]}
+    if keep_stored:
+        assert before is not None, "stored aggregates are read from the last run's rows"
+        bought = joined[f"{WAS}first_order_at"].notnull()
+        stored: dict[str, ibis.Value] = {
+            name: joined[f"{WAS}{column}"] for name, column in STORED.items()
+        }
+        stored["first_s"] = joined[f"{WAS}first_order_at"].epoch_seconds()
+        stored["last_s"] = joined[f"{WAS}last_order_at"].epoch_seconds()
+        is_fresh = joined.fresh_id.notnull()
+        stats = {
+            name: is_fresh.ifelse(value, bought.ifelse(stored[name], ibis.null(value.type())))
+            for name, value in stats.items()
+        }
     zero = ibis.literal(0, type="int64")
+    carried = [c for c in joined.columns if c.startswith(WAS)]
     return joined.select(
         member_id=joined.member_id,
         tier_code=joined.tier_code,
         joined_s=joined.joined_s,
-        first_order_at=joined.first_at,
-        last_order_at=joined.last_at,
-        first_s=joined.first_s,
-        last_s=joined.last_s,
-        days_since_first=((now_s - joined.first_s) // DAY_SECONDS).cast("int64"),
-        days_since_last=((now_s - joined.last_s) // DAY_SECONDS).cast("int64"),
-        orders_all=joined.orders_all.cast("int64").fill_null(zero),
-        orders_window=joined.orders_window.cast("int64").fill_null(zero),
-        spend_window_fen=joined.spend_window_fen.cast("int64").fill_null(zero),
-        orders_12m=joined.orders_12m.cast("int64").fill_null(zero),
-        spend_12m_fen=joined.spend_12m_fen.cast("int64").fill_null(zero),
-        orders_by_join_7d=joined.orders_by_join_7d.cast("int64").fill_null(zero),
-        orders_by_join_30d=joined.orders_by_join_30d.cast("int64").fill_null(zero),
+        first_order_at=stats["first_at"],
+        last_order_at=stats["last_at"],
+        first_s=stats["first_s"],
+        last_s=stats["last_s"],
+        days_since_first=((now_s - stats["first_s"]) // DAY_SECONDS).cast("int64"),
+        days_since_last=((now_s - stats["last_s"]) // DAY_SECONDS).cast("int64"),
+        orders_all=stats["orders_all"].cast("int64").fill_null(zero),
+        orders_window=stats["orders_window"].cast("int64").fill_null(zero),
+        spend_window_fen=stats["spend_window_fen"].cast("int64").fill_null(zero),
+        orders_12m=stats["orders_12m"].cast("int64").fill_null(zero),
+        spend_12m_fen=stats["spend_12m_fen"].cast("int64").fill_null(zero),
+        orders_by_join_7d=stats["orders_by_join_7d"].cast("int64").fill_null(zero),
+        orders_by_join_30d=stats["orders_by_join_30d"].cast("int64").fill_null(zero),
+        **{c: joined[c] for c in carried},
     )
 
 
@@ -106,18 +157,10 @@ def stored_stats(insight: ibis.Table) -> ibis.Table:
     kept = insight.filter(insight.first_order_at.notnull())
     return kept.select(
         member_id=kept.member_id,
-        first_at=kept.first_order_at,
-        last_at=kept.last_order_at,
         first_s=kept.first_order_at.epoch_seconds(),
         last_s=kept.last_order_at.epoch_seconds(),
-        orders_all=kept.order_count,
-        orders_window=kept.frequency,
-        spend_window_fen=kept.monetary_fen,
-        orders_12m=kept.orders_12m,
-        spend_12m_fen=kept.spend_12m_fen,
-        orders_by_join_7d=kept.orders_by_join_7d,
-        orders_by_join_30d=kept.orders_by_join_30d,
-    )
+        **{name: kept[column] for name, column in STORED.items()},
+    ).select(*STATS_COLUMNS)
 
 
 def expired_stats(
