@@ -402,6 +402,12 @@ class Analytics:
         self.sql(f"CREATE OR REPLACE TEMP TABLE {name} AS {self.backend.compile(expr)}")
         return self.backend.table(name)
 
+    def view(self, name: str, expr: ibis.Table) -> ibis.Table:
+        """An expression as a DuckDB temporary view: for what one statement reads once,
+        where ``materialize`` would write rows only to read them back."""
+        self.sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {self.backend.compile(expr)}")
+        return self.backend.table(name)
+
     def scalar(self, query: str, params: list[Any] | None = None) -> Any:
         row = self.sql(query, params).fetchone()
         return row[0] if row else None
