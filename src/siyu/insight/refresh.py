@@ -490,7 +490,7 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     # The placing reads the facts once (its rank tables share that one evaluation), so
     # they are a view, joined where they are read, unless the percentile marks or the
     # average member's spend read them first: then they are computed once into a table.
-    # (A million rows of thirty columns written to be read once cost 0.3 s.)
+    # (As a table, a million rows of thirty columns were written only to be read back.)
     multiple = definition is not None and definition.min_spend_multiple is not None
     if lifecycle_rules.basis == "percentiles" or multiple:
         member_facts = engine.materialize("facts", expr)
@@ -634,8 +634,8 @@ def _place(engine: Analytics, placed: ibis.Table) -> None:
     rows, in ``facts.member_facts``, serves all that compares a member with the last
     run: the stored aggregates the nightly run starts from, the rows to write, the
     transitions, the matrix and the copy's ``month_start``. (The aggregates and the
-    comparison each joined two tables of a million rows of their own: 0.3 s of wall
-    time and twice that of CPU at a million members.)"""
+    comparison each joined two tables of a million rows of their own; ``bench/README.md``
+    has what the one join saves.)"""
     was = facts.WAS
     changed = " OR ".join(f"n.{c} IS DISTINCT FROM n.{was}{c}" for c in COMPARED)
     carried = ", ".join(c for c in placed.columns if c.startswith(was))
