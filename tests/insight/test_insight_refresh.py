@@ -139,6 +139,24 @@ def test_super_users_with_all_conditions_and_top_tiers(
     assert "super" in flagged
 
 
+def test_super_users_by_a_multiple_of_the_average_members_spend(
+    small_brand: SmallBrand, apply_programme: Callable[..., None]
+) -> None:
+    doc = example_document()
+    doc["super_users"] = {"min_spend_multiple": 3}
+    apply_programme(doc, effective_from=small_brand.at(1))
+    refresh(small_brand.db)
+    rows = insight_rows(small_brand)
+    # the average is over every member placed, those who never bought at nought
+    average = sum(r.spend_12m_fen for r in rows.values()) / len(rows)
+    expected = {
+        n for n, r in rows.items() if r.spend_12m_fen > 0 and r.spend_12m_fen >= 3 * average
+    }
+    buyers = {n for n, r in rows.items() if r.spend_12m_fen > 0}
+    assert {n for n, r in rows.items() if r.super_user} == expected
+    assert expected and expected != buyers  # the multiple sets a mark some buyers miss
+
+
 def test_transitions_events_and_stage_since_over_time(
     small_brand: SmallBrand, fixed_clock: clock.FixedClock
 ) -> None:
