@@ -504,8 +504,10 @@ def _compute(engine: Analytics, job: _Job) -> _Plan:
     # one pass over the facts: the flag, the scores and the stage computed in place (each
     # computed apart and joined back cost a join of a million rows)
     if definition is not None and programme is not None:
-        mean = member_facts.spend_12m_fen.mean()
-        average = engine.scalar(str(engine.backend.compile(mean))) if multiple else None
+        average = None
+        if multiple:  # the only condition that reads the average member's spend
+            mean = member_facts.spend_12m_fen.mean()
+            average = engine.scalar(str(engine.backend.compile(mean)))
         placed = superusers.with_flag(
             member_facts,
             definition,
