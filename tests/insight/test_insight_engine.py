@@ -110,3 +110,25 @@ def test_staged_results_publish_all_or_nothing(in_process_brand: SmallBrand) -> 
         7,
         datetime(2026, 11, 23, 4, 0, tzinfo=UTC),
     )
+
+
+def test_unordered_writes_lift_the_insertion_order_for_the_block_alone(
+    in_process_brand: SmallBrand,
+) -> None:
+    """The placing writes its million rows unordered; everything after it, in the same
+    connection, keeps the order it was given (an ORDER BY is kept either way)."""
+
+    def kept(engine: Analytics) -> bool:
+        return bool(engine.scalar("SELECT current_setting('preserve_insertion_order')"))
+
+    with analytics(in_process_brand.db) as engine:
+        assert kept(engine)
+        with engine.unordered():
+            assert not kept(engine)
+            engine.sql("CREATE TEMP TABLE t AS SELECT i FROM range(100000) r(i) ORDER BY i DESC")
+            first = engine.scalar("SELECT i FROM t LIMIT 1")
+        assert kept(engine)
+        assert first == 99_999
+        with pytest.raises(RuntimeError), engine.unordered():
+            raise RuntimeError("the block failed")
+        assert kept(engine)

@@ -641,16 +641,19 @@ def _place(engine: Analytics, placed: ibis.Table) -> None:
     was = facts.WAS
     changed = " OR ".join(f"n.{c} IS DISTINCT FROM n.{was}{c}" for c in COMPARED)
     carried = ", ".join(c for c in placed.columns if c.startswith(was))
-    engine.sql(
-        f"""
-        CREATE OR REPLACE TEMP TABLE insight_new AS
-        SELECT n.* EXCLUDE ({carried}), n.{was}stage AS previous_stage,
-               n.{was}stage_since AS previous_since,
-               n.{was}month_start AS previous_month_start,
-               n.{was}member_id IS NULL OR {changed} AS changed
-        FROM ({engine.backend.compile(placed)}) AS n
-        """
-    )
+    # read by joins and aggregates only (and staged, copied and published through
+    # them), so its million rows may be written in whatever order the threads finish
+    with engine.unordered():
+        engine.sql(
+            f"""
+            CREATE OR REPLACE TEMP TABLE insight_new AS
+            SELECT n.* EXCLUDE ({carried}), n.{was}stage AS previous_stage,
+                   n.{was}stage_since AS previous_since,
+                   n.{was}month_start AS previous_month_start,
+                   n.{was}member_id IS NULL OR {changed} AS changed
+            FROM ({engine.backend.compile(placed)}) AS n
+            """
+        )
 
 
 def _read_watermark(engine: Analytics) -> tuple[int, int, int]:
