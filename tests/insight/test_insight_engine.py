@@ -4,6 +4,7 @@ back as UTC, writes are set-based and all-or-nothing, and the SQLite WAL is left
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from insight_brand import SmallBrand
@@ -132,3 +133,49 @@ def test_unordered_writes_lift_the_insertion_order_for_the_block_alone(
         with pytest.raises(RuntimeError), engine.unordered():
             raise RuntimeError("the block failed")
         assert kept(engine)
+
+
+def test_deleted_rows_are_left_in_a_file_until_they_pile_up(
+    in_process_brand: SmallBrand, tmp_path: Path
+) -> None:
+    """A nightly follow deletes a few percent of a file's rows: its checkpoint leaves them
+    marked deleted instead of writing every row group again, until the dead rows pass
+    ``DEAD_ROWS_SHARE`` of the live ones; then the checkpoint compacts the file."""
+    path = tmp_path / "copy.duckdb"
+
+    def stored(engine: Analytics) -> int:
+        return int(
+            engine.scalar(
+                "SELECT estimated_size FROM duckdb_tables() WHERE database_name = 'f' "
+                "AND table_name = 't'"
+            )
+        )
+
+    with analytics(in_process_brand.db) as engine:
+        engine.sql(f"ATTACH '{path}' AS f")
+        engine.sql("CREATE TABLE f.t AS SELECT i AS id, i * 7 AS v FROM range(500000) r(i)")
+        engine.sql("CHECKPOINT f")
+        with engine.deletes_left("f.t") as left:
+            assert left
+            engine.sql("DELETE FROM f.t WHERE id % 2 = 0")
+            engine.sql("INSERT INTO f.t VALUES (1000000, 1)")
+            engine.sql("CHECKPOINT f")
+        assert engine.scalar("SELECT current_setting('max_vacuum_tasks')") > 0
+        engine.sql("DETACH f")
+        engine.sql(f"ATTACH '{path}' AS f")
+        assert engine.scalar("SELECT count(*) FROM f.t") == 250_001
+        assert stored(engine) == 500_001  # the dead rows are still in the file
+        with engine.deletes_left("f.t") as left:
+            assert not left  # 250,000 dead rows against 250,001 live ones
+            engine.sql("DELETE FROM f.t WHERE id = 1")
+            engine.sql("INSERT INTO f.t VALUES (1000001, 1)")
+            engine.sql("CHECKPOINT f")
+        engine.sql("DETACH f")
+        engine.sql(f"ATTACH '{path}' AS f")
+        assert engine.scalar("SELECT count(*) FROM f.t") == 250_001
+        assert stored(engine) < 300_000  # compacted
+        assert (
+            engine.scalar("SELECT sum(v) FROM f.t")
+            == sum(i * 7 for i in range(1, 500_000, 2) if i != 1) + 2
+        )
+        engine.sql("DETACH f")

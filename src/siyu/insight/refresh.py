@@ -789,26 +789,31 @@ def _update_state(engine: Analytics, job: _Job) -> bool:
     try:
         engine.sql("DETACH DATABASE IF EXISTS insight_copy")
         engine.sql(f"ATTACH {sql_text(job.state_path)} AS insight_copy")
+        # the night's rows replace rows spread over the whole copy: their dead rows are
+        # left in place, not the copy written again at its checkpoint, until they pile up
+        # (the first run of a month writes it whole anyway)
         try:
-            engine.sql("BEGIN TRANSACTION")
-            try:
-                engine.sql(
-                    "DELETE FROM insight_copy.insight_state WHERE member_id IN "
-                    "(SELECT member_id FROM insight_rows UNION ALL "
-                    "SELECT member_id FROM insight_gone)"
-                )
-                engine.sql(
-                    f"INSERT INTO insight_copy.insight_state SELECT {names}, s.stage "
-                    "FROM insight_rows r LEFT JOIN month_start s USING (member_id)"
-                )
-                _save_counted(engine, "insight_copy")
-                engine.sql(f"UPDATE insight_copy.meta SET token = '{job.new_token}'")
-            except BaseException:
-                engine.sql("ROLLBACK")
-                raise
-            engine.sql("COMMIT")
+            with engine.deletes_left("insight_copy.insight_state"):
+                engine.sql("BEGIN TRANSACTION")
+                try:
+                    engine.sql(
+                        "DELETE FROM insight_copy.insight_state WHERE member_id IN "
+                        "(SELECT member_id FROM insight_rows UNION ALL "
+                        "SELECT member_id FROM insight_gone)"
+                    )
+                    engine.sql(
+                        f"INSERT INTO insight_copy.insight_state SELECT {names}, s.stage "
+                        "FROM insight_rows r LEFT JOIN month_start s USING (member_id)"
+                    )
+                    _save_counted(engine, "insight_copy")
+                    engine.sql(f"UPDATE insight_copy.meta SET token = '{job.new_token}'")
+                except BaseException:
+                    engine.sql("ROLLBACK")
+                    raise
+                engine.sql("COMMIT")
+                engine.sql("DETACH insight_copy")  # its checkpoint, within the block
         finally:
-            engine.sql("DETACH insight_copy")
+            engine.sql("DETACH DATABASE IF EXISTS insight_copy")
     except duckdb.Error:
         return False
     return True

@@ -94,6 +94,7 @@ from siyu.insight.engine import (
     analytics_name,
     attach_live,
     id_overlap,
+    leave_deletes,
     sql_text,
 )
 from siyu.insight.isolation import run_isolated
@@ -641,10 +642,14 @@ def _in_snapshot(engine: Analytics, path: str, work: SnapshotWork, *args: Any) -
     closed before it returns, for the process that opens it next."""
     engine.sql(f"ATTACH {sql_text(path)} AS {SNAPSHOT}")
     try:
-        engine.sql(f"USE {SNAPSHOT}")
-        return work(engine, *args)
+        with engine.deletes_left(f"{SNAPSHOT}.profile"):  # see ``Build.con``
+            try:
+                engine.sql(f"USE {SNAPSHOT}")
+                return work(engine, *args)
+            finally:
+                engine.sql("USE memory")
+                engine.sql(f"DETACH DATABASE IF EXISTS {SNAPSHOT}")
     finally:
-        engine.sql("USE memory")
         engine.sql(f"DETACH DATABASE IF EXISTS {SNAPSHOT}")
 
 
@@ -1038,9 +1043,18 @@ class Build:
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        """The new snapshot, opened here (no live database attached)."""
+        """The new snapshot, opened here (no live database attached).
+
+        A followed snapshot keeps the profile rows a night deleted (a day's buyers,
+        rewritten; tags read again) in place, marked deleted, until they pass a quarter
+        of its live rows (``insight.engine.leave_deletes``): they are spread over every
+        row group, and a checkpoint that vacuumed them wrote the whole profile again
+        every night. Whatever opens the file for writing says so, here and in the work
+        (``_in_snapshot``). The purchases' few deleted rows a night are cleared by their
+        own whole writes (``_whole_because``)."""
         if self._con is None:
             self._con = connect(str(self.path))
+            leave_deletes(self._con, "profile")
         return self._con
 
     def run(self, work: SnapshotWork, *args: Any) -> Any:
