@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -273,37 +273,48 @@ def _sqlite_value(column: str, duck_type: str) -> str:
     return name
 
 
-# the dead rows a table of an analytics file may hold before a checkpoint vacuums it, as a
-# share of its live rows (``leave_deletes``)
+# the dead rows a table of an analytics file may hold before it is written again whole, as
+# a share of its live rows (``compact``)
 DEAD_ROWS_SHARE = 0.25
 
 
-def leave_deletes(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+def leave_deletes(con: duckdb.DuckDBPyConnection) -> None:
     """From now on in ``con``, DuckDB's checkpoints leave deleted rows where they are,
-    marked deleted, unless ``table`` (``database.table``, or a table of the connection's
-    own file) already holds more dead rows than ``DEAD_ROWS_SHARE`` of its live ones:
-    then the next checkpoint vacuums as usual and the file is compact again. Returns
-    whether the deleted rows are left.
+    marked deleted (its vacuum off), and ``compact`` clears them when they pile up.
 
     For a file a night rewrites a few percent of the rows of (the refresh's copy of
-    ``member_insight``, the segment profile): the night's rows are spread over every row
-    group, and a checkpoint that finds that many deleted rows merges the row groups, which
-    writes the whole table again (0.5-0.8 s for the profile, 0.15-0.3 s for the copy at a
-    million members, against some 0.05 s without). Left in place, the dead rows cost a
-    scan that much more, so they are cleared every few nights."""
-    database, _, name = table.rpartition(".")
-    row = con.execute(
-        "SELECT estimated_size FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name = ? AND database_name = coalesce(?, current_database())",
-        [name, database or None],
-    ).fetchone()
-    stored = int(row[0]) if row else 0
-    found = con.execute(f"SELECT count(*) FROM {table}").fetchone() if row else None
-    live = int(found[0]) if found else 0
-    left = stored - live <= DEAD_ROWS_SHARE * live
-    if left:
-        con.execute("SET max_vacuum_tasks = 0")
-    return left
+    ``member_insight``, the segment profile, the order book's members and first
+    purchases), the night's rows are spread over every row group, and the vacuum at each
+    checkpoint rewrote row groups to reclaim a part of them: 0.5-1.1 s a night for the
+    profile at a million members, 0.15-0.3 s for the copy, against some 0.05 s without.
+    It did not keep them down either: eight such nights left 139,000 dead rows in the
+    profile with it and 224,000 without."""
+    con.execute("SET max_vacuum_tasks = 0")
+
+
+def compact(con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> list[str]:
+    """Write again whole each of ``tables`` (``database.table``, or a table of the
+    connection's own file, to the order it is kept in) that holds more dead rows than
+    ``DEAD_ROWS_SHARE`` of its live ones; returns those written. A rewrite costs about
+    what a night's vacuum did, once every few nights, and leaves no dead row."""
+    done = []
+    for table, order in tables.items():
+        database, _, name = table.rpartition(".")
+        row = con.execute(
+            "SELECT estimated_size FROM duckdb_tables() WHERE schema_name = 'main' "
+            "AND table_name = ? AND database_name = coalesce(?, current_database())",
+            [name, database or None],
+        ).fetchone()
+        if row is None:
+            continue  # not written yet
+        found = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        live = int(found[0]) if found else 0
+        if int(row[0]) - live > DEAD_ROWS_SHARE * live:
+            con.execute(
+                f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {table} ORDER BY {order}"
+            )
+            done.append(table)
+    return done
 
 
 class Analytics:
@@ -446,16 +457,15 @@ class Analytics:
         return row[0] if row else None
 
     @contextmanager
-    def deletes_left(self, table: str) -> Iterator[bool]:
-        """``leave_deletes`` for the block: the setting is restored after it. Checkpoints
-        run at a commit past DuckDB's WAL threshold, at ``CHECKPOINT`` and as a file is
-        detached, so the block holds the file's detaching."""
-        left = leave_deletes(self.con, table)
+    def deletes_left(self, tables: dict[str, str]) -> Iterator[Callable[[], list[str]]]:
+        """``leave_deletes`` for the block, restored after it. It yields ``compact`` of
+        ``tables``, for the block to call once its deletes are done, before the file is
+        detached."""
+        leave_deletes(self.con)
         try:
-            yield left
+            yield lambda: compact(self.con, tables)
         finally:
-            if left:
-                self.con.execute("RESET max_vacuum_tasks")
+            self.con.execute("RESET max_vacuum_tasks")
 
     @contextmanager
     def unordered(self) -> Iterator[None]:

@@ -75,7 +75,7 @@ import fcntl
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -599,6 +599,15 @@ def _meta(engine: Analytics, marks: Marks) -> _Meta | None:
     return _Meta(*ids, row[5], str(row[6]), int(row[7]), int(row[8]), str(row[9]), int(row[10]))
 
 
+# the book's tables a night deletes rows of, with the order each is kept in (see ``book``)
+_FOLLOWED = {
+    "orders": "id",
+    "lines": "order_id, line_no",
+    "members": "id",
+    "firsts": "member_id",
+}
+
+
 def _attach(engine: Analytics, path: str) -> None:
     engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")
     try:
@@ -620,9 +629,16 @@ def book(engine: Analytics, place: Place) -> Iterator[Book]:
     if place.path is None:
         yield _unbooked(engine)
         return
-    with _locked(place.path):
+    with _locked(place.path), ExitStack() as kept:
         try:
             _attach(engine, place.path)
+            # a night replaces the rows of some of the million members and their first
+            # purchases, and of its refunded orders: the dead rows stay until they pile
+            # up in one of those tables, which is then written again whole
+            # (``engine.leave_deletes``)
+            compact = kept.enter_context(
+                engine.deletes_left({f"{BOOK}.{t}": key for t, key in _FOLLOWED.items()})
+            )
             # the live ids first: what commits after them is read at the next sync
             listed = member_changes.changes_mark(engine)
             marks = _marks(engine)
@@ -648,4 +664,5 @@ def book(engine: Analytics, place: Place) -> Iterator[Book]:
                 int(first_seq),
             )
         finally:
+            compact()
             engine.sql(f"DETACH DATABASE IF EXISTS {BOOK}")

@@ -790,10 +790,10 @@ def _update_state(engine: Analytics, job: _Job) -> bool:
         engine.sql("DETACH DATABASE IF EXISTS insight_copy")
         engine.sql(f"ATTACH {sql_text(job.state_path)} AS insight_copy")
         # the night's rows replace rows spread over the whole copy: their dead rows are
-        # left in place, not the copy written again at its checkpoint, until they pile up
-        # (the first run of a month writes it whole anyway)
+        # left in place, not vacuumed at its checkpoint, until they pile up (the first
+        # run of a month writes it whole anyway): ``engine.leave_deletes``
         try:
-            with engine.deletes_left("insight_copy.insight_state"):
+            with engine.deletes_left({"insight_copy.insight_state": "member_id"}) as compact:
                 engine.sql("BEGIN TRANSACTION")
                 try:
                     engine.sql(
@@ -811,6 +811,7 @@ def _update_state(engine: Analytics, job: _Job) -> bool:
                     engine.sql("ROLLBACK")
                     raise
                 engine.sql("COMMIT")
+                compact()
                 engine.sql("DETACH insight_copy")  # its checkpoint, within the block
         finally:
             engine.sql("DETACH DATABASE IF EXISTS insight_copy")

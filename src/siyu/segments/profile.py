@@ -93,6 +93,7 @@ from siyu.insight.engine import (
     analytics_file,
     analytics_name,
     attach_live,
+    compact,
     id_overlap,
     leave_deletes,
     sql_text,
@@ -642,7 +643,7 @@ def _in_snapshot(engine: Analytics, path: str, work: SnapshotWork, *args: Any) -
     closed before it returns, for the process that opens it next."""
     engine.sql(f"ATTACH {sql_text(path)} AS {SNAPSHOT}")
     try:
-        with engine.deletes_left(f"{SNAPSHOT}.profile"):  # see ``Build.con``
+        with engine.deletes_left({}):  # see ``Build.con``
             try:
                 engine.sql(f"USE {SNAPSHOT}")
                 return work(engine, *args)
@@ -1046,15 +1047,15 @@ class Build:
         """The new snapshot, opened here (no live database attached).
 
         A followed snapshot keeps the profile rows a night deleted (a day's buyers,
-        rewritten; tags read again) in place, marked deleted, until they pass a quarter
-        of its live rows (``insight.engine.leave_deletes``): they are spread over every
-        row group, and a checkpoint that vacuumed them wrote the whole profile again
-        every night. Whatever opens the file for writing says so, here and in the work
+        rewritten; tags read again) in place, marked deleted, not vacuumed at each
+        checkpoint (``insight.engine.leave_deletes``), until they pass a quarter of its
+        live rows: the build then writes the profile again whole, as it is published
+        (``publish``). Whatever opens the file for writing says so, here and in the work
         (``_in_snapshot``). The purchases' few deleted rows a night are cleared by their
         own whole writes (``_whole_because``)."""
         if self._con is None:
             self._con = connect(str(self.path))
-            leave_deletes(self._con, "profile")
+            leave_deletes(self._con)
         return self._con
 
     def run(self, work: SnapshotWork, *args: Any) -> Any:
@@ -1119,6 +1120,7 @@ class Build:
                 lineage.member_seq,
             ],
         )
+        compact(self.con, {"profile": "member_id"})
         self.con.execute("CHECKPOINT")
         self.con.close()
         previous = current_path(self.db, self.analytics_dir)
