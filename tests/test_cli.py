@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from siyu import cli
 from siyu.core.db import Database
-from siyu.core.errors import InvalidInput
+from siyu.core.errors import Conflict, InvalidInput
 from siyu.core.settings import get_settings
 from siyu.members import service as members
 from siyu.members.service import EnrolDraft
@@ -72,3 +72,20 @@ def test_jobs_list_and_run_twice(runner: CliRunner) -> None:
     assert "points.expire" in history.output and "2026-11-23" in history.output
     bad = runner.invoke(cli.app, ["jobs", "run", "points.expire", "--date", "23/11"])
     assert isinstance(bad.exception, InvalidInput) and "2026-12-31" in str(bad.exception)
+
+
+def test_a_demo_build_that_stopped_half_way_is_not_served_as_a_brand(
+    runner: CliRunner, clean_db: Database
+) -> None:
+    """The demo's build ends with the day's nightly jobs: members without any job run are
+    a build that was interrupted, and the next ``siyu demo`` says how to rebuild it."""
+    with clean_db.unit_of_work() as s:
+        members.enrol(s, EnrolDraft(phone="13800138000", name="王芳"))
+    halfway = runner.invoke(cli.app, ["demo", "--no-serve"])
+    assert isinstance(halfway.exception, Conflict)
+    assert "siyu demo --reset" in str(halfway.exception) and "1 members" in str(halfway.exception)
+    ran = runner.invoke(cli.app, ["jobs", "run", "points.expire", "--date", "2026-11-23"])
+    assert ran.exit_code == 0, ran.output
+    loaded = runner.invoke(cli.app, ["demo", "--no-serve"])
+    assert loaded.exit_code == 0, loaded.output
+    assert "demo brand already loaded (1 members)" in loaded.output

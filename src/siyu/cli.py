@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from siyu.core.errors import SiyuError
+from siyu.core.errors import Conflict, SiyuError
 from siyu.core.settings import get_settings
 
 app = typer.Typer(
@@ -153,6 +153,16 @@ def demo(
     db = _database()
     with db.unit_of_work() as session:
         existing = members_service.count(session)
+    from siyu.jobs import service as jobs
+
+    if existing and not jobs.history(db, limit=1):
+        # the build ends with the day's nightly jobs: members and no job run is a build
+        # that stopped half-way (or a database that is not a demo), never a whole brand
+        raise Conflict(
+            f"this database has {existing:,} members but no nightly job has ever run: an "
+            "earlier `siyu demo` stopped before the brand was built. Run `siyu demo "
+            "--reset` to build it again (or `siyu serve` if this is not a demo database)"
+        )
     if existing:
         console.print(f"demo brand already loaded ({existing:,} members); --reset to rebuild")
     else:
@@ -165,8 +175,6 @@ def demo(
         console.print(table)
         # Today's nightly work (expiry, releases, the tier review, birthdays), so the brand
         # looks like one that has been running: `siyu jobs history` shows what it did.
-        from siyu.jobs import service as jobs
-
         for outcome in jobs.run_all(db, tz=settings.timezone):
             counts = ", ".join(f"{k}={v}" for k, v in outcome.result.items())
             console.print(f"job {outcome.name}: {counts}")
