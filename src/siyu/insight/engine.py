@@ -297,19 +297,25 @@ def compact(con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> list[str]
     connection's own file, to the order it is kept in) that holds more dead rows than
     ``DEAD_ROWS_SHARE`` of its live ones; returns those written. A rewrite costs about
     what a night's vacuum did, once every few nights, and leaves no dead row."""
+    if not tables:
+        return []
+    stored = {
+        (database, name): int(size)
+        for database, name, size in con.execute(
+            "SELECT database_name, table_name, estimated_size FROM duckdb_tables() "
+            "WHERE schema_name = 'main'"
+        ).fetchall()
+    }
+    own = con.execute("SELECT current_database()").fetchone()
     done = []
     for table, order in tables.items():
         database, _, name = table.rpartition(".")
-        row = con.execute(
-            "SELECT estimated_size FROM duckdb_tables() WHERE schema_name = 'main' "
-            "AND table_name = ? AND database_name = coalesce(?, current_database())",
-            [name, database or None],
-        ).fetchone()
-        if row is None:
+        size = stored.get((database or (own[0] if own else ""), name))
+        if size is None:
             continue  # not written yet
         found = con.execute(f"SELECT count(*) FROM {table}").fetchone()
         live = int(found[0]) if found else 0
-        if int(row[0]) - live > DEAD_ROWS_SHARE * live:
+        if size - live > DEAD_ROWS_SHARE * live:
             con.execute(
                 f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {table} ORDER BY {order}"
             )
