@@ -75,7 +75,7 @@ import fcntl
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -629,16 +629,13 @@ def book(engine: Analytics, place: Place) -> Iterator[Book]:
     if place.path is None:
         yield _unbooked(engine)
         return
-    with _locked(place.path), ExitStack() as kept:
+    # a night replaces the rows of some of the million members and their first purchases,
+    # and of its refunded orders: the dead rows stay until they pile up in one of those
+    # tables, which is then written again whole (``engine.leave_deletes``)
+    followed = {f"{BOOK}.{t}": key for t, key in _FOLLOWED.items()}
+    with _locked(place.path), engine.deletes_left(followed) as compact:
         try:
             _attach(engine, place.path)
-            # a night replaces the rows of some of the million members and their first
-            # purchases, and of its refunded orders: the dead rows stay until they pile
-            # up in one of those tables, which is then written again whole
-            # (``engine.leave_deletes``)
-            compact = kept.enter_context(
-                engine.deletes_left({f"{BOOK}.{t}": key for t, key in _FOLLOWED.items()})
-            )
             # the live ids first: what commits after them is read at the next sync
             listed = member_changes.changes_mark(engine)
             marks = _marks(engine)

@@ -788,12 +788,12 @@ def _update_state(engine: Analytics, job: _Job) -> bool:
     names = ", ".join(f"r.{c}" for c in ("member_id", *KEPT))
     try:
         engine.sql("DETACH DATABASE IF EXISTS insight_copy")
-        engine.sql(f"ATTACH {sql_text(job.state_path)} AS insight_copy")
         # the night's rows replace rows spread over the whole copy: their dead rows are
         # left in place, not vacuumed at its checkpoint, until they pile up (the first
         # run of a month writes it whole anyway): ``engine.leave_deletes``
-        try:
-            with engine.deletes_left({"insight_copy.insight_state": "member_id"}) as compact:
+        with engine.deletes_left({"insight_copy.insight_state": "member_id"}) as compact:
+            engine.sql(f"ATTACH {sql_text(job.state_path)} AS insight_copy")
+            try:
                 engine.sql("BEGIN TRANSACTION")
                 try:
                     engine.sql(
@@ -812,9 +812,8 @@ def _update_state(engine: Analytics, job: _Job) -> bool:
                     raise
                 engine.sql("COMMIT")
                 compact()
-                engine.sql("DETACH insight_copy")  # its checkpoint, within the block
-        finally:
-            engine.sql("DETACH DATABASE IF EXISTS insight_copy")
+            finally:
+                engine.sql("DETACH DATABASE IF EXISTS insight_copy")  # its checkpoint
     except duckdb.Error:
         return False
     return True

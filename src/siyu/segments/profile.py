@@ -641,17 +641,14 @@ def _in_snapshot(engine: Analytics, path: str, work: SnapshotWork, *args: Any) -
     """``work(engine, *args)`` with the snapshot file attached as ``snapshot`` (and the
     default catalog, so the snapshot's tables are found by their plain names); the file is
     closed before it returns, for the process that opens it next."""
-    engine.sql(f"ATTACH {sql_text(path)} AS {SNAPSHOT}")
-    try:
-        with engine.deletes_left({}):  # see ``Build.con``
-            try:
-                engine.sql(f"USE {SNAPSHOT}")
-                return work(engine, *args)
-            finally:
-                engine.sql("USE memory")
-                engine.sql(f"DETACH DATABASE IF EXISTS {SNAPSHOT}")
-    finally:
-        engine.sql(f"DETACH DATABASE IF EXISTS {SNAPSHOT}")
+    with engine.deletes_left({}):  # its checkpoints leave deleted rows: see ``Build.con``
+        engine.sql(f"ATTACH {sql_text(path)} AS {SNAPSHOT}")
+        try:
+            engine.sql(f"USE {SNAPSHOT}")
+            return work(engine, *args)
+        finally:
+            engine.sql("USE memory")
+            engine.sql(f"DETACH DATABASE IF EXISTS {SNAPSHOT}")
 
 
 def _write_tables(
